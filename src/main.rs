@@ -1,0 +1,81 @@
+//! `sinkrep`: the command-line entry point.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+mod env;
+
+#[derive(Parser)]
+#[command(
+    name = "sinkrep",
+    version,
+    about = "Reproduce 'The Structural Origin of Attention Sink' (arXiv 2605.06611) and analyse sinks in LLaMA-family GGUF models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print versions (sinkrep, git, libtorch), CUDA, threads and cache paths.
+    Env {
+        /// Emit JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch and verify the pinned inputs (data/inputs.toml) into the cache.
+    Fetch {
+        /// Only these input ids (default: all).
+        ids: Vec<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Env { json } => env::print(json),
+        Command::Fetch { ids } => fetch(&ids),
+    }
+}
+
+fn fetch(ids: &[String]) -> Result<()> {
+    let manifest = sinkrep_inputs::Manifest::pinned();
+    let cache = sinkrep_inputs::Cache::default();
+    let python = env::python();
+    let wanted: Vec<_> = if ids.is_empty() {
+        manifest.inputs.iter().collect()
+    } else {
+        ids.iter()
+            .map(|id| manifest.get(id))
+            .collect::<Result<_, _>>()?
+    };
+    for input in wanted {
+        if !cache.is_ready(input) {
+            eprintln!(
+                "fetching {} ({}=={} from {:?})",
+                input.id, input.package, input.version, input.registry
+            );
+        }
+        let outcome = cache
+            .fetch(input, &python)
+            .with_context(|| format!("fetching input `{}`", input.id))?;
+        eprintln!(
+            "{}: {} ({})",
+            input.id,
+            match outcome {
+                sinkrep_inputs::FetchOutcome::AlreadyPresent => "present, verified earlier",
+                sinkrep_inputs::FetchOutcome::Downloaded => "downloaded and verified",
+            },
+            cache.input_dir(&input.id).display()
+        );
+    }
+    Ok(())
+}

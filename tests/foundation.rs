@@ -1,0 +1,49 @@
+//! The foundation works: libtorch links and computes, and `sinkrep env` reports it.
+
+use std::process::Command;
+
+/// libtorch loads and computes: a 2x3 by 3x2 matmul against the result worked by hand.
+#[test]
+fn libtorch_matmul_known_result() {
+    let a = tch::Tensor::from_slice(&[1f32, 2., 3., 4., 5., 6.]).reshape([2, 3]);
+    let b = tch::Tensor::from_slice(&[7f32, 8., 9., 10., 11., 12.]).reshape([3, 2]);
+    let c = a.matmul(&b);
+    let got: Vec<f32> = c.flatten(0, -1).try_into().unwrap();
+    assert_eq!(got, vec![58., 64., 139., 154.]);
+}
+
+/// `sinkrep env --json` is valid JSON and names the pinned libtorch.
+#[test]
+fn env_json_names_libtorch_2_13_0() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sinkrep"))
+        .args(["env", "--json"])
+        // From another directory, with no LD_LIBRARY_PATH: the rpath must do its job.
+        .current_dir(std::env::temp_dir())
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .expect("run sinkrep");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let lt = v["libtorch_version"].as_str().unwrap();
+    assert!(lt.starts_with("2.13.0"), "libtorch_version = {lt}");
+    assert!(v["threads"].as_i64().unwrap() >= 1);
+    assert!(v["cuda_available"].is_boolean());
+    assert!(v["venv_dir"].as_str().unwrap().ends_with("torch-2.13.0"));
+}
+
+/// A bad flag is a one-line usage error with a non-zero exit, not a panic.
+#[test]
+fn bad_flag_is_a_clean_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sinkrep"))
+        .args(["env", "--no-such-flag"])
+        .output()
+        .expect("run sinkrep");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--no-such-flag"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
