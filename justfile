@@ -36,14 +36,15 @@ fetch: _venv
     just sinkrep fetch
 
 # The test command CI runs: format check, clippy (warnings are errors), all tests.
+# Everything builds with the release profile so libtorch bindings are compiled once.
 test: _venv
     #!/usr/bin/env bash
     set -euo pipefail
     phase() { local name=$1; shift; local t0=$(date +%s); "$@"; echo "phase $name: $(( $(date +%s) - t0 ))s" >&2; }
     phase fetch just sinkrep fetch
     phase fmt cargo fmt --all --check
-    phase clippy cargo clippy --workspace --all-targets --quiet -- -D warnings
-    phase test cargo test --workspace --quiet
+    phase clippy cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+    phase test cargo test --release --workspace --quiet
 
 # Everything, end to end: set-up, every replication at the default scale (grows as they land).
 replicate-all: setup

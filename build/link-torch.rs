@@ -31,7 +31,9 @@ fn main() {
             println!("cargo:rustc-env=SINKREP_LIBTORCH_VERSION={version}");
         }
         Err(_) => {
-            println!("cargo:warning=DEP_TCH_LIBTORCH_LIB not set: add torch-sys as a direct dependency");
+            println!(
+                "cargo:warning=DEP_TCH_LIBTORCH_LIB not set: add torch-sys as a direct dependency"
+            );
             println!("cargo:rustc-env=SINKREP_LIBTORCH_VERSION=unknown");
         }
     }

@@ -110,7 +110,10 @@ pub fn print(json: bool) -> Result<()> {
         info.libtorch_version, info.tch_version
     );
     match &info.cuda_device_name {
-        Some(name) => println!("cuda      yes, {} device(s), {name}", info.cuda_device_count),
+        Some(name) => println!(
+            "cuda      yes, {} device(s), {name}",
+            info.cuda_device_count
+        ),
         None if info.cuda_available => {
             println!("cuda      yes, {} device(s)", info.cuda_device_count)
         }
@@ -125,5 +128,8 @@ pub fn print(json: bool) -> Result<()> {
 
 /// "2.13.0" of "2.13.0+cu130": the key of the venv folder.
 pub fn torch_base_version() -> &'static str {
-    LIBTORCH_VERSION.split('+').next().unwrap_or(LIBTORCH_VERSION)
+    LIBTORCH_VERSION
+        .split('+')
+        .next()
+        .unwrap_or(LIBTORCH_VERSION)
 }

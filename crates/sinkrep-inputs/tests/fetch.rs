@@ -147,5 +147,8 @@ fn write_atomic_replaces_and_leaves_no_temp() {
     sinkrep_inputs::write_atomic(&p, b"one").unwrap();
     sinkrep_inputs::write_atomic(&p, b"two").unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), b"two");
-    assert_eq!(entries(&dir.path().join("sub")), vec!["out.json".to_string()]);
+    assert_eq!(
+        entries(&dir.path().join("sub")),
+        vec!["out.json".to_string()]
+    );
 }

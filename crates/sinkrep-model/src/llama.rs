@@ -1,0 +1,523 @@
+//! A LLaMA-family decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU, tied or untied
+//! output), instrumented with probes and interventions. Reads top to bottom: `Attention`,
+//! `Mlp`, `Block`, `Model`, each built from `(path, &config)` with a `forward`.
+//!
+//! Weight names are the GGUF names, one to one: the `nn::Path` of each variable *is* its
+//! GGUF tensor name (tch joins path segments with '.'):
+//!
+//! | variable                         | GGUF tensor                 | shape (row-major)   |
+//! |----------------------------------|-----------------------------|---------------------|
+//! | `token_embd.weight`              | same                        | (V, D)              |
+//! | `blk.{i}.attn_norm.weight`       | same                        | (D)                 |
+//! | `blk.{i}.attn_q/k/v.weight`      | same                        | (H*Dh / KV*Dh, D)   |
+//! | `blk.{i}.attn_output.weight`     | same                        | (D, H*Dh)           |
+//! | `blk.{i}.ffn_norm.weight`        | same                        | (D)                 |
+//! | `blk.{i}.ffn_gate/up.weight`     | same                        | (F, D)              |
+//! | `blk.{i}.ffn_down.weight`        | same                        | (D, F)              |
+//! | `output_norm.weight`             | same                        | (D)                 |
+//! | `output.weight` (untied only)    | same                        | (V, D)              |
+//! | `blk.{i}.attn_head_norm.weight`  | (sinkrep variant)           | (Dh) or (H, Dh)     |
+//! | `blk.{i}.attn_gate.weight`       | (sinkrep variant)           | (H*Dh, D)           |
+
+use crate::config::{AttnVariant, Config, RopePairing};
+use crate::hooks::{Hooks, Site};
+use crate::ModelError;
+use sinkrep_gguf::GgufFile;
+use tch::{nn, Device, Kind, Tensor};
+
+/// How attention probabilities are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttnImpl {
+    /// softmax(QK^T/sqrt(d) + mask) V written out: the pattern can be probed and masked.
+    /// The default for analysis.
+    Explicit,
+    /// libtorch's fused scaled_dot_product_attention (faster, used for training). A layer
+    /// falls back to `Explicit` when a probe wants its pattern or a mask intervention
+    /// applies there.
+    Fused,
+}
+
+/// Initial weights: N(0, min(0.02, 1/sqrt(fan_in))), or zeros when the weights are about
+/// to be replaced by a checkpoint's (`Config::zero_init`, cheap: no random numbers drawn).
+fn weight_init(fan_in: i64, cfg: &Config) -> nn::Init {
+    if cfg.zero_init {
+        nn::Init::Const(0.0)
+    } else {
+        nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02f64.min(1.0 / (fan_in as f64).sqrt()),
+        }
+    }
+}
+
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
+    // As HF LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * w, in f32.
+    let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+    x * (var + eps).rsqrt() * w
+}
+
+/// RoPE tables for positions 0..max_t: cos, sin of shape (T, Dh/2).
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    pairing: RopePairing,
+}
+
+impl Rope {
+    fn new(cfg: &Config, max_t: usize, device: Device) -> Rope {
+        let half = cfg.head_dim / 2;
+        let inv: Vec<f32> = (0..half)
+            .map(|i| (1.0 / cfg.rope_base.powf(2.0 * i as f64 / cfg.head_dim as f64)) as f32)
+            .collect();
+        let inv = Tensor::from_slice(&inv).to_device(device);
+        let t = Tensor::arange(max_t as i64, (Kind::Float, device));
+        let freqs = t.unsqueeze(1) * inv.unsqueeze(0); // (T, Dh/2)
+        Rope {
+            cos: freqs.cos(),
+            sin: freqs.sin(),
+            pairing: cfg.rope_pairing,
+        }
+    }
+
+    /// x: (B, H, T, Dh).
+    fn apply(&self, x: &Tensor) -> Tensor {
+        let s = x.size();
+        let (t, d) = (s[2], s[3]);
+        let cos = self.cos.narrow(0, 0, t);
+        let sin = self.sin.narrow(0, 0, t);
+        match self.pairing {
+            RopePairing::Adjacent => {
+                let xp = x.reshape([s[0], s[1], t, d / 2, 2]); // (B, H, T, Dh/2, 2)
+                let x0 = xp.select(-1, 0);
+                let x1 = xp.select(-1, 1);
+                let o0 = &x0 * &cos - &x1 * &sin;
+                let o1 = &x0 * &sin + &x1 * &cos;
+                Tensor::stack(&[o0, o1], -1).reshape([s[0], s[1], t, d])
+            }
+            RopePairing::HalfSplit => {
+                let x0 = x.narrow(-1, 0, d / 2);
+                let x1 = x.narrow(-1, d / 2, d / 2);
+                let o0 = &x0 * &cos - &x1 * &sin;
+                let o1 = &x0 * &sin + &x1 * &cos;
+                Tensor::cat(&[o0, o1], -1)
+            }
+        }
+    }
+}
+
+pub struct Attention {
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    wo: Tensor,
+    head_norm: Option<Tensor>,
+    gate: Option<Tensor>,
+    n_heads: i64,
+    n_kv: i64,
+    head_dim: i64,
+    eps: f64,
+}
+
+impl Attention {
+    fn new(p: &nn::Path, cfg: &Config) -> Attention {
+        let (d, h, kv, dh) = (
+            cfg.d_model as i64,
+            cfg.n_heads as i64,
+            cfg.n_kv_heads as i64,
+            cfg.head_dim as i64,
+        );
+        let init = |fan_in: i64| weight_init(fan_in, cfg);
+        let head_norm = match cfg.attn_variant {
+            AttnVariant::HeadwiseRmsnorm { shared: true } => {
+                Some((p / "attn_head_norm").ones("weight", &[dh]))
+            }
+            AttnVariant::HeadwiseRmsnorm { shared: false } => {
+                Some((p / "attn_head_norm").ones("weight", &[h, dh]))
+            }
+            _ => None,
+        };
+        let gate = match cfg.attn_variant {
+            AttnVariant::Gated => Some((p / "attn_gate").var("weight", &[h * dh, d], init(d))),
+            _ => None,
+        };
+        Attention {
+            wq: (p / "attn_q").var("weight", &[h * dh, d], init(d)),
+            wk: (p / "attn_k").var("weight", &[kv * dh, d], init(d)),
+            wv: (p / "attn_v").var("weight", &[kv * dh, d], init(d)),
+            wo: (p / "attn_output").var("weight", &[d, h * dh], init(h * dh)),
+            head_norm,
+            gate,
+            n_heads: h,
+            n_kv: kv,
+            head_dim: dh,
+            eps: cfg.rms_eps,
+        }
+    }
+
+    /// x: (B, T, D) normalised block input. Returns the attention output (B, T, D).
+    fn forward(
+        &self,
+        x: &Tensor,
+        layer: usize,
+        rope: &Rope,
+        imp: AttnImpl,
+        hooks: &mut Hooks,
+    ) -> Tensor {
+        let s = x.size();
+        let (b, t) = (s[0], s[1]);
+        let (h, kv, dh) = (self.n_heads, self.n_kv, self.head_dim);
+        let rep = h / kv;
+        let q = x
+            .linear::<Tensor>(&self.wq, None)
+            .view([b, t, h, dh])
+            .transpose(1, 2); // (B, H, T, Dh)
+        let k = x
+            .linear::<Tensor>(&self.wk, None)
+            .view([b, t, kv, dh])
+            .transpose(1, 2); // (B, KV, T, Dh)
+        let v = x
+            .linear::<Tensor>(&self.wv, None)
+            .view([b, t, kv, dh])
+            .transpose(1, 2); // (B, KV, T, Dh)
+        let q = rope.apply(&q);
+        let k = rope.apply(&k);
+        let scale = 1.0 / (dh as f64).sqrt();
+        let self_only = hooks.interventions.mask_self_at(layer);
+        let explicit = imp == AttnImpl::Explicit
+            || !self_only.is_empty()
+            || hooks.wants(layer, Site::AttnPattern);
+
+        let z = if explicit {
+            // Group the rep query heads of each KV head so K and V are not repeated:
+            // (B, KV, rep*T, Dh) @ (B, KV, Dh, T) -> (B, KV, rep*T, T).
+            let qg = q.reshape([b, kv, rep * t, dh]);
+            let scores = qg.matmul(&k.transpose(-2, -1)) * scale;
+            let scores = scores.view([b, h, t, t]); // (B, H, T, T)
+            let mask = causal_mask(t, &self_only, x.device()); // (T, T), true = blocked
+            let att = scores
+                .masked_fill(&mask, f64::NEG_INFINITY)
+                .softmax(-1, Kind::Float);
+            if hooks.wants(layer, Site::AttnPattern) {
+                hooks.observe(layer, Site::AttnPattern, &att);
+            }
+            att.view([b, kv, rep * t, t])
+                .matmul(&v) // (B, KV, rep*T, Dh)
+                .view([b, h, t, dh])
+        } else {
+            Tensor::scaled_dot_product_attention::<Tensor>(
+                &q,
+                &k,
+                &v,
+                None,
+                0.0,
+                true,
+                scale,
+                rep > 1,
+            )
+        };
+        let z = z.transpose(1, 2); // (B, T, H, Dh)
+        let z = if hooks.interventions.amplify.is_empty() {
+            z
+        } else {
+            hooks.interventions.amplify_z(layer, z.contiguous())
+        };
+        if hooks.wants(layer, Site::AttnZ) {
+            hooks.observe(layer, Site::AttnZ, &z);
+        }
+        let disabled = hooks.interventions.disable_head_norm;
+        let z = match (&self.head_norm, &self.gate) {
+            (Some(g), _) if !disabled => {
+                // Head-wise RMSNorm over each head's Dh channels (paper, claim 5).
+                rms_norm(&z, g, self.eps)
+            }
+            (_, Some(wg)) if !disabled => {
+                let gate = x.linear::<Tensor>(wg, None).view([b, t, h, dh]).sigmoid();
+                z * gate
+            }
+            _ => z,
+        };
+        let out = z.reshape([b, t, h * dh]).linear::<Tensor>(&self.wo, None);
+        if hooks.wants(layer, Site::AttnOut) {
+            hooks.observe(layer, Site::AttnOut, &out);
+        }
+        out
+    }
+}
+
+/// (T, T) boolean mask, true where attention is blocked: the causal mask, plus every key
+/// other than itself for the `self_only` query rows.
+fn causal_mask(t: i64, self_only: &[usize], device: Device) -> Tensor {
+    let mask = Tensor::ones([t, t], (Kind::Bool, device)).triu(1);
+    if self_only.is_empty() {
+        return mask;
+    }
+    let rows: Vec<i64> = self_only
+        .iter()
+        .map(|&k| k as i64)
+        .filter(|&k| k < t)
+        .collect();
+    let m = mask;
+    for k in rows {
+        let mut row = m.select(0, k);
+        let _ = row.fill_(1);
+        let mut diag = row.narrow(0, k, 1);
+        let _ = diag.fill_(0);
+    }
+    m
+}
+
+pub struct Mlp {
+    w_gate: Tensor,
+    w_up: Tensor,
+    w_down: Tensor,
+}
+
+impl Mlp {
+    fn new(p: &nn::Path, cfg: &Config) -> Mlp {
+        let (d, f) = (cfg.d_model as i64, cfg.d_ff as i64);
+        let init = |fan_in: i64| weight_init(fan_in, cfg);
+        Mlp {
+            w_gate: (p / "ffn_gate").var("weight", &[f, d], init(d)),
+            w_up: (p / "ffn_up").var("weight", &[f, d], init(d)),
+            w_down: (p / "ffn_down").var("weight", &[d, f], init(f)),
+        }
+    }
+
+    /// SwiGLU: W_down (silu(x W_gate) * (x W_up)).
+    fn forward(&self, x: &Tensor, layer: usize, hooks: &mut Hooks) -> Tensor {
+        let g = x.linear::<Tensor>(&self.w_gate, None).silu();
+        let u = x.linear::<Tensor>(&self.w_up, None);
+        let h = g * u; // (B, T, F)
+        let h = if hooks.interventions.ablate.is_empty() {
+            h
+        } else {
+            hooks.interventions.ablate_mlp(layer, h)
+        };
+        if hooks.wants(layer, Site::MlpPost) {
+            hooks.observe(layer, Site::MlpPost, &h);
+        }
+        let out = h.linear::<Tensor>(&self.w_down, None);
+        if hooks.wants(layer, Site::MlpOut) {
+            hooks.observe(layer, Site::MlpOut, &out);
+        }
+        out
+    }
+
+    /// The down-projection weight (D, F): column c is what FFN channel c writes.
+    pub fn down_proj(&self) -> &Tensor {
+        &self.w_down
+    }
+    pub fn gate_proj(&self) -> &Tensor {
+        &self.w_gate
+    }
+    pub fn up_proj(&self) -> &Tensor {
+        &self.w_up
+    }
+}
+
+pub struct Block {
+    attn_norm: Tensor,
+    pub attn: Attention,
+    ffn_norm: Tensor,
+    pub mlp: Mlp,
+    eps: f64,
+}
+
+impl Block {
+    fn new(p: nn::Path, cfg: &Config) -> Block {
+        Block {
+            attn_norm: (&p / "attn_norm").ones("weight", &[cfg.d_model as i64]),
+            attn: Attention::new(&p, cfg),
+            ffn_norm: (&p / "ffn_norm").ones("weight", &[cfg.d_model as i64]),
+            mlp: Mlp::new(&p, cfg),
+            eps: cfg.rms_eps,
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        layer: usize,
+        rope: &Rope,
+        imp: AttnImpl,
+        hooks: &mut Hooks,
+    ) -> Tensor {
+        if hooks.wants(layer, Site::ResidPre) {
+            hooks.observe(layer, Site::ResidPre, x);
+        }
+        let a = self.attn.forward(
+            &rms_norm(x, &self.attn_norm, self.eps),
+            layer,
+            rope,
+            imp,
+            hooks,
+        );
+        let mid = x + a;
+        if hooks.wants(layer, Site::ResidMid) {
+            hooks.observe(layer, Site::ResidMid, &mid);
+        }
+        let m = self
+            .mlp
+            .forward(&rms_norm(&mid, &self.ffn_norm, self.eps), layer, hooks);
+        let out = mid + m;
+        if hooks.wants(layer, Site::ResidPost) {
+            hooks.observe(layer, Site::ResidPost, &out);
+        }
+        out
+    }
+}
+
+pub struct Model {
+    pub config: Config,
+    pub vs: nn::VarStore,
+    tok_embd: Tensor,
+    pub blocks: Vec<Block>,
+    out_norm: Tensor,
+    output: Option<Tensor>,
+    rope: Rope,
+    pub attn_impl: AttnImpl,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Model {
+    /// A randomly initialised model (seed libtorch with `tch::manual_seed` first).
+    pub fn new(cfg: &Config, device: Device) -> Result<Model, ModelError> {
+        cfg.validate()?;
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let (v, d) = (cfg.vocab_size as i64, cfg.d_model as i64);
+        let emb_init = if cfg.zero_init {
+            nn::Init::Const(0.0)
+        } else {
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            }
+        };
+        let tok_embd = (&root / "token_embd").var("weight", &[v, d], emb_init);
+        let blocks = (0..cfg.n_layers)
+            .map(|i| Block::new(&root / "blk" / i, cfg))
+            .collect();
+        let out_norm = (&root / "output_norm").ones("weight", &[d]);
+        let output =
+            (!cfg.tied_embeddings).then(|| (&root / "output").var("weight", &[v, d], emb_init));
+        let rope = Rope::new(cfg, cfg.max_seq_len, device);
+        Ok(Model {
+            config: cfg.clone(),
+            vs,
+            tok_embd,
+            blocks,
+            out_norm,
+            output,
+            rope,
+            attn_impl: AttnImpl::Explicit,
+        })
+    }
+
+    /// Loads a LLaMA-family GGUF: config from metadata, every weight de-quantised to f32.
+    pub fn from_gguf(file: &GgufFile, device: Device) -> Result<Model, ModelError> {
+        let mut cfg = Config::from_gguf(file)?;
+        // Build with zero placeholders, then replace each variable's data.
+        cfg.zero_init = true;
+        let mut model = Model::new(&cfg, device)?;
+        model.load_weights(file)?;
+        model.config.zero_init = false;
+        Ok(model)
+    }
+
+    /// Replaces every variable's data with the GGUF tensor of the same name.
+    pub fn load_weights(&self, file: &GgufFile) -> Result<(), ModelError> {
+        use rayon::prelude::*;
+        let vars = self.vs.variables();
+        let mut wanted: Vec<(String, Vec<usize>)> = vars
+            .iter()
+            .map(|(n, t)| (n.clone(), t.size().iter().map(|&x| x as usize).collect()))
+            .collect();
+        wanted.sort();
+        // De-quantise in parallel across tensors; each is checked against the expected shape.
+        let loaded: Vec<Result<(String, Vec<f32>), ModelError>> = wanted
+            .par_iter()
+            .map(|(name, want)| {
+                let info = file.tensor_info(name)?;
+                if &info.shape != want {
+                    return Err(ModelError::ShapeMismatch {
+                        name: name.clone(),
+                        expected: want.clone(),
+                        found: info.shape.clone(),
+                    });
+                }
+                Ok((name.clone(), file.tensor_f32(name)?))
+            })
+            .collect();
+        tch::no_grad(|| {
+            for r in loaded {
+                let (name, data) = r?;
+                let mut var = vars[&name].shallow_clone();
+                let t = Tensor::from_slice(&data)
+                    .reshape(var.size())
+                    .to_device(var.device());
+                var.set_data(&t);
+            }
+            Ok(())
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Runs the decoder on token ids (B, T) and returns the final normalised hidden states
+    /// (B, T, D) for every position (probes need all of them). `logits` maps them to the
+    /// vocabulary.
+    pub fn forward(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor, ModelError> {
+        let t = tokens.size().get(1).copied().unwrap_or(0) as usize;
+        if tokens.dim() != 2 || t == 0 {
+            return Err(ModelError::BadInput(format!(
+                "tokens must be (batch, time) with time > 0, got {:?}",
+                tokens.size()
+            )));
+        }
+        if t > self.config.max_seq_len {
+            return Err(ModelError::BadInput(format!(
+                "sequence of {t} tokens exceeds the model's context of {}",
+                self.config.max_seq_len
+            )));
+        }
+        let mut x = Tensor::embedding(&self.tok_embd, tokens, -1, false, false); // (B, T, D)
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, i, &self.rope, self.attn_impl, hooks);
+        }
+        Ok(rms_norm(&x, &self.out_norm, self.config.rms_eps))
+    }
+
+    /// Output logits (…, V) from final hidden states (…, D).
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        hidden.linear::<Tensor>(self.output.as_ref().unwrap_or(&self.tok_embd), None)
+    }
+
+    /// Mean next-token cross-entropy of `tokens` (B, T) predicting `targets` (B, T).
+    pub fn loss(
+        &self,
+        tokens: &Tensor,
+        targets: &Tensor,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor, ModelError> {
+        let h = self.forward(tokens, hooks)?;
+        let logits = self.logits(&h);
+        let v = logits.size()[2];
+        Ok(logits
+            .view([-1, v])
+            .cross_entropy_for_logits(&targets.reshape([-1])))
+    }
+
+    pub fn token_embedding(&self) -> &Tensor {
+        &self.tok_embd
+    }
+}
