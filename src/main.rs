@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+mod analyze;
 mod env;
 
 #[derive(Parser)]
@@ -24,6 +25,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per-layer sink report of a GGUF model: attention received, super neurons, massive dims.
+    Analyze(analyze::AnalyzeArgs),
+    /// The sink report with an intervention applied (mask-to-self, amplification, ablation).
+    Intervene(analyze::InterveneArgs),
     /// Fetch and verify the pinned inputs (data/inputs.toml) into the cache.
     Fetch {
         /// Only these input ids (default: all).
@@ -42,11 +47,14 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Env { json } => env::print(json),
-        Command::Fetch { ids } => fetch(&ids),
+        Command::Analyze(a) => analyze::run_analyze(&a),
+        Command::Intervene(i) => analyze::run_intervene(&i),
+        Command::Fetch { ids } => fetch_inputs(&ids),
     }
 }
 
-fn fetch(ids: &[String]) -> Result<()> {
+/// Fetches (if needed) and verifies the pinned inputs `ids` (all when empty).
+pub fn fetch_inputs(ids: &[String]) -> Result<()> {
     let manifest = sinkrep_inputs::Manifest::pinned();
     let cache = sinkrep_inputs::Cache::default();
     let python = env::python();
@@ -58,7 +66,8 @@ fn fetch(ids: &[String]) -> Result<()> {
             .collect::<Result<_, _>>()?
     };
     for input in wanted {
-        if !cache.is_ready(input) {
+        let was_ready = cache.is_ready(input);
+        if !was_ready {
             eprintln!(
                 "fetching {} ({}=={} from {:?})",
                 input.id, input.package, input.version, input.registry
@@ -67,6 +76,9 @@ fn fetch(ids: &[String]) -> Result<()> {
         let outcome = cache
             .fetch(input, &python)
             .with_context(|| format!("fetching input `{}`", input.id))?;
+        if was_ready && !ids.is_empty() {
+            continue; // quiet when another command asks for an input that is present
+        }
         eprintln!(
             "{}: {} ({})",
             input.id,
