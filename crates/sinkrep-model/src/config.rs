@@ -55,6 +55,12 @@ pub struct Config {
     pub zero_init: bool,
 }
 
+/// GGUF stores these as f32; take the shortest decimal that round-trips (1e-5, not
+/// 9.99999974e-6), which is the value the checkpoint's authors wrote.
+fn f32_to_f64(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(v as f64)
+}
+
 impl Config {
     /// Reads a LLaMA-family config from GGUF metadata. The RoPE pairing is `Adjacent`,
     /// which is what llama.cpp's converter makes the Q/K weights need.
@@ -87,10 +93,11 @@ impl Config {
             n_kv_heads,
             head_dim,
             d_ff: file.get_u32(&k("feed_forward_length"))? as usize,
-            rms_eps: file
-                .get_f32_opt(&k("attention.layer_norm_rms_epsilon"))?
-                .unwrap_or(1e-5) as f64,
-            rope_base: file.get_f32_opt(&k("rope.freq_base"))?.unwrap_or(10_000.0) as f64,
+            rms_eps: f32_to_f64(
+                file.get_f32_opt(&k("attention.layer_norm_rms_epsilon"))?
+                    .unwrap_or(1e-5),
+            ),
+            rope_base: f32_to_f64(file.get_f32_opt(&k("rope.freq_base"))?.unwrap_or(10_000.0)),
             rope_pairing: RopePairing::Adjacent,
             tied_embeddings: file.tensor_info("output.weight").is_err(),
             max_seq_len: file

@@ -1,0 +1,277 @@
+//! The instrumented model: GGUF round trip, determinism, interventions, the real model.
+
+use sinkrep_analysis::SinkProbe;
+use sinkrep_gguf::{GgmlType, GgufWriter};
+use sinkrep_model::{
+    Ablate, AblateKind, Amplify, AmplifyMode, Capture, CenterMean, Config, GgufFile, Hooks,
+    Interventions, Layers, MaskSelf, Model, RopePairing, Site,
+};
+use tch::{Device, Kind, Tensor};
+
+fn tiny_config() -> Config {
+    Config {
+        vocab_size: 61,
+        d_model: 32,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 8,
+        d_ff: 48,
+        rms_eps: 1e-5,
+        rope_base: 10_000.0,
+        rope_pairing: RopePairing::Adjacent,
+        tied_embeddings: true,
+        max_seq_len: 64,
+        attn_variant: sinkrep_model::AttnVariant::Baseline,
+        zero_init: false,
+    }
+}
+
+fn tiny_model(seed: i64) -> Model {
+    tch::manual_seed(seed);
+    Model::new(&tiny_config(), Device::Cpu).unwrap()
+}
+
+fn tokens(b: i64, t: i64) -> Tensor {
+    let ids: Vec<i64> = (0..b * t).map(|i| (i * 7 + 3) % 61).collect();
+    Tensor::from_slice(&ids).reshape([b, t])
+}
+
+fn run(model: &Model, x: &Tensor, hooks: &mut Hooks) -> Tensor {
+    tch::no_grad(|| model.forward(x, hooks)).unwrap()
+}
+
+/// Same seed, same weights, same outputs, bit for bit.
+#[test]
+fn seeded_model_is_deterministic() {
+    let x = tokens(2, 10);
+    let a = run(&tiny_model(7), &x, &mut Hooks::new());
+    let b = run(&tiny_model(7), &x, &mut Hooks::new());
+    assert!(a.equal(&b));
+    let c = run(&tiny_model(8), &x, &mut Hooks::new());
+    assert!(!a.equal(&c));
+}
+
+/// Probes watch without touching, and empty interventions are the plain forward.
+#[test]
+fn interventions_off_is_bit_identical() {
+    let m = tiny_model(1);
+    let x = tokens(3, 12);
+    let plain = run(&m, &x, &mut Hooks::new());
+    let mut probe = SinkProbe::new(2, 0);
+    let mut cap = Capture::new([(0, Site::AttnZ), (1, Site::MlpPost)]);
+    let mut hooks = Hooks::new()
+        .probe(&mut probe)
+        .probe(&mut cap)
+        .with(Interventions::default());
+    let probed = run(&m, &x, &mut hooks);
+    assert!(plain.equal(&probed));
+    // An amplification by 1 in plain mode is also the identity.
+    let iv = Interventions {
+        amplify: vec![Amplify {
+            positions: vec![3],
+            layers: Layers::All,
+            lambda: 1.0,
+            mode: AmplifyMode::Plain,
+        }],
+        ..Default::default()
+    };
+    let same = run(&m, &x, &mut Hooks::new().with(iv));
+    assert!(plain.equal(&same));
+}
+
+/// Mask-to-self at k in layer 0: row k of every head becomes one-hot at k, and every
+/// other row of layer 0's pattern is unchanged.
+#[test]
+fn mask_to_self_changes_exactly_row_k() {
+    let m = tiny_model(2);
+    let x = tokens(2, 9);
+    let k = 4;
+    let mut before = Capture::new([(0, Site::AttnPattern)]);
+    run(&m, &x, &mut Hooks::new().probe(&mut before));
+    let iv = Interventions {
+        mask_self: vec![MaskSelf {
+            positions: vec![k],
+            layers: Layers::Only(vec![0]),
+        }],
+        ..Default::default()
+    };
+    let mut after = Capture::new([(0, Site::AttnPattern)]);
+    run(&m, &x, &mut Hooks::new().probe(&mut after).with(iv));
+    let (a, b) = (
+        before.get(0, Site::AttnPattern).unwrap(),
+        after.get(0, Site::AttnPattern).unwrap(),
+    ); // (B, H, T, T)
+    let k = k as i64;
+    for row in 0..9 {
+        let ra = a.select(2, row);
+        let rb = b.select(2, row);
+        if row == k {
+            let onehot = Tensor::zeros([9], (Kind::Float, Device::Cpu)).index_fill(
+                0,
+                &Tensor::from_slice(&[k]),
+                1.0,
+            );
+            assert!(
+                rb.equal(&onehot.expand_as(&rb)),
+                "row k is not one-hot at k"
+            );
+            assert!(!ra.equal(&rb));
+        } else {
+            assert!(ra.equal(&rb), "row {row} changed");
+        }
+    }
+}
+
+/// Centred amplification moves o_k away from the mean by lambda; plain scales it.
+#[test]
+fn amplification_modes_do_what_they_say() {
+    let m = tiny_model(3);
+    let x = tokens(2, 8);
+    let k = 5usize;
+    let z_of = |iv: Interventions| {
+        let mut cap = Capture::new([(1, Site::AttnZ)]);
+        run(&m, &x, &mut Hooks::new().probe(&mut cap).with(iv));
+        cap.get(1, Site::AttnZ).unwrap().shallow_clone() // (B, T, H, Dh)
+    };
+    let amp = |mode| Interventions {
+        amplify: vec![Amplify {
+            positions: vec![k],
+            layers: Layers::Only(vec![1]),
+            lambda: 3.0,
+            mode,
+        }],
+        ..Default::default()
+    };
+    let z0 = z_of(Interventions::default());
+    let zp = z_of(amp(AmplifyMode::Plain));
+    let zk = z0.select(1, k as i64);
+    assert!(zp
+        .select(1, k as i64)
+        .allclose(&(&zk * 3.0), 1e-6, 1e-6, false));
+    // Other positions untouched.
+    assert!(zp.select(1, 2).equal(&z0.select(1, 2)));
+    let zc = z_of(amp(AmplifyMode::Centered(CenterMean::Positions)));
+    let mu = z0.mean_dim(1, false, Kind::Float);
+    let want = &mu + (&zk - &mu) * 3.0;
+    assert!(zc.select(1, k as i64).allclose(&want, 1e-5, 1e-5, false));
+}
+
+/// Zero-ablation sets the channel to 0 at the position and nowhere else.
+#[test]
+fn zero_ablation_hits_only_its_cell() {
+    let m = tiny_model(4);
+    let x = tokens(2, 6);
+    let iv = Interventions {
+        ablate: vec![Ablate {
+            layer: 1,
+            channels: vec![7],
+            positions: vec![0],
+            kind: AblateKind::Zero,
+        }],
+        ..Default::default()
+    };
+    let mut before = Capture::new([(1, Site::MlpPost)]);
+    run(&m, &x, &mut Hooks::new().probe(&mut before));
+    let mut after = Capture::new([(1, Site::MlpPost)]);
+    run(&m, &x, &mut Hooks::new().probe(&mut after).with(iv));
+    let (a, b) = (
+        before.get(1, Site::MlpPost).unwrap(),
+        after.get(1, Site::MlpPost).unwrap(),
+    );
+    assert_eq!(b.double_value(&[0, 0, 7]), 0.0);
+    assert_eq!(b.double_value(&[1, 0, 7]), 0.0);
+    assert!(a.double_value(&[0, 0, 7]) != 0.0);
+    let diff = (a - b).abs().gt(0.0).sum(Kind::Int64).int64_value(&[]);
+    assert_eq!(
+        diff, 2,
+        "exactly the two (sequence, pos 0, channel 7) cells change"
+    );
+}
+
+/// A model written to GGUF (all f32) and read back gives the same outputs: the loader,
+/// the config from metadata and the weight-name table agree with the model.
+#[test]
+fn gguf_round_trip_of_a_model() {
+    let m = tiny_model(5);
+    let cfg = tiny_config();
+    let mut w = GgufWriter::new();
+    w.add_metadata("general.architecture", "llama")
+        .add_metadata("llama.embedding_length", cfg.d_model as u32)
+        .add_metadata("llama.block_count", cfg.n_layers as u32)
+        .add_metadata("llama.attention.head_count", cfg.n_heads as u32)
+        .add_metadata("llama.attention.head_count_kv", cfg.n_kv_heads as u32)
+        .add_metadata("llama.feed_forward_length", cfg.d_ff as u32)
+        .add_metadata("llama.attention.layer_norm_rms_epsilon", 1e-5f32)
+        .add_metadata("llama.rope.freq_base", 10_000f32)
+        .add_metadata("llama.context_length", 64u32);
+    let vars = m.vs.variables();
+    let mut names: Vec<_> = vars.keys().cloned().collect();
+    names.sort();
+    for n in &names {
+        let t = &vars[n];
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        let data: Vec<f32> = Vec::try_from(&t.flatten(0, -1)).unwrap();
+        w.add_tensor_f32(n, &shape, GgmlType::F32, &data).unwrap();
+    }
+    let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    let back = Model::from_gguf(&file, Device::Cpu).unwrap();
+    assert_eq!(back.config, cfg);
+    let x = tokens(2, 7);
+    assert!(run(&m, &x, &mut Hooks::new()).equal(&run(&back, &x, &mut Hooks::new())));
+}
+
+/// A GGUF missing a weight is a clear error naming the tensor.
+#[test]
+fn gguf_missing_tensor_is_named() {
+    let mut w = GgufWriter::new();
+    w.add_metadata("general.architecture", "llama")
+        .add_metadata("llama.embedding_length", 32u32)
+        .add_metadata("llama.block_count", 1u32)
+        .add_metadata("llama.attention.head_count", 4u32)
+        .add_metadata("llama.feed_forward_length", 48u32);
+    w.add_tensor_f32(
+        "token_embd.weight",
+        &[61, 32],
+        GgmlType::F32,
+        &[0.0; 61 * 32],
+    )
+    .unwrap();
+    let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    let err = Model::from_gguf(&file, Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("blk.0."), "{err}");
+}
+
+/// SmolLM2: " Paris" after "The capital of France is", logits equal to those of an
+/// independent implementation (HF transformers, scripts/peers), and deterministic.
+#[test]
+fn smollm2_says_paris() {
+    let Some(path) = crate::pinned_model() else {
+        return;
+    };
+    let file = GgufFile::open(&path).unwrap();
+    let model = Model::from_gguf(&file, Device::Cpu).unwrap();
+    let tok = sinkrep_model::GgufTokenizer::from_gguf(&file).unwrap();
+    let ids: Vec<i64> = tok
+        .encode("The capital of France is")
+        .unwrap()
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    assert_eq!(ids, vec![504, 3575, 282, 4649, 314]);
+    let x = Tensor::from_slice(&ids).unsqueeze(0);
+    let h = run(&model, &x, &mut Hooks::new());
+    let logits = model.logits(&h.select(1, 4)).squeeze();
+    let top = logits.argmax(-1, false).int64_value(&[]);
+    assert_eq!(tok.token_text(top as u32).unwrap(), " Paris");
+    let h2 = run(&model, &x, &mut Hooks::new());
+    assert!(h.equal(&h2), "forward is not deterministic");
+    // HF transformers 4.x on the same GGUF (de-quantised to f32), eager attention.
+    let hf: [(i64, f64); 4] = [(7042, 17.3713), (0, 1.6136), (1, -11.8719), (6, -3.9415)];
+    for (id, want) in hf {
+        let got = logits.double_value(&[id]);
+        assert!((got - want).abs() < 2e-3, "logit {id}: {got} vs {want}");
+    }
+}
