@@ -24,22 +24,7 @@ pub struct EnvInfo {
     pub venv_dir: String,
 }
 
-/// The Python used to run the registry client (`pip download`): the libtorch venv's
-/// (exported by the justfile), else `python3`.
-pub fn python() -> String {
-    std::env::var("SINKREP_PYTHON")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| {
-            let venv = sinkrep_inputs::Cache::default().venv_dir(torch_base_version());
-            let p = venv.join("bin/python");
-            if p.is_file() {
-                p.to_string_lossy().into_owned()
-            } else {
-                "python3".into()
-            }
-        })
-}
+pub use sinkrep_inputs::python;
 
 /// Git revision and dirty flag of the source tree this binary was built from, if it is
 /// still there.

@@ -4,6 +4,7 @@
 //! DomRatio, massive activations (Sun et al. 2024), effective rank.
 
 pub mod metrics;
+pub mod pinned;
 pub mod probe;
 pub mod report;
 pub mod rng;

@@ -13,6 +13,10 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The torch version whose venv (`venv/torch-<version>`) provides libtorch and the Python
+/// that runs the registry client. Also pinned in scripts/setup.sh and the justfile.
+pub const TORCH_VERSION: &str = "2.13.0";
+
 /// File name of the stamp that marks a verified input folder.
 pub const STAMP: &str = ".sinkrep-verified";
 
@@ -322,6 +326,32 @@ impl Cache {
         fs::remove_dir_all(work).map_err(io_err(work))?;
         Ok(())
     }
+}
+
+/// The Python used to run the registry client (`pip download`): `$SINKREP_PYTHON` (the
+/// justfile exports the libtorch venv's), else that venv's if present, else `python3`.
+pub fn python() -> String {
+    if let Some(p) = std::env::var("SINKREP_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        return p;
+    }
+    let p = Cache::default().venv_dir(TORCH_VERSION).join("bin/python");
+    if p.is_file() {
+        p.to_string_lossy().into_owned()
+    } else {
+        "python3".into()
+    }
+}
+
+/// Fetches (if needed) and verifies the pinned input `id`, and returns its folder.
+pub fn ensure(id: &str) -> Result<PathBuf> {
+    let manifest = Manifest::pinned();
+    let input = manifest.get(id)?;
+    let cache = Cache::default();
+    cache.fetch(input, &python())?;
+    Ok(cache.input_dir(id))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

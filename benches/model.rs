@@ -1,0 +1,81 @@
+//! Benchmarks of the analysis side on the pinned SmolLM2-135M GGUF (skipped with a
+//! message when it has not been fetched): load to a ready model, forward passes with and
+//! without the sink probes, and Gu et al.'s random-token protocol (64-token sequences).
+//!
+//! `cargo bench --bench model`; CI runs each once with `cargo test --benches`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use sinkrep_analysis::{analyze, random_tokens, AnalyzeOptions, SinkProbe};
+use sinkrep_model::{GgufFile, GgufTokenizer, Hooks, Model};
+use std::time::Duration;
+use tch::{Device, Tensor};
+
+fn pinned() -> Option<std::path::PathBuf> {
+    let m = sinkrep_inputs::Manifest::pinned();
+    let input = m.get("smollm2-135m-instruct").ok()?;
+    let cache = sinkrep_inputs::Cache::default();
+    if cache.is_ready(input) {
+        Some(cache.member_path(input, &input.members[0]))
+    } else {
+        eprintln!("skipped: pinned model not fetched (run `just fetch`)");
+        None
+    }
+}
+
+fn load(c: &mut Criterion) {
+    let Some(path) = pinned() else { return };
+    let mut g = c.benchmark_group("load");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.bench_function("gguf_to_ready_model", |b| {
+        b.iter(|| {
+            let file = GgufFile::open(&path).unwrap();
+            let tok = GgufTokenizer::from_gguf(&file).unwrap();
+            let model = Model::from_gguf(&file, Device::Cpu).unwrap();
+            (model.config.n_layers, tok.vocab_size())
+        })
+    });
+    g.finish();
+}
+
+fn forward(c: &mut Criterion) {
+    let Some(path) = pinned() else { return };
+    let file = GgufFile::open(&path).unwrap();
+    let model = Model::from_gguf(&file, Device::Cpu).unwrap();
+    let mut g = c.benchmark_group("forward");
+    g.sample_size(10).measurement_time(Duration::from_secs(15));
+    for (b, t) in [(10usize, 64usize), (1, 512)] {
+        let ids = random_tokens(b, t, model.config.vocab_size, 0);
+        let flat: Vec<i64> = ids.concat();
+        let x = Tensor::from_slice(&flat).reshape([b as i64, t as i64]);
+        g.throughput(Throughput::Elements((b * t) as u64));
+        let id = format!("{b}x{t}");
+        g.bench_with_input(BenchmarkId::new("plain", &id), &x, |bch, x| {
+            bch.iter(|| tch::no_grad(|| model.forward(x, &mut Hooks::new()).unwrap()))
+        });
+        g.bench_with_input(BenchmarkId::new("sink_report", &id), &x, |bch, x| {
+            bch.iter(|| {
+                let mut p = SinkProbe::new(model.config.n_layers, 0);
+                tch::no_grad(|| model.forward(x, &mut Hooks::new().probe(&mut p)).unwrap())
+            })
+        });
+    }
+    g.finish();
+}
+
+fn gu_protocol(c: &mut Criterion) {
+    let Some(path) = pinned() else { return };
+    let file = GgufFile::open(&path).unwrap();
+    let model = Model::from_gguf(&file, Device::Cpu).unwrap();
+    // 20 of the protocol's 100 sequences per iteration keeps a sample under 5 s.
+    let seqs = random_tokens(20, 64, model.config.vocab_size, 0);
+    let mut g = c.benchmark_group("gu_protocol");
+    g.sample_size(10).measurement_time(Duration::from_secs(30));
+    g.throughput(Throughput::Elements(20 * 64));
+    g.bench_function("analyze_20x64", |b| {
+        b.iter(|| analyze(&model, &seqs, &AnalyzeOptions::default(), &mut |_| {}).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, load, forward, gu_protocol);
+criterion_main!(benches);

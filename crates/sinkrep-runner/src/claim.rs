@@ -1,0 +1,473 @@
+//! Claim files (`claim.toml`): what a replication asserts, how it is judged, and how much
+//! its numbers may drift. Parsed strictly (unknown fields are errors) and validated with
+//! errors that name the file and the field.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+/// A claim file that cannot be read, parsed or validated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {msg}")]
+pub struct ClaimError {
+    /// Where the text came from (a path, or the crate-relative name of an embedded file).
+    pub origin: String,
+    pub msg: String,
+}
+
+/// How big a run is: `smoke` (seconds, CI), `cpu` (minutes on a laptop), `gpu` (full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    Smoke,
+    Cpu,
+    Gpu,
+}
+
+impl Scale {
+    pub const ALL: [Scale; 3] = [Scale::Smoke, Scale::Cpu, Scale::Gpu];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scale::Smoke => "smoke",
+            Scale::Cpu => "cpu",
+            Scale::Gpu => "gpu",
+        }
+    }
+}
+
+impl fmt::Display for Scale {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Scale {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Scale::ALL
+            .into_iter()
+            .find(|sc| sc.as_str() == s)
+            .ok_or_else(|| format!("unknown scale `{s}` (expected smoke, cpu or gpu)"))
+    }
+}
+
+/// Direction of a check: the measured value must be `op` the threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    #[serde(rename = ">")]
+    Gt,
+    #[serde(rename = ">=")]
+    Ge,
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = "<=")]
+    Le,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+        }
+    }
+
+    /// Whether `value op threshold`. NaN never holds (every comparison with NaN is false).
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Op::Gt => value > threshold,
+            Op::Ge => value >= threshold,
+            Op::Lt => value < threshold,
+            Op::Le => value <= threshold,
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Op {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            ">" => Ok(Op::Gt),
+            ">=" => Ok(Op::Ge),
+            "<" => Ok(Op::Lt),
+            "<=" => Ok(Op::Le),
+            _ => Err(format!("`{s}` is not one of `>`, `>=`, `<`, `<=`")),
+        }
+    }
+}
+
+/// One pass/fail test derived from the paper's statement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    pub id: String,
+    pub metric: String,
+    pub op: Op,
+    pub threshold: f64,
+    pub description: String,
+    /// Scales at which this check is judged; empty means every scale of the claim.
+    pub scales: Vec<Scale>,
+}
+
+impl Check {
+    pub fn applies_at(&self, scale: Scale) -> bool {
+        self.scales.is_empty() || self.scales.contains(&scale)
+    }
+}
+
+/// Tolerance of one metric: `|now - baseline| <= max(abs, rel * |baseline|)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Tol {
+    pub abs: f64,
+    pub rel: f64,
+}
+
+impl Tol {
+    /// Whether `now` is within tolerance of `baseline` (both finite).
+    pub fn within(&self, baseline: f64, now: f64) -> bool {
+        let diff = (now - baseline).abs();
+        diff <= self.abs || diff <= self.rel * baseline.abs()
+    }
+}
+
+impl fmt::Display for Tol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "abs {} / rel {}", self.abs, self.rel)
+    }
+}
+
+/// Per-metric override; a field left out falls back to the claim's default.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricTolerance {
+    pub abs: Option<f64>,
+    pub rel: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tolerance {
+    pub default_abs: f64,
+    pub default_rel: f64,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, MetricTolerance>,
+}
+
+impl Tolerance {
+    pub fn for_metric(&self, metric: &str) -> Tol {
+        let o = self.metrics.get(metric);
+        Tol {
+            abs: o.and_then(|o| o.abs).unwrap_or(self.default_abs),
+            rel: o.and_then(|o| o.rel).unwrap_or(self.default_rel),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangelogEntry {
+    pub version: u32,
+    pub date: String,
+    pub change: String,
+}
+
+/// A validated claim file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Claim {
+    pub id: String,
+    pub version: u32,
+    pub title: String,
+    /// One line, for `sinkrep list`.
+    pub claim: String,
+    /// The paper's statement, as the paper makes it.
+    pub statement: String,
+    pub scales: Vec<Scale>,
+    pub checks: Vec<Check>,
+    pub tolerance: Tolerance,
+    pub changelog: Vec<ChangelogEntry>,
+    /// Where the claim was read from (for error messages).
+    #[serde(skip)]
+    pub origin: String,
+}
+
+// The on-disk form, before validation: strings where we want our own error messages.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaim {
+    id: String,
+    version: i64,
+    title: String,
+    claim: String,
+    statement: String,
+    scales: Vec<String>,
+    #[serde(default)]
+    check: Vec<RawCheck>,
+    tolerance: Tolerance,
+    #[serde(default)]
+    changelog: Vec<ChangelogEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    id: String,
+    metric: String,
+    op: String,
+    threshold: f64,
+    description: String,
+    #[serde(default)]
+    scales: Vec<String>,
+}
+
+/// Replication ids become folder names: lowercase ASCII letters, digits, `-`, `_`.
+pub fn is_valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
+impl Claim {
+    /// Parses and validates a claim file's text. `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Claim, ClaimError> {
+        let err = |msg: String| ClaimError {
+            origin: origin.to_string(),
+            msg,
+        };
+        let raw: RawClaim = toml::from_str(text).map_err(|e| {
+            // toml's message already names the field and shows the line.
+            err(format!("invalid claim file: {}", e.to_string().trim_end()))
+        })?;
+
+        let scales = parse_scales(&raw.scales).map_err(|m| err(format!("field `scales`: {m}")))?;
+        let mut checks = Vec::with_capacity(raw.check.len());
+        for (i, c) in raw.check.into_iter().enumerate() {
+            let at = format!("check[{i}] (id `{}`)", c.id);
+            let op =
+                c.op.parse::<Op>()
+                    .map_err(|m| err(format!("field `{at}.op`: {m}")))?;
+            let check_scales =
+                parse_scales(&c.scales).map_err(|m| err(format!("field `{at}.scales`: {m}")))?;
+            checks.push(Check {
+                id: c.id,
+                metric: c.metric,
+                op,
+                threshold: c.threshold,
+                description: c.description,
+                scales: check_scales,
+            });
+        }
+        let version = u32::try_from(raw.version).map_err(|_| {
+            err(format!(
+                "field `version`: {} is not a positive integer",
+                raw.version
+            ))
+        })?;
+        let claim = Claim {
+            id: raw.id,
+            version,
+            title: raw.title,
+            claim: raw.claim,
+            statement: raw.statement,
+            scales,
+            checks,
+            tolerance: raw.tolerance,
+            changelog: raw.changelog,
+            origin: origin.to_string(),
+        };
+        claim.validate()?;
+        Ok(claim)
+    }
+
+    /// Reads and parses a claim file from disk.
+    pub fn load(path: &Path) -> Result<Claim, ClaimError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ClaimError {
+            origin: path.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        Claim::parse(&text, &path.display().to_string())
+    }
+
+    /// Checks the rules a parsed claim must follow (the registry calls this again).
+    pub fn validate(&self) -> Result<(), ClaimError> {
+        let fail = |field: &str, msg: String| {
+            Err(ClaimError {
+                origin: self.origin.clone(),
+                msg: format!("field `{field}`: {msg}"),
+            })
+        };
+        if !is_valid_id(&self.id) {
+            return fail(
+                "id",
+                format!(
+                    "`{}` must be lowercase ASCII letters, digits, `-` or `_` (it names folders)",
+                    self.id
+                ),
+            );
+        }
+        if self.version == 0 {
+            return fail("version", "must be 1 or more".into());
+        }
+        for (field, value) in [
+            ("title", &self.title),
+            ("claim", &self.claim),
+            ("statement", &self.statement),
+        ] {
+            if value.trim().is_empty() {
+                return fail(field, "must not be empty".into());
+            }
+        }
+        if self.claim.contains('\n') {
+            return fail(
+                "claim",
+                "must be one line (the statement goes in `statement`)".into(),
+            );
+        }
+        if self.scales.is_empty() {
+            return fail("scales", "must list at least one of smoke, cpu, gpu".into());
+        }
+        if self.checks.is_empty() {
+            return fail("check", "a claim needs at least one [[check]]".into());
+        }
+        let mut ids = BTreeSet::new();
+        for (i, c) in self.checks.iter().enumerate() {
+            let at = format!("check[{i}] (id `{}`)", c.id);
+            if !is_valid_id(&c.id) {
+                return fail(
+                    &format!("{at}.id"),
+                    "must be lowercase ASCII letters, digits, `-` or `_`".into(),
+                );
+            }
+            if !ids.insert(c.id.as_str()) {
+                return fail(
+                    &format!("{at}.id"),
+                    format!("duplicate check id `{}`", c.id),
+                );
+            }
+            if c.metric.trim().is_empty() || c.metric.chars().any(char::is_whitespace) {
+                return fail(
+                    &format!("{at}.metric"),
+                    format!("`{}` must be a non-empty name without spaces", c.metric),
+                );
+            }
+            if !c.threshold.is_finite() {
+                return fail(&format!("{at}.threshold"), "must be a finite number".into());
+            }
+            if c.description.trim().is_empty() {
+                return fail(&format!("{at}.description"), "must not be empty".into());
+            }
+            if let Some(s) = c.scales.iter().find(|s| !self.scales.contains(s)) {
+                return fail(
+                    &format!("{at}.scales"),
+                    format!("`{s}` is not one of the claim's scales"),
+                );
+            }
+        }
+        let t = &self.tolerance;
+        for (field, v) in [
+            ("tolerance.default_abs".to_string(), Some(t.default_abs)),
+            ("tolerance.default_rel".to_string(), Some(t.default_rel)),
+        ]
+        .into_iter()
+        .chain(t.metrics.iter().flat_map(|(m, o)| {
+            [
+                (format!("tolerance.metrics.{m}.abs"), o.abs),
+                (format!("tolerance.metrics.{m}.rel"), o.rel),
+            ]
+        })) {
+            if let Some(v) = v {
+                if !(v.is_finite() && v >= 0.0) {
+                    return fail(&field, format!("{v} must be a finite number >= 0"));
+                }
+            }
+        }
+        if self.changelog.is_empty() {
+            return fail(
+                "changelog",
+                "at least one [[changelog]] entry is required (version 1's)".into(),
+            );
+        }
+        let mut versions = BTreeSet::new();
+        for (i, e) in self.changelog.iter().enumerate() {
+            if !versions.insert(e.version) {
+                return fail(
+                    &format!("changelog[{i}].version"),
+                    format!("version {} appears twice", e.version),
+                );
+            }
+            if !is_date(&e.date) {
+                return fail(
+                    &format!("changelog[{i}].date"),
+                    format!("`{}` is not a YYYY-MM-DD date", e.date),
+                );
+            }
+            if e.change.trim().is_empty() {
+                return fail(
+                    &format!("changelog[{i}].change"),
+                    "must not be empty".into(),
+                );
+            }
+        }
+        let latest = versions.last().copied().unwrap_or(0);
+        if latest != self.version {
+            return fail(
+                "version",
+                format!(
+                    "{} does not match the highest changelog version {latest}; \
+                     a protocol change bumps `version` and adds a [[changelog]] line",
+                    self.version
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The checks judged at `scale`, in file order.
+    pub fn checks_at(&self, scale: Scale) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(move |c| c.applies_at(scale))
+    }
+
+    pub fn supports(&self, scale: Scale) -> bool {
+        self.scales.contains(&scale)
+    }
+
+    /// "smoke, cpu, gpu" (for tables and messages).
+    pub fn scales_list(&self) -> String {
+        self.scales
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn parse_scales(raw: &[String]) -> Result<Vec<Scale>, String> {
+    let mut out = Vec::with_capacity(raw.len());
+    for s in raw {
+        let sc: Scale = s.parse()?;
+        if out.contains(&sc) {
+            return Err(format!("scale `{s}` listed twice"));
+        }
+        out.push(sc);
+    }
+    Ok(out)
+}

@@ -1,0 +1,456 @@
+//! What a replication's `run` sees: its scale, seed and output folder, and the only ways
+//! it writes outputs (so each one is atomic, deterministic and recorded in the manifest).
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::IsTerminal;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use crate::claim::Scale;
+use crate::error::{io_err, Error, Result};
+use crate::manifest::{FileRecord, StageTiming, MANIFEST, METRICS, VERDICTS};
+
+/// One CSV cell. Floats are written with Rust's `Display`, the shortest text that parses
+/// back to the same value (`NaN`, `inf`, `-inf` for non-finite values).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    F64(f64),
+    F32(f32),
+    Int(i64),
+    UInt(u64),
+    Bool(bool),
+    Text(String),
+}
+
+impl fmt::Display for Cell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cell::F64(v) => write!(f, "{v}"),
+            Cell::F32(v) => write!(f, "{v}"),
+            Cell::Int(v) => write!(f, "{v}"),
+            Cell::UInt(v) => write!(f, "{v}"),
+            Cell::Bool(v) => write!(f, "{v}"),
+            Cell::Text(v) => f.write_str(v),
+        }
+    }
+}
+
+macro_rules! cell_from {
+    ($($t:ty => $v:ident as $c:ty),* $(,)?) => {$(
+        impl From<$t> for Cell {
+            fn from(x: $t) -> Cell { Cell::$v(x as $c) }
+        }
+    )*};
+}
+cell_from!(f64 => F64 as f64, f32 => F32 as f32, i64 => Int as i64, i32 => Int as i64,
+    u64 => UInt as u64, u32 => UInt as u64, usize => UInt as u64);
+
+impl From<bool> for Cell {
+    fn from(x: bool) -> Cell {
+        Cell::Bool(x)
+    }
+}
+impl From<&str> for Cell {
+    fn from(x: &str) -> Cell {
+        Cell::Text(x.to_string())
+    }
+}
+impl From<String> for Cell {
+    fn from(x: String) -> Cell {
+        Cell::Text(x)
+    }
+}
+impl From<&String> for Cell {
+    fn from(x: &String) -> Cell {
+        Cell::Text(x.clone())
+    }
+}
+
+/// (canonical path, size, mtime) of a file whose hash is cached.
+type HashKey = (PathBuf, u64, SystemTime);
+
+/// Cache of input hashes for this process, so a large model used by several
+/// replications is hashed once per `sinkrep run`.
+fn hash_cache() -> &'static Mutex<HashMap<HashKey, String>> {
+    static CACHE: OnceLock<Mutex<HashMap<HashKey, String>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Hashes a file, reusing the hash computed earlier in this process when the file's
+/// path, size and modification time are unchanged.
+pub fn cached_file_record(path: &Path) -> Result<FileRecord> {
+    let canon = path.canonicalize().map_err(io_err(path))?;
+    let md = std::fs::metadata(&canon).map_err(io_err(path))?;
+    let mtime = md.modified().map_err(io_err(path))?;
+    let key = (canon, md.len(), mtime);
+    if let Some(sha) = hash_cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(FileRecord {
+            sha256: sha,
+            size: md.len(),
+        });
+    }
+    let sha = sinkrep_inputs::sha256_file(path)?;
+    if let Ok(mut c) = hash_cache().lock() {
+        c.insert(key, sha.clone());
+    }
+    Ok(FileRecord {
+        sha256: sha,
+        size: md.len(),
+    })
+}
+
+/// Rebuilds a JSON value with object keys in sorted order at every depth, whatever map
+/// type serde_json was built with (`preserve_order` keeps insertion order).
+pub(crate) fn canonical_json(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let sorted: BTreeMap<String, Value> =
+                m.into_iter().map(|(k, v)| (k, canonical_json(v))).collect();
+            Value::Object(sorted.into_iter().collect())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(canonical_json).collect()),
+        other => other,
+    }
+}
+
+/// Pretty JSON with sorted keys and a final newline. Non-finite floats become `null`.
+pub(crate) fn json_bytes<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Vec<u8>> {
+    let v = serde_json::to_value(value).map_err(|e| Error::Json {
+        path: PathBuf::from(what),
+        source: e,
+    })?;
+    let mut s = serde_json::to_string_pretty(&canonical_json(v)).map_err(|e| Error::Json {
+        path: PathBuf::from(what),
+        source: e,
+    })?;
+    s.push('\n');
+    Ok(s.into_bytes())
+}
+
+/// Student-t 97.5% quantiles for 1..=30 degrees of freedom (two-sided 95% interval).
+const T975: [f64; 30] = [
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+    2.052, 2.048, 2.045, 2.042,
+];
+
+/// The run of one replication at one scale.
+pub struct RunContext {
+    id: String,
+    scale: Scale,
+    seed: u64,
+    seeds: Vec<u64>,
+    device: String,
+    out_dir: PathBuf,
+    show_progress: bool,
+    pub(crate) config: BTreeMap<String, serde_json::Value>,
+    pub(crate) stages: Vec<StageTiming>,
+    pub(crate) inputs: BTreeMap<String, FileRecord>,
+    pub(crate) artifacts: BTreeMap<String, FileRecord>,
+    pub(crate) metrics: BTreeMap<String, f64>,
+}
+
+impl fmt::Debug for RunContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunContext")
+            .field("id", &self.id)
+            .field("scale", &self.scale)
+            .field("seed", &self.seed)
+            .field("out_dir", &self.out_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunContext {
+    pub(crate) fn new(
+        id: &str,
+        scale: Scale,
+        seed: u64,
+        device: &str,
+        out_dir: PathBuf,
+        show_progress: bool,
+    ) -> RunContext {
+        RunContext {
+            id: id.to_string(),
+            scale,
+            seed,
+            seeds: Vec::new(),
+            device: device.to_string(),
+            out_dir,
+            show_progress,
+            config: BTreeMap::new(),
+            stages: Vec::new(),
+            inputs: BTreeMap::new(),
+            artifacts: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    pub fn scale(&self) -> Scale {
+        self.scale
+    }
+    /// The run's base seed (`--seed`).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+    /// `n` seeds for repeated measurements: `seed, seed+1, ..., seed+n-1`, recorded in the
+    /// manifest.
+    pub fn seeds(&mut self, n: usize) -> Vec<u64> {
+        let s: Vec<u64> = (0..n as u64).map(|i| self.seed.wrapping_add(i)).collect();
+        for x in &s {
+            if !self.seeds.contains(x) {
+                self.seeds.push(*x);
+            }
+        }
+        s
+    }
+    pub(crate) fn recorded_seeds(&self) -> &[u64] {
+        &self.seeds
+    }
+    /// The device the binary resolved (`cpu`, `cuda:0`, ...); the runner does not
+    /// interpret it.
+    pub fn device_name(&self) -> &str {
+        &self.device
+    }
+    /// `<out>/<scale>/<id>`; exists and is empty when `run` starts.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// Records one resolved configuration value (model, sequence length, batch, ...).
+    /// Setting a key twice to different values is an error.
+    pub fn config(&mut self, key: &str, value: impl Serialize) -> Result<()> {
+        let v = serde_json::to_value(value).map_err(|e| Error::Config {
+            key: key.to_string(),
+            why: e.to_string(),
+        })?;
+        let v = canonical_json(v);
+        match self.config.get(key) {
+            Some(old) if *old != v => Err(Error::Config {
+                key: key.to_string(),
+                why: format!("already set to {old}, now {v}"),
+            }),
+            _ => {
+                self.config.insert(key.to_string(), v);
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs `f`, recording its wall time under `name` in the manifest (also when `f`
+    /// returns an error). `f` gets the context back so it can write outputs.
+    pub fn stage<T>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> T) -> T {
+        let t0 = Instant::now();
+        let out = f(self);
+        self.stages.push(StageTiming {
+            name: name.to_string(),
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+        out
+    }
+
+    /// Registers an input file (sha256 and size go into the manifest) and returns its
+    /// record. Hashes are cached within the process by (path, size, mtime).
+    pub fn input(&mut self, path: impl AsRef<Path>) -> Result<FileRecord> {
+        let path = path.as_ref();
+        let rec = cached_file_record(path)?;
+        self.inputs.insert(path.display().to_string(), rec.clone());
+        Ok(rec)
+    }
+
+    /// Checks an artifact name: a relative path of plain components, not a reserved
+    /// runner file. Returns its full path.
+    fn artifact_target(&self, name: &str) -> Result<PathBuf> {
+        let bad = |why| {
+            Err(Error::ArtifactName {
+                name: name.to_string(),
+                why,
+            })
+        };
+        let p = Path::new(name);
+        if name.is_empty() || name.contains('\\') {
+            return bad("must be a non-empty relative path with `/` separators");
+        }
+        // Checked on the text: `Path::components` silently drops inner `.` parts.
+        if name
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+            || !p.components().all(|c| matches!(c, Component::Normal(_)))
+        {
+            return bad("must be relative, without empty, `.` or `..` parts");
+        }
+        if [MANIFEST, METRICS, VERDICTS].contains(&name) {
+            return bad("is written by the runner itself");
+        }
+        if p.file_name()
+            .is_some_and(|f| f.to_string_lossy().starts_with('.'))
+        {
+            return bad("must not start with `.` (temporary files do)");
+        }
+        Ok(self.out_dir.join(p))
+    }
+
+    /// The path an artifact `name` would have, for code that must write a file itself
+    /// (then call [`RunContext::register_file`]). Prefer the `write_*` methods.
+    pub fn artifact_path(&self, name: &str) -> Result<PathBuf> {
+        let p = self.artifact_target(name)?;
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        Ok(p)
+    }
+
+    /// Registers a file already written (atomically!) under the run folder as an artifact.
+    pub fn register_file(&mut self, name: &str) -> Result<FileRecord> {
+        let path = self.artifact_target(name)?;
+        let size = std::fs::metadata(&path).map_err(io_err(&path))?.len();
+        let rec = FileRecord {
+            sha256: sinkrep_inputs::sha256_file(&path)?,
+            size,
+        };
+        self.artifacts.insert(name.to_string(), rec.clone());
+        Ok(rec)
+    }
+
+    pub(crate) fn write_artifact_unchecked(&mut self, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+        let path = self.out_dir.join(name);
+        sinkrep_inputs::write_atomic(&path, bytes)?;
+        self.artifacts.insert(
+            name.to_string(),
+            FileRecord {
+                sha256: sinkrep_inputs::sha256_bytes(bytes),
+                size: bytes.len() as u64,
+            },
+        );
+        Ok(path)
+    }
+
+    /// Writes bytes as artifact `name` (atomically) and records it.
+    pub fn write_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+        self.artifact_target(name)?;
+        self.write_artifact_unchecked(name, bytes)
+    }
+
+    pub fn write_text(&mut self, name: &str, text: &str) -> Result<PathBuf> {
+        self.write_bytes(name, text.as_bytes())
+    }
+
+    /// Writes a value as pretty JSON with sorted keys (non-finite floats become `null`).
+    pub fn write_json(&mut self, name: &str, value: &impl Serialize) -> Result<PathBuf> {
+        let bytes = json_bytes(value, name)?;
+        self.write_bytes(name, &bytes)
+    }
+
+    /// Writes a CSV table: `header`, then one record per row; every row must have as many
+    /// cells as the header. Rows may be `Vec<f64>`, `[f64; N]` or `Vec<Cell>` for mixed
+    /// columns (`vec![Cell::from(layer), Cell::from(value)]`).
+    pub fn write_csv<R, C>(&mut self, name: &str, header: &[&str], rows: R) -> Result<PathBuf>
+    where
+        R: IntoIterator,
+        R::Item: IntoIterator<Item = C>,
+        C: Into<Cell>,
+    {
+        let target = self.artifact_target(name)?;
+        let csv_err = |msg: String| Error::Csv {
+            path: target.clone(),
+            msg,
+        };
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(Vec::new());
+        w.write_record(header).map_err(|e| csv_err(e.to_string()))?;
+        for (i, row) in rows.into_iter().enumerate() {
+            let cells: Vec<String> = row.into_iter().map(|c| c.into().to_string()).collect();
+            if cells.len() != header.len() {
+                return Err(csv_err(format!(
+                    "row {i} has {} cells, the header has {}",
+                    cells.len(),
+                    header.len()
+                )));
+            }
+            w.write_record(&cells).map_err(|e| csv_err(e.to_string()))?;
+        }
+        let bytes = w.into_inner().map_err(|e| csv_err(e.to_string()))?;
+        self.write_artifact_unchecked(name, &bytes)
+    }
+
+    /// Records a metric for `metrics.json` and the checks. A non-finite value is kept
+    /// (written as `null`) and makes any check on it "does not hold". Recording the same
+    /// name twice is an error.
+    pub fn metric(&mut self, name: &str, value: f64) -> Result<()> {
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::Metric {
+                name: name.to_string(),
+                why: "must be a non-empty name without spaces".into(),
+            });
+        }
+        if self.metrics.contains_key(name) {
+            return Err(Error::Metric {
+                name: name.to_string(),
+                why: "recorded twice".into(),
+            });
+        }
+        self.metrics.insert(name.to_string(), value);
+        Ok(())
+    }
+
+    /// Records a repeated measurement, one value per seed: `<name>` (the mean),
+    /// `<name>.sd` (sample standard deviation), `<name>.ci95_lo` / `<name>.ci95_hi`
+    /// (Student-t 95% interval of the mean), `<name>.n`, and `<name>.seed<S>` per seed.
+    /// With one sample the spread is unknown and recorded as `null`.
+    pub fn metric_samples(&mut self, name: &str, samples: &[(u64, f64)]) -> Result<()> {
+        if samples.is_empty() {
+            return Err(Error::Metric {
+                name: name.to_string(),
+                why: "no samples".into(),
+            });
+        }
+        let n = samples.len();
+        let mean = samples.iter().map(|s| s.1).sum::<f64>() / n as f64;
+        let sd = if n > 1 {
+            (samples.iter().map(|s| (s.1 - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        } else {
+            f64::NAN
+        };
+        let t = T975.get(n.saturating_sub(2)).copied().unwrap_or(1.96);
+        let half = t * sd / (n as f64).sqrt();
+        self.metric(name, mean)?;
+        self.metric(&format!("{name}.sd"), sd)?;
+        self.metric(&format!("{name}.ci95_lo"), mean - half)?;
+        self.metric(&format!("{name}.ci95_hi"), mean + half)?;
+        self.metric(&format!("{name}.n"), n as f64)?;
+        for (seed, v) in samples {
+            self.metric(&format!("{name}.seed{seed}"), *v)?;
+        }
+        Ok(())
+    }
+
+    /// The metrics recorded so far.
+    pub fn metrics(&self) -> &BTreeMap<String, f64> {
+        &self.metrics
+    }
+
+    /// A progress bar on stderr, hidden when stderr is not a terminal (or the binary
+    /// asked for no progress).
+    pub fn progress(&self, len: u64, msg: &str) -> ProgressBar {
+        if !self.show_progress || !std::io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let pb = ProgressBar::new(len);
+        if let Ok(style) =
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})")
+        {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb.set_message(format!("{}: {msg}", self.id));
+        pb
+    }
+}

@@ -1,0 +1,42 @@
+//! The replication runner of sinkrep: claim files, the registry of replications, the run
+//! context they write through, run manifests and verdicts, drift checks against committed
+//! baselines, figures, and the report. Pure Rust: it knows nothing about tch; the binary
+//! passes in the device name and the environment it resolved.
+//!
+//! Layout of a run: `<out>/<scale>/<id>/` holds the replication's artifacts,
+//! `metrics.json`, `verdicts.json` and, written last, `manifest.json`.
+
+pub mod claim;
+pub mod context;
+pub mod data;
+pub mod error;
+pub mod figures;
+pub mod manifest;
+pub mod registry;
+pub mod report;
+pub mod runner;
+pub mod table;
+pub mod verdict;
+pub mod verify;
+
+pub use claim::{Check, Claim, ClaimError, Op, Scale, Tol, Tolerance};
+pub use context::{Cell, RunContext};
+pub use data::{read_metrics, read_verdicts, CsvTable};
+pub use error::{Error, Result};
+pub use figures::{
+    bar_chart, default_font_path, heatmap, histogram, line_chart, make_figures, BarChart, BarGroup,
+    ColourMap, FigureFiles, FigureStyle, FiguresSummary, Heatmap, HistSeries, Histogram, LineChart,
+    Series,
+};
+pub use manifest::{
+    check_integrity, compare_checksums, ChecksumComparison, FileRecord, Manifest, MANIFEST,
+    METRICS, VERDICTS,
+};
+pub use registry::{Registry, Replication};
+pub use report::{render_report, write_report};
+pub use runner::{
+    git_state, run_dir, run_replications, run_replications_with, summary_table, RunEvent,
+    RunOptions, RunStatus, RunSummary,
+};
+pub use verdict::{evaluate, CheckResult, Metrics, Verdict, Verdicts};
+pub use verify::{verify, DriftRow, DriftStatus, VerdictChange, VerifyOutcome};
