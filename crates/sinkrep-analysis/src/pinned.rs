@@ -45,9 +45,9 @@ pub fn texts() -> Result<Vec<(String, String)>, AnalysisError> {
         .collect()
 }
 
-/// `n` windows of `t` tokens of natural text: documents are visited in a seeded order, each
-/// contributes windows starting at seeded offsets (at most 4 per document, so the sample
-/// spans many texts). Deterministic for a given (seed, n, t) on every machine.
+/// `n` windows of `t` tokens of natural text: documents are visited round-robin in a seeded
+/// order, one window per document per round at a seeded offset, so the sample spans every
+/// text before any text gives two. Deterministic for a given (seed, n, t) on every machine.
 pub fn text_windows(
     tok: &GgufTokenizer,
     n: usize,
@@ -62,7 +62,7 @@ pub fn text_windows(
         order.swap(i, j);
     }
     let mut out = Vec::with_capacity(n);
-    'outer: for round in 0..64 {
+    'outer: for _round in 0..4096 {
         for &d in &order {
             if out.len() >= n {
                 break 'outer;
@@ -82,7 +82,7 @@ pub fn text_windows(
             let ids = tok
                 .encode(&text[a..b])
                 .map_err(|e| AnalysisError::BadInput(e.to_string()))?;
-            if ids.len() < t + 1 || round >= 4 {
+            if ids.len() < t + 1 {
                 continue;
             }
             let off = 1 + (rng.next_u64() % (ids.len() - t) as u64) as usize;

