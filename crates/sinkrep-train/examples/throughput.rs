@@ -1,0 +1,73 @@
+//! Training throughput of the small model (d_model 128, 4 layers, 4 heads, seq 128,
+//! batch 16, byte vocabulary) for each attention variant, on the pinned corpus.
+//!
+//! `cargo run --release -p sinkrep-train --example throughput -- [steps] [threads] [device]`
+//! (threads: libtorch intra-op threads, 0 = libtorch's default).
+
+use sinkrep_model::AttnVariant;
+use sinkrep_train::{train, Corpus, RunOptions, TokenData, TokenizerKind, TrainConfig};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let steps: usize = args.get(1).map_or(Ok(40), |s| s.parse())?;
+    let threads: usize = args.get(2).map_or(Ok(0), |s| s.parse())?;
+    let device = args.get(3).cloned().unwrap_or_else(|| "cpu".into());
+    let corpus = Corpus::shakespeare()?;
+    let data = TokenData::build(&corpus, TokenizerKind::Bytes)?;
+    if threads > 0 {
+        tch::set_num_threads(threads as i32);
+    }
+    println!(
+        "torch threads {}, device {device}, {steps} steps per variant",
+        tch::get_num_threads()
+    );
+    for variant in [
+        AttnVariant::Baseline,
+        AttnVariant::HeadwiseRmsnorm { shared: true },
+        AttnVariant::Gated,
+    ] {
+        let mut cfg = TrainConfig::small(variant);
+        cfg.steps = steps;
+        cfg.warmup_steps = steps / 4;
+        cfg.eval_every = 0;
+        cfg.eval_batches = 1;
+        cfg.ckpt_every = 0;
+        cfg.device = device.clone();
+        cfg.threads = threads;
+        let dir = tempfile::tempdir()?;
+        let cpu0 = cpu_seconds();
+        let out = train(&cfg, &data, dir.path(), RunOptions::default())?;
+        let cpu_per_step = (cpu_seconds() - cpu0) / steps as f64;
+        println!(
+            "{:<34} {:>6.0} tokens/s  {:>6.1} ms/step (wall)  {:>6.1} ms/step (CPU)  loss {:.3} -> {:.3}  params {}",
+            format!("{variant:?}"),
+            out.tokens_per_s,
+            out.step_time_s * 1e3,
+            cpu_per_step * 1e3,
+            out.train_log[0].train_loss,
+            out.final_train_loss.unwrap_or(f64::NAN),
+            cfg.model.n_params(),
+        );
+    }
+    Ok(())
+}
+
+/// User + system CPU time of this process (Linux `/proc/self/stat`, 100 ticks/s), NaN
+/// elsewhere. With one libtorch thread, CPU time per step approximates the wall time the
+/// step would take on an idle core: a measure that survives a machine shared with other
+/// jobs (the run's eval and checkpoint add ~2%).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
