@@ -1,0 +1,192 @@
+//! The replication end to end at smoke scale on the pinned SmolLM2 (skipped, with a
+//! message, when the model is not in the cache): two runs give byte-identical artifacts,
+//! the promised metrics exist and are finite, the tables agree with each other, the
+//! figures draw, and this crate's own census reduction agrees with `sinkrep analyze`'s.
+
+use sinkrep_analysis::{pinned, random_tokens};
+use sinkrep_runner::{
+    compare_checksums, read_metrics, run_dir, run_replications, CsvTable, FigureStyle, Registry,
+    RunOptions, Scale,
+};
+use sinkrep_super_neurons::{replication, study, Sizes};
+use std::path::Path;
+
+fn model_present() -> bool {
+    let p = sinkrep_inputs::Cache::default()
+        .input_dir("smollm2-135m-instruct")
+        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !p.is_file() {
+        eprintln!(
+            "skipped: pinned model not found at {} (run `sinkrep fetch`)",
+            p.display()
+        );
+    }
+    p.is_file()
+}
+
+fn opts(out: &Path) -> RunOptions {
+    RunOptions {
+        scale: Scale::Smoke,
+        seed: 0,
+        out: out.to_path_buf(),
+        device_name: "cpu".into(),
+        env: serde_json::json!({"test": true}),
+        progress: false,
+    }
+}
+
+/// Metrics the README and the report rely on; each must be recorded and finite.
+const PROMISED: &[&str] = &[
+    "n_super_neurons",
+    "n_super_neurons_random",
+    "first_super_neuron_layer",
+    "sn_strongest_activation",
+    "sn_fire_rate_rest_max",
+    "sn_top2_share_min",
+    "sn_top2_share_median",
+    "sn_top2_share_weighted",
+    "ordinary_top2_share_median",
+    "sn_feeds_dominant_frac",
+    "amp_var_gain_first_over_rest",
+    "amp_norm_gain_first",
+    "norm_jump_layer",
+    "sink_text",
+    "sink_random",
+    "tau_dom_ratio_sink_text",
+    "heldout_sink",
+    "heldout_loss",
+    "sn_all_mean_dom_ratio_ratio",
+    "sn_all_mean_sink_late_ratio",
+    "datafree_recall",
+    "datafree_argmax_is_sn_frac",
+];
+
+/// One libtorch thread: on the shared 2-core machines this suite runs on, OpenMP threads
+/// of concurrent jobs thrash (a smoke run took 131 s with 2 threads under load, 24 s with
+/// one) and the artifacts were byte-identical either way.
+fn one_thread() {
+    tch::set_num_threads(1);
+}
+
+#[test]
+fn smoke_runs_reproducibly_with_consistent_tables() {
+    if !model_present() {
+        return;
+    }
+    one_thread();
+    let reg = Registry::new(vec![replication().expect("claim parses")]).expect("registry");
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ids = vec!["super-neurons".to_string()];
+    run_replications(&reg, &ids, &opts(a.path())).expect("first run");
+    run_replications(&reg, &ids, &opts(b.path())).expect("second run");
+    let cmp = compare_checksums(a.path(), b.path()).unwrap();
+    assert!(cmp.identical(), "runs differ:\n{cmp}");
+
+    let dir = run_dir(a.path(), Scale::Smoke, "super-neurons");
+    let m = read_metrics(&dir).unwrap();
+    for name in PROMISED {
+        let v = m.get(*name).copied().flatten();
+        assert!(
+            v.is_some_and(f64::is_finite),
+            "metric {name} missing or not finite: {v:?}"
+        );
+    }
+    // Every check of the claim names a recorded metric.
+    let rep = replication().unwrap();
+    for c in &rep.claim().checks {
+        assert!(
+            m.contains_key(&c.metric),
+            "check {} names unrecorded {}",
+            c.id,
+            c.metric
+        );
+    }
+
+    // The tables agree with the metrics and with the model's shape.
+    let sn = CsvTable::read(&dir.join("super_neurons.csv")).unwrap();
+    let n_text = sn
+        .column("input")
+        .unwrap()
+        .iter()
+        .filter(|i| **i == "text")
+        .count();
+    assert_eq!(Some(Some(n_text as f64)), m.get("n_super_neurons").copied());
+    let heads = CsvTable::read(&dir.join("alpha_per_head.csv")).unwrap();
+    assert_eq!(
+        heads.rows.len(),
+        2 * 30 * 9,
+        "2 inputs x 30 layers x 9 heads"
+    );
+    for a in heads.column_f64("alpha0").unwrap() {
+        assert!(
+            (0.0..=1.0).contains(&a),
+            "alpha_0 = {a} is not a probability"
+        );
+    }
+    // Shares are energy fractions, top-2 at least top-1.
+    let shares = CsvTable::read(&dir.join("down_proj_shares.csv")).unwrap();
+    let t1 = shares.column_f64("top1_share").unwrap();
+    let t2 = shares.column_f64("top2_share").unwrap();
+    assert!(t1
+        .iter()
+        .zip(&t2)
+        .all(|(a, b)| 0.0 < *a && a <= b && *b <= 1.0 + 1e-12));
+    // The ablation table has the baseline first, with zero loss change.
+    let abl = CsvTable::read(&dir.join("ablation.csv")).unwrap();
+    assert_eq!(abl.column("condition").unwrap()[0], "baseline");
+    assert_eq!(abl.column_f64("dloss").unwrap()[0], 0.0);
+
+    let figs = tempfile::tempdir().unwrap();
+    let files = rep
+        .figures(&dir, figs.path(), &FigureStyle::svg_only())
+        .expect("figures");
+    assert!(files.len() >= 10, "{files:?}");
+    assert!(files.iter().all(|f| f.is_file()));
+}
+
+/// Guards this crate's re-reduction of `SinkProbe` (used under ablation) against the
+/// analysis crate's report on the same windows: Sink_0^0.3 and DomRatio per layer.
+#[test]
+fn evaluate_matches_the_census_without_interventions() {
+    if !model_present() {
+        return;
+    }
+    one_thread();
+    let (model, _, _) = pinned::load(tch::Device::Cpu).unwrap();
+    let seqs = random_tokens(2, 16, model.config.vocab_size, 5);
+    let report = study::census(&model, &seqs, 2, &mut |_| {}).unwrap();
+    let eval = study::evaluate(
+        &model,
+        &seqs,
+        2,
+        &Default::default(),
+        &[],
+        true,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(eval.sink_metric, report.sink_metric.value);
+    for (e, r) in eval.layers.iter().zip(&report.layers) {
+        assert_eq!(e.sink_frac, r.sink_frac, "layer {}", e.layer);
+        assert!(
+            (e.dom_ratio - r.dom_ratio).abs() <= 1e-9 * r.dom_ratio,
+            "layer {}",
+            e.layer
+        );
+        assert_eq!(e.attn_mass, r.attn_mass, "layer {}", e.layer);
+    }
+    assert!(eval.loss.is_finite() && eval.loss > 0.0);
+    assert_eq!(eval.loss_tokens, 2 * 15);
+    // Bad input is an error, not a panic.
+    assert!(study::evaluate(
+        &model,
+        &[vec![1]],
+        1,
+        &Default::default(),
+        &[],
+        false,
+        &mut |_| {}
+    )
+    .is_err());
+    let _ = Sizes::for_scale(Scale::Smoke);
+}
