@@ -1,0 +1,249 @@
+//! Figures, drawn from the run's CSV files alone.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use sinkrep_runner::{line_chart, CsvTable, FigureStyle, LineChart, Series};
+
+use crate::VARIANTS;
+
+/// (variant, x -> values over seeds).
+type Groups = Vec<(String, BTreeMap<u64, Vec<f64>>)>;
+
+/// For each variant: x -> the values of `col` over seeds (rows of that variant).
+fn by_variant(table: &CsvTable, x: &str, col: &str) -> Result<Groups> {
+    let vs = table.column("variant")?;
+    let xs = table.column_f64(x)?;
+    let ys = table.column_f64(col)?;
+    Ok(VARIANTS
+        .iter()
+        .map(|(name, _)| {
+            let mut m: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+            for i in 0..vs.len() {
+                if vs[i] == *name {
+                    m.entry(xs[i] as u64).or_default().push(ys[i]);
+                }
+            }
+            (name.to_string(), m)
+        })
+        .filter(|(_, m)| !m.is_empty())
+        .collect())
+}
+
+fn stat(m: &BTreeMap<u64, Vec<f64>>, f: fn(&[f64]) -> f64) -> Vec<(f64, f64)> {
+    m.iter().map(|(x, v)| (*x as f64, f(v))).collect()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// Mean over seeds, with the min and max over seeds as the band.
+fn banded(groups: &Groups) -> Vec<Series> {
+    groups
+        .iter()
+        .flat_map(|(name, m)| {
+            [
+                Series {
+                    name: format!("{name} (mean)"),
+                    points: stat(m, mean),
+                },
+                Series {
+                    name: format!("{name} (min over seeds)"),
+                    points: stat(m, min),
+                },
+                Series {
+                    name: format!("{name} (max over seeds)"),
+                    points: stat(m, max),
+                },
+            ]
+        })
+        .collect()
+}
+
+fn means(groups: &Groups) -> Vec<Series> {
+    groups
+        .iter()
+        .map(|(name, m)| Series {
+            name: name.clone(),
+            points: stat(m, mean),
+        })
+        .collect()
+}
+
+pub fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let val = CsvTable::read(&run_dir.join("val_curves.csv"))?;
+    let series = banded(&by_variant(&val, "step", "val_loss")?);
+    out.extend(
+        line_chart(
+            style,
+            &fig_dir.join("val_loss"),
+            &LineChart {
+                title: "Validation loss by variant (mean and range over seeds)",
+                x_label: "step",
+                y_label: "validation loss (nats/token)",
+                series: &series,
+                log_x: false,
+                log_y: false,
+            },
+        )?
+        .paths(),
+    );
+
+    // Training loss: mean over seeds, then averaged over blocks of 1/25 of the run.
+    let tr = CsvTable::read(&run_dir.join("train_curves.csv"))?;
+    let groups = by_variant(&tr, "step", "train_loss")?;
+    let series: Vec<Series> = groups
+        .iter()
+        .map(|(name, m)| {
+            let pts = stat(m, mean);
+            let block = (pts.len() / 25).max(1);
+            Series {
+                name: name.clone(),
+                points: pts
+                    .chunks(block)
+                    .map(|c| {
+                        let n = c.len() as f64;
+                        (c[c.len() - 1].0, c.iter().map(|p| p.1).sum::<f64>() / n)
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    out.extend(
+        line_chart(
+            style,
+            &fig_dir.join("train_loss"),
+            &LineChart {
+                title: "Training loss by variant (mean over seeds, block-averaged)",
+                x_label: "step",
+                y_label: "training loss (nats/token)",
+                series: &series,
+                log_x: false,
+                log_y: false,
+            },
+        )?
+        .paths(),
+    );
+
+    let ev = CsvTable::read(&run_dir.join("eval_metrics.csv"))?;
+    for (col, stem, title, y, log_y) in [
+        (
+            "sink_pct",
+            "sink_over_training",
+            "Sink_1^0.3 over training (mean over seeds)",
+            "Sink_1^0.3 (%)",
+            false,
+        ),
+        (
+            "dom_ratio_max",
+            "dom_ratio_over_training",
+            "First token's DomRatio (max over layers) over training",
+            "DomRatio",
+            true,
+        ),
+        (
+            "abs_log_out_var_ratio",
+            "parity_over_training",
+            "Positional variance gap |ln Var(pos 0)/Var(rest)| after W_O, mean over layers",
+            "|ln ratio|",
+            false,
+        ),
+        (
+            "eff_rank",
+            "eff_rank_over_training",
+            "Effective rank of final hidden states over training",
+            "effective rank",
+            false,
+        ),
+    ] {
+        let series = means(&by_variant(&ev, "step", col)?);
+        out.extend(
+            line_chart(
+                style,
+                &fig_dir.join(stem),
+                &LineChart {
+                    title,
+                    x_label: "step",
+                    y_label: y,
+                    series: &series,
+                    log_x: false,
+                    log_y,
+                },
+            )?
+            .paths(),
+        );
+    }
+
+    // Per-position variance at the end, normalised by the mean over positions > 0 in
+    // each (seed, layer), then averaged over seeds and layers.
+    let vp = CsvTable::read(&run_dir.join("var_by_position.csv"))?;
+    let (vs, seeds, layers, pos) = (
+        vp.column("variant")?,
+        vp.column_f64("seed")?,
+        vp.column_f64("layer")?,
+        vp.column_f64("position")?,
+    );
+    for (col, stem, title) in [
+        (
+            "out_var",
+            "var_by_position_out",
+            "Per-position variance after head norm/gate and W_O, end of training",
+        ),
+        (
+            "agg_var",
+            "var_by_position_agg",
+            "Per-position variance of value aggregation o (before head norm/gate), end",
+        ),
+    ] {
+        let ys = vp.column_f64(col)?;
+        // (variant, seed, layer) -> values by position
+        let mut prof: BTreeMap<(String, u64, u64), Vec<(u64, f64)>> = BTreeMap::new();
+        for i in 0..ys.len() {
+            prof.entry((vs[i].to_string(), seeds[i] as u64, layers[i] as u64))
+                .or_default()
+                .push((pos[i] as u64, ys[i]));
+        }
+        let mut acc: BTreeMap<String, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
+        for ((v, _, _), p) in &prof {
+            let rest: Vec<f64> = p.iter().filter(|x| x.0 > 0).map(|x| x.1).collect();
+            let norm = mean(&rest);
+            for (t, y) in p {
+                acc.entry(v.clone())
+                    .or_default()
+                    .entry(*t)
+                    .or_default()
+                    .push(y / norm);
+            }
+        }
+        let groups: Groups = VARIANTS
+            .iter()
+            .filter_map(|(n, _)| acc.get(*n).map(|m| (n.to_string(), m.clone())))
+            .collect();
+        let series = means(&groups);
+        out.extend(
+            line_chart(
+                style,
+                &fig_dir.join(stem),
+                &LineChart {
+                    title,
+                    x_label: "position",
+                    y_label: "variance / mean variance at positions > 0",
+                    series: &series,
+                    log_x: false,
+                    log_y: true,
+                },
+            )?
+            .paths(),
+        );
+    }
+    Ok(out)
+}
