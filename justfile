@@ -45,7 +45,50 @@ test: _venv
     phase fmt cargo fmt --all --check
     phase clippy cargo clippy --release --workspace --all-targets --quiet -- -D warnings
     phase test cargo test --release --workspace --quiet
+    # Every replication at smoke scale, judged against the committed smoke baselines.
+    runs=$(mktemp -d)
+    trap 'rm -rf "$runs"' EXIT
+    # One libtorch thread: with two, its workers spin whenever another process holds a
+    # core, which made runs up to 8x slower on a busy 2-core machine (same numbers).
+    phase smoke-run just sinkrep run all --scale smoke --threads 1 --out "$runs"
+    phase smoke-verify just sinkrep verify --scale smoke --runs "$runs"
+    phase drift-detect just _drift-detected "$runs"
 
-# Everything, end to end: set-up, every replication at the default scale (grows as they land).
-replicate-all: setup
+# Proves the drift check bites: a baseline moved beyond tolerance must fail `verify`
+# with a readable drift table naming the metric.
+_drift-detected RUNS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    base=$(mktemp -d)
+    trap 'rm -rf "$base"' EXIT
+    cp -r data/baselines/. "$base/"
+    metric=$(python3 scripts/perturb_baseline.py "$base/smoke")
+    if out=$(just sinkrep verify --scale smoke --runs "$1" --baseline "$base" 2>&1); then
+        echo "drift check did not fail after moving $metric:"; echo "$out"; exit 1
+    fi
+    echo "$out" | grep -q "$metric" || { echo "drift table does not name $metric:"; echo "$out"; exit 1; }
+    echo "drift of $metric detected, as it must be"
+
+# Everything, end to end: set-up, every replication at the default scale (cpu, or gpu
+# with CUDA; pass --scale S to choose), figures, REPORT.md, drift check against the
+# committed baselines.
+replicate-all *ARGS: setup
     just sinkrep env
+    just sinkrep run all "$@"
+    just sinkrep figures "$@"
+    just sinkrep report "$@"
+    just sinkrep verify "$@"
+
+# Rewrite the committed baselines of a scale from its latest run (say why in the commit).
+update-baselines SCALE="smoke":
+    just sinkrep verify --scale {{SCALE}} --update
+
+# Criterion benchmarks (`just bench -- --save-baseline X` to compare later).
+bench *ARGS: _venv
+    cargo bench --bench model "$@"
+
+# Side by side with HF transformers and plain PyTorch on this machine (alternating runs):
+# load, Gu et al.'s sink protocol, a training step, peak memory; writes BENCHMARKS.md.
+# `just bench-compare --help` lists the options (e.g. --runs 5 --threads 1).
+bench-compare *ARGS: _venv
+    bash scripts/bench/compare.sh "$@"

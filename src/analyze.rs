@@ -139,11 +139,7 @@ pub struct Loaded {
 }
 
 pub fn default_model_path() -> Result<PathBuf> {
-    let manifest = sinkrep_inputs::Manifest::pinned();
-    let input = manifest.get("smollm2-135m-instruct")?;
-    crate::fetch_inputs(&[input.id.clone()])?;
-    let cache = sinkrep_inputs::Cache::default();
-    Ok(cache.member_path(input, &input.members[0]))
+    Ok(sinkrep_analysis::pinned::model_path()?)
 }
 
 pub fn load(model: Option<&PathBuf>, device: tch::Device) -> Result<Loaded> {

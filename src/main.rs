@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod env;
+mod runner_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +30,16 @@ enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// The sink report with an intervention applied (mask-to-self, amplification, ablation).
     Intervene(analyze::InterveneArgs),
+    /// List the registered replications (one per paper claim).
+    List,
+    /// Run replications; writes artifacts, metrics, verdicts and a manifest per run.
+    Run(runner_cmd::RunArgs),
+    /// Compare a run's metrics and verdicts with the committed baselines (drift table).
+    Verify(runner_cmd::VerifyArgs),
+    /// Regenerate figures (SVG + PNG) from run outputs alone.
+    Figures(runner_cmd::FiguresArgs),
+    /// Write REPORT.md from run outputs and figures.
+    Report(runner_cmd::ReportArgs),
     /// Fetch and verify the pinned inputs (data/inputs.toml) into the cache.
     Fetch {
         /// Only these input ids (default: all).
@@ -49,6 +60,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Env { json } => env::print(json),
         Command::Analyze(a) => analyze::run_analyze(&a),
         Command::Intervene(i) => analyze::run_intervene(&i),
+        Command::List => runner_cmd::list(),
+        Command::Run(a) => runner_cmd::run(&a),
+        Command::Verify(a) => runner_cmd::verify_cmd(&a),
+        Command::Figures(a) => runner_cmd::figures(&a),
+        Command::Report(a) => runner_cmd::report(&a),
         Command::Fetch { ids } => fetch_inputs(&ids),
     }
 }

@@ -88,7 +88,7 @@ fn mask_to_self_changes_exactly_row_k() {
     let x = tokens(2, 9);
     let k = 4;
     let mut before = Capture::new([(0, Site::AttnPattern)]);
-    run(&m, &x, &mut Hooks::new().probe(&mut before));
+    let _ = run(&m, &x, &mut Hooks::new().probe(&mut before));
     let iv = Interventions {
         mask_self: vec![MaskSelf {
             positions: vec![k],
@@ -97,7 +97,7 @@ fn mask_to_self_changes_exactly_row_k() {
         ..Default::default()
     };
     let mut after = Capture::new([(0, Site::AttnPattern)]);
-    run(&m, &x, &mut Hooks::new().probe(&mut after).with(iv));
+    let _ = run(&m, &x, &mut Hooks::new().probe(&mut after).with(iv));
     let (a, b) = (
         before.get(0, Site::AttnPattern).unwrap(),
         after.get(0, Site::AttnPattern).unwrap(),
@@ -131,7 +131,7 @@ fn amplification_modes_do_what_they_say() {
     let k = 5usize;
     let z_of = |iv: Interventions| {
         let mut cap = Capture::new([(1, Site::AttnZ)]);
-        run(&m, &x, &mut Hooks::new().probe(&mut cap).with(iv));
+        let _ = run(&m, &x, &mut Hooks::new().probe(&mut cap).with(iv));
         cap.get(1, Site::AttnZ).unwrap().shallow_clone() // (B, T, H, Dh)
     };
     let amp = |mode| Interventions {
@@ -172,9 +172,9 @@ fn zero_ablation_hits_only_its_cell() {
         ..Default::default()
     };
     let mut before = Capture::new([(1, Site::MlpPost)]);
-    run(&m, &x, &mut Hooks::new().probe(&mut before));
+    let _ = run(&m, &x, &mut Hooks::new().probe(&mut before));
     let mut after = Capture::new([(1, Site::MlpPost)]);
-    run(&m, &x, &mut Hooks::new().probe(&mut after).with(iv));
+    let _ = run(&m, &x, &mut Hooks::new().probe(&mut after).with(iv));
     let (a, b) = (
         before.get(1, Site::MlpPost).unwrap(),
         after.get(1, Site::MlpPost).unwrap(),

@@ -1,0 +1,70 @@
+//! De-quantisation throughput per ggml type: one 1024 x 4096 tensor (4M values) per type,
+//! encoded in memory with `GgufWriter` (ggml's reference quantisation), parsed back with
+//! `GgufFile::from_bytes`, and decoded to f32 into a preallocated buffer, so only the
+//! decoding is timed (no file I/O, no allocation). F32 is the copy-only reference.
+//!
+//! `cargo bench --bench dequant`; CI runs each once with `cargo test --benches`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sinkrep_gguf::{GgmlType, GgufFile, GgufWriter};
+use std::time::Duration;
+
+const ROWS: usize = 1024;
+const COLS: usize = 4096;
+
+/// Deterministic values in [-1, 1) (splitmix64), with a few large outliers per row the
+/// way real weights have them, so block scales vary as in a checkpoint.
+fn values(n: usize) -> Vec<f32> {
+    let mut state = 0u64;
+    (0..n)
+        .map(|i| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let u = (z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            if i % 997 == 0 {
+                u * 30.0
+            } else {
+                u
+            }
+        })
+        .collect()
+}
+
+fn dequant(c: &mut Criterion) {
+    let types = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+    ];
+    let data = values(ROWS * COLS);
+    let mut w = GgufWriter::new();
+    w.add_metadata("general.architecture", "bench");
+    for t in types {
+        w.add_tensor_f32(&t.name(), &[ROWS, COLS], t, &data)
+            .expect("encode bench tensor");
+    }
+    let file = GgufFile::from_bytes(w.to_bytes().expect("serialise")).expect("parse");
+    let mut out = vec![0.0f32; ROWS * COLS];
+
+    let mut g = c.benchmark_group("dequant");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements((ROWS * COLS) as u64));
+    for t in types {
+        let name = t.name();
+        g.bench_function(name.as_str(), |b| {
+            b.iter(|| file.tensor_f32_into(&name, &mut out).expect("decode"))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, dequant);
+criterion_main!(benches);

