@@ -72,12 +72,22 @@ _drift-detected RUNS:
 # Everything, end to end: set-up, every replication at the default scale (cpu, or gpu
 # with CUDA; pass --scale S to choose), figures, REPORT.md, drift check against the
 # committed baselines.
+# Every argument goes to `sinkrep run` (e.g. --scale smoke --threads 1); --scale also
+# to figures, report and verify.
 replicate-all *ARGS: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    scale=(); prev=""
+    for a in "$@"; do
+        [ "$prev" = "--scale" ] && scale=(--scale "$a")
+        case "$a" in --scale=*) scale=("$a");; esac
+        prev=$a
+    done
     just sinkrep env
     just sinkrep run all "$@"
-    just sinkrep figures "$@"
-    just sinkrep report "$@"
-    just sinkrep verify "$@"
+    just sinkrep figures "${scale[@]}"
+    just sinkrep report "${scale[@]}"
+    just sinkrep verify "${scale[@]}"
 
 # Rewrite the committed baselines of a scale from its latest run (say why in the commit).
 update-baselines SCALE="smoke":
