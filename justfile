@@ -35,7 +35,8 @@ sinkrep *ARGS: _venv
 fetch: _venv
     just sinkrep fetch
 
-# The test command CI runs: format check, clippy (warnings are errors), all tests.
+# The test command CI runs: format check, clippy (warnings are errors), all tests, the
+# benchmarks once in test mode, and every replication at smoke scale against its baselines.
 # Everything builds with the release profile so libtorch bindings are compiled once.
 test: _venv
     #!/usr/bin/env bash
@@ -45,6 +46,8 @@ test: _venv
     phase fmt cargo fmt --all --check
     phase clippy cargo clippy --release --workspace --all-targets --quiet -- -D warnings
     phase test cargo test --release --workspace --quiet
+    # Each criterion benchmark once, untimed (`cargo bench` measures).
+    phase benches cargo test --release --benches --quiet
     # Every replication at smoke scale, judged against the committed smoke baselines.
     runs=$(mktemp -d)
     trap 'rm -rf "$runs"' EXIT
