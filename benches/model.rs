@@ -11,15 +11,11 @@ use std::time::Duration;
 use tch::{Device, Tensor};
 
 fn pinned() -> Option<std::path::PathBuf> {
-    let m = sinkrep_inputs::Manifest::pinned();
-    let input = m.get("smollm2-135m-instruct").ok()?;
-    let cache = sinkrep_inputs::Cache::default();
-    if cache.is_ready(input) {
-        Some(cache.member_path(input, &input.members[0]))
-    } else {
+    let path = sinkrep_analysis::pinned::model_path_if_present();
+    if path.is_none() {
         eprintln!("skipped: pinned model not fetched (run `just fetch`)");
-        None
     }
+    path
 }
 
 fn load(c: &mut Criterion) {

@@ -6,11 +6,20 @@ use crate::AnalysisError;
 use sinkrep_model::{GgufFile, GgufTokenizer, Model};
 use std::path::PathBuf;
 
+/// The pinned model's input id and file name (data/inputs.toml).
+pub const MODEL_INPUT: &str = "smollm2-135m-instruct";
+pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
 /// Path of the pinned SmolLM2 GGUF, fetching and verifying it on first use.
 pub fn model_path() -> Result<PathBuf, AnalysisError> {
-    let dir = sinkrep_inputs::ensure("smollm2-135m-instruct")
-        .map_err(|e| AnalysisError::BadInput(e.to_string()))?;
-    Ok(dir.join("SmolLM2-135M-Instruct.Q4_1.gguf"))
+    let dir =
+        sinkrep_inputs::ensure(MODEL_INPUT).map_err(|e| AnalysisError::BadInput(e.to_string()))?;
+    Ok(dir.join(MODEL_FILE))
+}
+
+/// Path of the pinned SmolLM2 GGUF if it is already fetched (never fetches).
+pub fn model_path_if_present() -> Option<PathBuf> {
+    sinkrep_inputs::present(MODEL_INPUT).map(|d| d.join(MODEL_FILE))
 }
 
 /// The pinned model, its tokenizer and its path.

@@ -345,6 +345,15 @@ pub fn python() -> String {
     }
 }
 
+/// The folder of the pinned input `id` if it is already fetched and verified; never
+/// fetches (tests and benches use it to skip, visibly, when an input is absent).
+pub fn present(id: &str) -> Option<PathBuf> {
+    let manifest = Manifest::pinned();
+    let input = manifest.get(id).ok()?;
+    let cache = Cache::default();
+    cache.is_ready(input).then(|| cache.input_dir(id))
+}
+
 /// Fetches (if needed) and verifies the pinned input `id`, and returns its folder.
 pub fn ensure(id: &str) -> Result<PathBuf> {
     let manifest = Manifest::pinned();

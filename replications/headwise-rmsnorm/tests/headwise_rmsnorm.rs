@@ -13,10 +13,7 @@ const ID: &str = "headwise-rmsnorm";
 
 /// The pinned corpus, if fetched; otherwise a visible skip message.
 fn corpus_present() -> bool {
-    let m = sinkrep_inputs::Manifest::pinned();
-    let ready = m
-        .get("shakespeare")
-        .is_ok_and(|i| sinkrep_inputs::Cache::default().is_ready(i));
+    let ready = sinkrep_inputs::present("shakespeare").is_some();
     if !ready {
         use std::io::Write;
         let _ = writeln!(

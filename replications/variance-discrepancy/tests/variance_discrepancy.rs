@@ -15,12 +15,8 @@ const ID: &str = "variance-discrepancy";
 
 /// The pinned SmolLM2 GGUF, if fetched; otherwise a visible skip message.
 fn pinned_model_present() -> bool {
-    let m = sinkrep_inputs::Manifest::pinned();
-    let ready = m
-        .get("smollm2-135m-instruct")
-        .is_ok_and(|i| sinkrep_inputs::Cache::default().is_ready(i))
-        && m.get("shakespeare")
-            .is_ok_and(|i| sinkrep_inputs::Cache::default().is_ready(i));
+    let ready = sinkrep_inputs::present("smollm2-135m-instruct").is_some()
+        && sinkrep_inputs::present("shakespeare").is_some();
     if !ready {
         use std::io::Write;
         let _ = writeln!(
