@@ -6,7 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sinkrep_analysis::{analyze, random_tokens, AnalyzeOptions, SinkProbe};
-use sinkrep_model::{GgufFile, GgufTokenizer, Hooks, Model};
+use sinkrep_model::{GgufFile, GgufTokenizer, Hooks, Model, Precision};
 use std::time::Duration;
 use tch::{Device, Tensor};
 
@@ -35,8 +35,10 @@ fn load(c: &mut Criterion) {
 
 fn forward(c: &mut Criterion) {
     let Some(path) = pinned() else { return };
+    // As the CLI does: keep freed tensor memory for reuse (no page faults per layer).
+    sinkrep_model::alloc::keep_freed_memory();
     let file = GgufFile::open(&path).unwrap();
-    let model = Model::from_gguf(&file, Device::Cpu).unwrap();
+    let mut model = Model::from_gguf(&file, Device::Cpu).unwrap();
     let mut g = c.benchmark_group("forward");
     g.sample_size(10).measurement_time(Duration::from_secs(15));
     for (b, t) in [(10usize, 64usize), (1, 512)] {
@@ -45,15 +47,24 @@ fn forward(c: &mut Criterion) {
         let x = Tensor::from_slice(&flat).reshape([b as i64, t as i64]);
         g.throughput(Throughput::Elements((b * t) as u64));
         let id = format!("{b}x{t}");
-        g.bench_with_input(BenchmarkId::new("plain", &id), &x, |bch, x| {
-            bch.iter(|| tch::no_grad(|| model.forward(x, &mut Hooks::new()).unwrap()))
-        });
-        g.bench_with_input(BenchmarkId::new("sink_report", &id), &x, |bch, x| {
-            bch.iter(|| {
-                let mut p = SinkProbe::new(model.config.n_layers, 0);
-                tch::no_grad(|| model.forward(x, &mut Hooks::new().probe(&mut p)).unwrap())
-            })
-        });
+        // f32, then bf16 matmuls with the weights snapshotted (as `analyze --precision bf16`).
+        for (suffix, prec) in [("", Precision::F32), ("_bf16", Precision::Bf16)] {
+            model.set_precision(prec, true);
+            let model = &model;
+            g.bench_with_input(
+                BenchmarkId::new(format!("plain{suffix}"), &id),
+                &x,
+                |bch, x| bch.iter(|| tch::no_grad(|| model.forward(x, &mut Hooks::new()).unwrap())),
+            );
+            let name = format!("sink_report{suffix}");
+            g.bench_with_input(BenchmarkId::new(name, &id), &x, |bch, x| {
+                bch.iter(|| {
+                    let mut p = SinkProbe::new(model.config.n_layers, 0);
+                    tch::no_grad(|| model.forward(x, &mut Hooks::new().probe(&mut p)).unwrap())
+                })
+            });
+        }
+        model.set_precision(Precision::F32, false);
     }
     g.finish();
 }

@@ -48,6 +48,7 @@ enum Command {
 }
 
 fn main() {
+    sinkrep_model::alloc::keep_freed_memory();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");

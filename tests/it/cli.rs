@@ -31,20 +31,23 @@ fn analyze_json_report_on_smollm2() {
     let Some(model) = crate::pinned_model() else {
         return;
     };
-    let out = sinkrep(&[
-        "analyze",
-        "--model",
-        model.to_str().unwrap(),
-        "--text",
-        "The capital of France is",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = |extra: &[&str]| -> serde_json::Value {
+        let text = "The capital of France is";
+        let mut args = vec![
+            "analyze",
+            "--model",
+            model.to_str().unwrap(),
+            "--text",
+            text,
+        ];
+        args.extend_from_slice(extra);
+        args.push("--json");
+        let out = sinkrep(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let v = report(&[]);
     assert_eq!(v["next_token"]["text"], " Paris");
     assert_eq!(v["n_tokens"], 5);
     let layers = v["layers"].as_array().unwrap();
@@ -67,6 +70,41 @@ fn analyze_json_report_on_smollm2() {
     let sn = v["super_neurons"].as_array().unwrap();
     assert!(!sn.is_empty());
     assert!(sn[0]["top2_energy_share"].as_f64().unwrap() <= 1.0);
+    assert!(
+        v.get("precision").is_none(),
+        "f32 reports carry no precision field"
+    );
+
+    // bf16 matmuls: the report says so, and tells the same story (same next token, same
+    // super neurons, sink metric within 2 points).
+    let b = report(&["--precision", "bf16"]);
+    assert_eq!(b["precision"], "bf16");
+    assert_eq!(b["next_token"]["text"], " Paris");
+    let metric = |r: &serde_json::Value| r["sink_metric"]["value"].as_f64().unwrap();
+    assert!(
+        (metric(&b) - metric(&v)).abs() < 2.0,
+        "{} vs {}",
+        metric(&b),
+        metric(&v)
+    );
+    let ids = |r: &serde_json::Value| -> Vec<(u64, u64)> {
+        r["super_neurons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["layer"].as_u64().unwrap(), s["channel"].as_u64().unwrap()))
+            .collect()
+    };
+    assert_eq!(ids(&b), ids(&v));
+}
+
+/// An unknown precision is a usage error naming the choices.
+#[test]
+fn analyze_rejects_unknown_precision() {
+    let out = sinkrep(&["analyze", "--text", "hi", "--precision", "fp8"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fp8") && err.contains("bf16"), "{err}");
 }
 
 /// Bad intervention arguments are usage errors naming the problem.

@@ -1,10 +1,10 @@
 //! The instrumented model: GGUF round trip, determinism, interventions, the real model.
 
-use sinkrep_analysis::SinkProbe;
+use sinkrep_analysis::{Moments, SinkProbe};
 use sinkrep_gguf::{GgmlType, GgufWriter};
 use sinkrep_model::{
     Ablate, AblateKind, Amplify, AmplifyMode, Capture, CenterMean, Config, GgufFile, Hooks,
-    Interventions, Layers, MaskSelf, Model, RopePairing, Site,
+    Interventions, Layers, MaskSelf, Model, Precision, RopePairing, Site,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -279,5 +279,73 @@ fn smollm2_says_paris() {
     for (id, want) in hf {
         let got = logits.double_value(&[id]);
         assert!((got - want).abs() < 1e-3, "logit {id}: {got} vs {want}");
+    }
+}
+
+/// bf16 matmuls stay close to f32 (a few bf16 ulps), the inference snapshot of the
+/// weights changes nothing but speed, and switching back to f32 restores the exact
+/// f32 forward: guards `Precision` and `Model::set_precision`.
+#[test]
+fn bf16_precision_is_close_and_snapshot_is_transparent() {
+    let mut m = tiny_model(3);
+    let x = tokens(2, 16);
+    let f32_out = run(&m, &x, &mut Hooks::new());
+    m.set_precision(Precision::Bf16, false);
+    let cast_each_call = run(&m, &x, &mut Hooks::new());
+    m.set_precision(Precision::Bf16, true);
+    let snapshot = run(&m, &x, &mut Hooks::new());
+    assert!(
+        cast_each_call.equal(&snapshot),
+        "snapshot changed the numbers"
+    );
+    assert_eq!(snapshot.kind(), Kind::Float, "bf16 mode still returns f32");
+    let rel = (&snapshot - &f32_out).abs().max().double_value(&[])
+        / f32_out.abs().max().double_value(&[]);
+    assert!(rel > 0.0, "bf16 made no difference at all: is it applied?");
+    assert!(rel < 0.05, "bf16 forward is {rel} (relative) away from f32");
+    m.set_precision(Precision::F32, false);
+    assert!(run(&m, &x, &mut Hooks::new()).equal(&f32_out));
+    // Training in bf16: gradients flow to the f32 weights through the casts.
+    m.set_precision(Precision::Bf16, false);
+    let loss = m.loss(&x, &x, &mut Hooks::new()).unwrap();
+    loss.backward();
+    let g = m.blocks[0].mlp.down_proj().grad();
+    assert!(
+        g.defined() && g.kind() == Kind::Float && g.abs().sum(Kind::Double).double_value(&[]) > 0.0
+    );
+}
+
+/// The probe's per-position variance across sequences is exact however the sequences
+/// are batched, and where the mean dwarfs the spread (the first token's massive dims:
+/// 1e4 +- 1e-2 here, where an f32 sum / sum-of-squares would give garbage): guards the
+/// f32 two-pass reductions of `Moments`.
+#[test]
+fn moments_are_exact_across_batches_and_large_means() {
+    let (n, t) = (7usize, 3usize);
+    let vals: Vec<f32> = (0..n * t)
+        .map(|i| (1e4 + 1e-2 * (i as f64 * 1.7).sin()) as f32)
+        .collect();
+    let x = Tensor::from_slice(&vals).reshape([n as i64, t as i64, 1]);
+    // Reference: population variance over sequences of the f32 values, in f64.
+    let reference: Vec<f64> = (0..t)
+        .map(|p| {
+            let col: Vec<f64> = (0..n).map(|s| vals[s * t + p] as f64).collect();
+            let mean = col.iter().sum::<f64>() / n as f64;
+            col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64
+        })
+        .collect();
+    let mut whole = Moments::default();
+    whole.add(&x);
+    let mut split = Moments::default();
+    split.add(&x.narrow(0, 0, 3));
+    split.add(&x.narrow(0, 3, 4));
+    for (name, m) in [("one batch", &whole), ("3 + 4", &split)] {
+        let got = m.var_across_sequences();
+        for (p, (g, r)) in got.iter().zip(&reference).enumerate() {
+            assert!(
+                (g - r).abs() <= 1e-3 * r,
+                "{name}, position {p}: variance {g}, exact {r}"
+            );
+        }
     }
 }

@@ -10,7 +10,7 @@ pub mod report;
 pub mod rng;
 
 pub use metrics::{dom_ratio, effective_rank, kendall_tau};
-pub use probe::SinkProbe;
+pub use probe::{Moments, SinkProbe};
 pub use report::{
     analyze, down_proj_sparsity, AnalyzeOptions, LayerReport, SinkReport, SuperNeuron,
     VarianceKind, SUPER_NEURON_ABS, SUPER_NEURON_MEDIAN_RATIO,

@@ -6,40 +6,67 @@
 use sinkrep_model::{Probe, Site};
 use tch::{Kind, Tensor};
 
-/// Running sums for per-(position, channel) variance across sequences.
+/// Running per-(position, channel) moments across sequences, merged batch by batch.
+///
+/// Each batch is reduced in f32 with the corrected two-pass algorithm (mean, then squared
+/// deviations from it), so no f64 copy of the (B, T, C) activations is made and nothing
+/// cancels when the mean dwarfs the spread (the first token's massive dims); the small
+/// (T, C) batch results are merged in f64 with Chan et al.'s pairwise update. (libtorch's
+/// Welford `var` is exact too but ~8x slower on the CPU.)
 #[derive(Debug, Default)]
 pub struct Moments {
-    /// Sum over sequences, (T, C), f64.
-    pub sum: Option<Tensor>,
-    /// Sum of squares over sequences, (T, C), f64.
-    pub sumsq: Option<Tensor>,
+    /// Mean over sequences, (T, C), f64.
+    pub mean: Option<Tensor>,
+    /// Sum of squared deviations from `mean` over sequences, (T, C), f64.
+    pub m2: Option<Tensor>,
     /// Sum over sequences of the variance across channels at each position, (T), f64.
     pub chan_var_sum: Option<Tensor>,
     pub count: i64,
 }
 
 impl Moments {
-    /// x: (B, T, C).
-    fn add(&mut self, x: &Tensor) {
-        let x = x.to_kind(Kind::Double);
-        let s = x.sum_dim_intlist(0, false, Kind::Double);
-        let q = x.square().sum_dim_intlist(0, false, Kind::Double);
-        let cv = x
-            .var_correction(-1, 0, false)
+    /// Adds a batch x: (B, T, C) of f32 activations.
+    pub fn add(&mut self, x: &Tensor) {
+        let nb = x.size()[0];
+        let mean_f = x.mean_dim(0, false, Kind::Float); // (T, C)
+        let mut d = x - &mean_f; // (B, T, C)
+                                 // Corrected two-pass: sum(d^2) - sum(d)^2 / n removes the error of the rounded f32
+                                 // mean (exact arithmetic would give sum(d) = 0), and sum(d)/n restores it.
+        let dsum = d
+            .sum_dim_intlist(0, false, Kind::Float)
+            .to_kind(Kind::Double);
+        let m2_b = d
+            .square_()
+            .sum_dim_intlist(0, false, Kind::Float)
+            .to_kind(Kind::Double)
+            - dsum.square() / nb as f64;
+        let mean_b = mean_f.to_kind(Kind::Double) + dsum / nb as f64;
+        let mean_c = x.mean_dim(-1, true, Kind::Float); // (B, T, 1)
+        let cv = (x - mean_c)
+            .square_()
+            .mean_dim(-1, false, Kind::Float) // (B, T): variance across channels
+            .to_kind(Kind::Double)
             .sum_dim_intlist(0, false, Kind::Double);
-        add_into(&mut self.sum, s);
-        add_into(&mut self.sumsq, q);
         add_into(&mut self.chan_var_sum, cv);
-        self.count += x.size()[0];
+        let na = self.count;
+        let n = (na + nb) as f64;
+        (self.mean, self.m2) = match (self.mean.take(), self.m2.take()) {
+            (Some(mean_a), Some(m2_a)) => {
+                let delta = &mean_b - &mean_a;
+                let mean = &mean_a + &delta * (nb as f64 / n);
+                let m2 = m2_a + m2_b + delta.square() * (na as f64 * nb as f64 / n);
+                (Some(mean), Some(m2))
+            }
+            _ => (Some(mean_b), Some(m2_b)),
+        };
+        self.count += nb;
     }
 
     /// Per-position variance across sequences (population), averaged over channels: (T).
     pub fn var_across_sequences(&self) -> Vec<f64> {
-        match (&self.sum, &self.sumsq) {
-            (Some(s), Some(q)) if self.count > 0 => {
-                let n = self.count as f64;
-                let mean = s / n;
-                let var = (q / n - mean.square()).clamp_min(0.0);
+        match &self.m2 {
+            Some(m2) if self.count > 0 => {
+                let var = m2 / self.count as f64;
                 to_vec(&var.mean_dim(-1, false, Kind::Double))
             }
             _ => vec![],
@@ -60,6 +87,30 @@ fn add_into(acc: &mut Option<Tensor>, x: Tensor) {
         Some(a) => a + x,
         None => x,
     });
+}
+
+/// The views of `x` along `dim` that hold every index except `k` (zero, one or two
+/// views: before k and after k), so reductions over "the other positions" need no copy.
+fn others(x: &Tensor, dim: i64, k: i64) -> Vec<Tensor> {
+    let t = x.size()[dim as usize];
+    let mut v = Vec::with_capacity(2);
+    if k > 0 {
+        v.push(x.narrow(dim, 0, k));
+    }
+    if k + 1 < t {
+        v.push(x.narrow(dim, k + 1, t - k - 1));
+    }
+    v
+}
+
+/// max |x| over `dims` of every view, elementwise across views (f32, exact). `abs` makes
+/// a contiguous copy, but libtorch's amax over the outer dims of a strided view is ~20x
+/// slower than over that copy.
+fn max_abs(views: &[Tensor], dims: &[i64]) -> Option<Tensor> {
+    views
+        .iter()
+        .map(|v| v.abs().amax(dims, false))
+        .reduce(|a, b| a.maximum(&b))
 }
 
 pub(crate) fn to_vec(t: &Tensor) -> Vec<f64> {
@@ -146,37 +197,34 @@ impl SinkProbe {
 
     fn resid(&mut self, layer: usize, x: &Tensor) {
         let k = self.k as i64;
-        let s = x.size();
-        let (b, t) = (s[0], s[1]);
-        let abs = x.abs().to_kind(Kind::Double); // (B, T, D)
-        let ak = abs.select(1, k); // (B, D)
-        let maxk = ak.amax([-1], false); // (B)
-        let meank = ak.mean_dim(-1, false, Kind::Double);
+        let b = x.size()[0];
+        let xk = x.select(1, k); // (B, D)
+        let absk = xk.abs();
+        let maxk = absk.amax([-1], false).to_kind(Kind::Double); // (B)
+        let meank = absk.mean_dim(-1, false, Kind::Float).to_kind(Kind::Double);
         let acc = &mut self.layers[layer];
-        acc.dom_ratio_sum += (&maxk / &meank).sum(Kind::Double).double_value(&[]);
-        acc.max_abs_k_sum += maxk.sum(Kind::Double).double_value(&[]);
-        acc.norm_k_sum += x
-            .select(1, k)
-            .norm_scalaropt_dim(2, [-1], false)
-            .to_kind(Kind::Double)
-            .sum(Kind::Double)
-            .double_value(&[]);
-        if t > 1 {
-            let others = others_index(t, k, x.device());
-            let ao = abs.index_select(1, &others); // (B, T-1, D)
-            acc.max_abs_others_sum += ao.amax([1, 2], false).sum(Kind::Double).double_value(&[]);
-            acc.norm_others_sum += x
-                .index_select(1, &others)
-                .norm_scalaropt_dim(2, [-1], false)
-                .to_kind(Kind::Double)
-                .mean_dim(-1, false, Kind::Double)
-                .sum(Kind::Double)
-                .double_value(&[]);
+        acc.dom_ratio_sum += sum_f64(&(&maxk / &meank));
+        acc.max_abs_k_sum += sum_f64(&maxk);
+        acc.norm_k_sum += sum_f64(&xk.norm_scalaropt_dim(2, [-1], false));
+        let views = others(x, 1, k); // (B, *, D) each
+        if let Some(m) = max_abs(&views, &[1, 2]) {
+            acc.max_abs_others_sum += sum_f64(&m);
+            // Mean over the other positions of each position's norm, per sequence.
+            let norm_sum = views
+                .iter()
+                .map(|v| {
+                    v.norm_scalaropt_dim(2, [-1], false)
+                        .to_kind(Kind::Double)
+                        .sum_dim_intlist(-1, false, Kind::Double)
+                })
+                .reduce(|a, c| a + c)
+                .unwrap_or_else(|| Tensor::zeros([b], (Kind::Double, x.device())));
+            let n_others = (x.size()[1] - 1) as f64;
+            acc.norm_others_sum += sum_f64(&norm_sum) / n_others;
         }
         add_into(
             &mut acc.resid_k_sum,
-            x.select(1, k)
-                .to_kind(Kind::Double)
+            xk.to_kind(Kind::Double)
                 .sum_dim_intlist(0, false, Kind::Double),
         );
         acc.n_seqs += b;
@@ -187,20 +235,15 @@ impl SinkProbe {
         let t = x.size()[1];
         let acc = &mut self.layers[layer];
         let norms = x.norm_scalaropt_dim(2, [-1], false).to_kind(Kind::Double); // (B, T)
-        acc.mid_norm_k_sum += norms.select(1, k).sum(Kind::Double).double_value(&[]);
+        acc.mid_norm_k_sum += sum_f64(&norms.select(1, k));
         if t > 1 {
-            let others = others_index(t, k, x.device());
-            acc.mid_norm_others_sum += norms
-                .index_select(1, &others)
-                .mean_dim(-1, false, Kind::Double)
-                .sum(Kind::Double)
-                .double_value(&[]);
+            let others_sum: f64 = others(&norms, 1, k).iter().map(sum_f64).sum();
+            acc.mid_norm_others_sum += others_sum / (t - 1) as f64;
         }
     }
 
     fn mlp(&mut self, layer: usize, m: &Tensor) {
         let k = self.k as i64;
-        let t = m.size()[1];
         let acc = &mut self.layers[layer];
         add_into(
             &mut acc.mlp_k_sum,
@@ -208,13 +251,8 @@ impl SinkProbe {
                 .to_kind(Kind::Double)
                 .sum_dim_intlist(0, false, Kind::Double),
         );
-        if t > 1 {
-            let others = others_index(t, k, m.device());
-            let mo = m
-                .index_select(1, &others)
-                .abs()
-                .amax([0, 1], false)
-                .to_kind(Kind::Double);
+        if let Some(mo) = max_abs(&others(m, 1, k), &[0, 1]) {
+            let mo = mo.to_kind(Kind::Double); // (F)
             acc.mlp_others_max = Some(match acc.mlp_others_max.take() {
                 Some(prev) => prev.maximum(&mo),
                 None => mo,
@@ -249,9 +287,9 @@ fn gcd(a: i64, b: i64) -> i64 {
     }
 }
 
-fn others_index(t: i64, k: i64, device: tch::Device) -> Tensor {
-    let idx: Vec<i64> = (0..t).filter(|&i| i != k).collect();
-    Tensor::from_slice(&idx).to_device(device)
+/// Sum of every element, in f64 (for small tensors: it converts first).
+fn sum_f64(t: &Tensor) -> f64 {
+    t.to_kind(Kind::Double).sum(Kind::Double).double_value(&[])
 }
 
 impl Probe for SinkProbe {

@@ -3,7 +3,7 @@
 use crate::probe::{to_vec, SinkProbe};
 use crate::AnalysisError;
 use serde::{Deserialize, Serialize};
-use sinkrep_model::{Hooks, Interventions, Model};
+use sinkrep_model::{Hooks, Interventions, Model, Precision};
 use tch::Tensor;
 
 /// Super-neuron criterion (Sun et al. 2024's massive-activation rule, applied to the FFN
@@ -139,6 +139,9 @@ pub struct SinkReport {
     pub sink_metric: SinkMetric,
     pub super_neuron_criterion: String,
     pub super_neurons: Vec<SuperNeuron>,
+    /// The model's matmul precision; absent from JSON when f32 (the default).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// Runs the model over `seqs` (all of length T) with a `SinkProbe` and the interventions
@@ -319,6 +322,7 @@ fn build_report(
             "FFN intermediate act(gate)*up at position {k}, mean over sequences: |a| > {SUPER_NEURON_ABS} and |a| > {SUPER_NEURON_MEDIAN_RATIO} x the layer's median |a| (Sun et al. 2024's massive-activation rule)"
         ),
         super_neurons,
+        precision: model.precision(),
     }
 }
 

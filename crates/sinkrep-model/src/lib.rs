@@ -6,6 +6,7 @@
 //!   (mask-to-self, value-aggregation amplification, FFN ablation, head-norm switch);
 //! - `Tokenizer` and GGUF loading re-exported from `sinkrep-gguf`.
 
+pub mod alloc;
 pub mod config;
 pub mod hooks;
 pub mod interventions;
@@ -16,7 +17,7 @@ pub use hooks::{Capture, Hooks, Probe, Site};
 pub use interventions::{
     Ablate, AblateKind, Amplify, AmplifyMode, CenterMean, Interventions, Layers, MaskSelf,
 };
-pub use llama::{AttnImpl, Model};
+pub use llama::{AttnImpl, Model, Precision};
 pub use sinkrep_gguf::{tokenizer::GgufTokenizer, GgufFile};
 
 #[derive(Debug, thiserror::Error)]

@@ -37,6 +37,93 @@ pub enum AttnImpl {
     Fused,
 }
 
+/// How the linear layers multiply (the model's only precision switch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32: the default, and the numbers every baseline holds.
+    #[default]
+    F32,
+    /// Mixed precision the way autocast does it: each linear layer casts its input and
+    /// weight to bf16 and its product back to f32 (the kernels accumulate in f32);
+    /// embeddings, RMSNorm, RoPE, attention scores and softmax, the residual stream and
+    /// every probe stay in f32, and so do the weights the optimizer updates. With AMX or
+    /// AVX512-BF16 on the CPU, or on a GPU, the matmuls run several times faster; results
+    /// differ from `F32` in the third significant digit.
+    Bf16,
+}
+
+impl Precision {
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+
+    /// `x` cast for `mm` (bf16, or `x` itself in f32); cast once, use for every
+    /// projection of the same input (Q, K, V; gate and up).
+    fn input(self, x: &Tensor) -> Tensor {
+        match self {
+            Precision::F32 => x.shallow_clone(),
+            Precision::Bf16 => x.to_kind(Kind::BFloat16),
+        }
+    }
+
+    /// `xc W^T` for `xc` from `input`, returned in f32.
+    fn mm(self, xc: &Tensor, w: &Weight) -> Tensor {
+        match self {
+            Precision::F32 => xc.linear::<Tensor>(&w.w, None),
+            Precision::Bf16 => {
+                let cast;
+                let wb = match &w.bf16 {
+                    Some(c) => c,
+                    None => {
+                        cast = w.w.to_kind(Kind::BFloat16);
+                        &cast
+                    }
+                };
+                xc.linear::<Tensor>(wb, None).to_kind(Kind::Float)
+            }
+        }
+    }
+
+    /// `x W^T` in this precision, returned in f32.
+    fn linear(self, x: &Tensor, w: &Weight) -> Tensor {
+        self.mm(&self.input(x), w)
+    }
+
+    /// The kind fused attention runs in (flash kernels want 16-bit inputs on GPUs).
+    fn attn_kind(self) -> Kind {
+        match self {
+            Precision::F32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+        }
+    }
+}
+
+/// A linear layer's weight (out, in) as the VarStore holds it, and an optional bf16
+/// snapshot of it for inference (`Model::snapshot_bf16`), so a bf16 forward does not
+/// cast every weight on every call. Training never snapshots: its weights change.
+struct Weight {
+    w: Tensor,
+    bf16: Option<Tensor>,
+}
+
+impl Weight {
+    fn new(w: Tensor) -> Weight {
+        Weight { w, bf16: None }
+    }
+
+    fn snapshot(&mut self, on: bool) {
+        self.bf16 = on.then(|| self.w.detach().to_kind(Kind::BFloat16));
+    }
+}
+
+/// How a forward pass runs: attention implementation and matmul precision.
+#[derive(Debug, Clone, Copy)]
+struct Exec {
+    imp: AttnImpl,
+    prec: Precision,
+}
+
 /// Initial weights: N(0, min(0.02, 1/sqrt(fan_in))), or zeros when the weights are about
 /// to be replaced by a checkpoint's (`Config::zero_init`, cheap: no random numbers drawn).
 fn weight_init(fan_in: i64, cfg: &Config) -> nn::Init {
@@ -106,12 +193,12 @@ impl Rope {
 }
 
 pub struct Attention {
-    wq: Tensor,
-    wk: Tensor,
-    wv: Tensor,
-    wo: Tensor,
+    wq: Weight,
+    wk: Weight,
+    wv: Weight,
+    wo: Weight,
     head_norm: Option<Tensor>,
-    gate: Option<Tensor>,
+    gate: Option<Weight>,
     n_heads: i64,
     n_kv: i64,
     head_dim: i64,
@@ -137,14 +224,18 @@ impl Attention {
             _ => None,
         };
         let gate = match cfg.attn_variant {
-            AttnVariant::Gated => Some((p / "attn_gate").var("weight", &[h * dh, d], init(d))),
+            AttnVariant::Gated => Some(Weight::new((p / "attn_gate").var(
+                "weight",
+                &[h * dh, d],
+                init(d),
+            ))),
             _ => None,
         };
         Attention {
-            wq: (p / "attn_q").var("weight", &[h * dh, d], init(d)),
-            wk: (p / "attn_k").var("weight", &[kv * dh, d], init(d)),
-            wv: (p / "attn_v").var("weight", &[kv * dh, d], init(d)),
-            wo: (p / "attn_output").var("weight", &[d, h * dh], init(h * dh)),
+            wq: Weight::new((p / "attn_q").var("weight", &[h * dh, d], init(d))),
+            wk: Weight::new((p / "attn_k").var("weight", &[kv * dh, d], init(d))),
+            wv: Weight::new((p / "attn_v").var("weight", &[kv * dh, d], init(d))),
+            wo: Weight::new((p / "attn_output").var("weight", &[d, h * dh], init(h * dh))),
             head_norm,
             gate,
             n_heads: h,
@@ -160,30 +251,35 @@ impl Attention {
         x: &Tensor,
         layer: usize,
         rope: &Rope,
-        imp: AttnImpl,
+        exec: Exec,
         hooks: &mut Hooks,
     ) -> Tensor {
         let s = x.size();
         let (b, t) = (s[0], s[1]);
         let (h, kv, dh) = (self.n_heads, self.n_kv, self.head_dim);
         let rep = h / kv;
-        let q = x
-            .linear::<Tensor>(&self.wq, None)
+        let lin = |x: &Tensor, w: &Weight| exec.prec.linear(x, w);
+        let xc = exec.prec.input(x);
+        let q = exec
+            .prec
+            .mm(&xc, &self.wq)
             .view([b, t, h, dh])
             .transpose(1, 2); // (B, H, T, Dh)
-        let k = x
-            .linear::<Tensor>(&self.wk, None)
+        let k = exec
+            .prec
+            .mm(&xc, &self.wk)
             .view([b, t, kv, dh])
             .transpose(1, 2); // (B, KV, T, Dh)
-        let v = x
-            .linear::<Tensor>(&self.wv, None)
+        let v = exec
+            .prec
+            .mm(&xc, &self.wv)
             .view([b, t, kv, dh])
             .transpose(1, 2); // (B, KV, T, Dh)
         let q = rope.apply(&q);
         let k = rope.apply(&k);
         let scale = 1.0 / (dh as f64).sqrt();
         let self_only = hooks.interventions.mask_self_at(layer);
-        let explicit = imp == AttnImpl::Explicit
+        let explicit = exec.imp == AttnImpl::Explicit
             || !self_only.is_empty()
             || hooks.wants(layer, Site::AttnPattern);
 
@@ -204,16 +300,18 @@ impl Attention {
                 .matmul(&v) // (B, KV, rep*T, Dh)
                 .view([b, h, t, dh])
         } else {
+            let kind = exec.prec.attn_kind();
             Tensor::scaled_dot_product_attention::<Tensor>(
-                &q,
-                &k,
-                &v,
+                &q.to_kind(kind),
+                &k.to_kind(kind),
+                &v.to_kind(kind),
                 None,
                 0.0,
                 true,
                 scale,
                 rep > 1,
             )
+            .to_kind(Kind::Float)
         };
         let z = z.transpose(1, 2); // (B, T, H, Dh)
         let z = if hooks.interventions.amplify.is_empty() {
@@ -231,12 +329,12 @@ impl Attention {
                 rms_norm(&z, g, self.eps)
             }
             (_, Some(wg)) if !disabled => {
-                let gate = x.linear::<Tensor>(wg, None).view([b, t, h, dh]).sigmoid();
+                let gate = exec.prec.mm(&xc, wg).view([b, t, h, dh]).sigmoid();
                 z * gate
             }
             _ => z,
         };
-        let out = z.reshape([b, t, h * dh]).linear::<Tensor>(&self.wo, None);
+        let out = lin(&z.reshape([b, t, h * dh]), &self.wo);
         if hooks.wants(layer, Site::AttnOut) {
             hooks.observe(layer, Site::AttnOut, &out);
         }
@@ -267,9 +365,9 @@ fn causal_mask(t: i64, self_only: &[usize], device: Device) -> Tensor {
 }
 
 pub struct Mlp {
-    w_gate: Tensor,
-    w_up: Tensor,
-    w_down: Tensor,
+    w_gate: Weight,
+    w_up: Weight,
+    w_down: Weight,
 }
 
 impl Mlp {
@@ -277,16 +375,17 @@ impl Mlp {
         let (d, f) = (cfg.d_model as i64, cfg.d_ff as i64);
         let init = |fan_in: i64| weight_init(fan_in, cfg);
         Mlp {
-            w_gate: (p / "ffn_gate").var("weight", &[f, d], init(d)),
-            w_up: (p / "ffn_up").var("weight", &[f, d], init(d)),
-            w_down: (p / "ffn_down").var("weight", &[d, f], init(f)),
+            w_gate: Weight::new((p / "ffn_gate").var("weight", &[f, d], init(d))),
+            w_up: Weight::new((p / "ffn_up").var("weight", &[f, d], init(d))),
+            w_down: Weight::new((p / "ffn_down").var("weight", &[d, f], init(f))),
         }
     }
 
     /// SwiGLU: W_down (silu(x W_gate) * (x W_up)).
-    fn forward(&self, x: &Tensor, layer: usize, hooks: &mut Hooks) -> Tensor {
-        let g = x.linear::<Tensor>(&self.w_gate, None).silu();
-        let u = x.linear::<Tensor>(&self.w_up, None);
+    fn forward(&self, x: &Tensor, layer: usize, prec: Precision, hooks: &mut Hooks) -> Tensor {
+        let xc = prec.input(x);
+        let g = prec.mm(&xc, &self.w_gate).silu();
+        let u = prec.mm(&xc, &self.w_up);
         let h = g * u; // (B, T, F)
         let h = if hooks.interventions.ablate.is_empty() {
             h
@@ -296,7 +395,7 @@ impl Mlp {
         if hooks.wants(layer, Site::MlpPost) {
             hooks.observe(layer, Site::MlpPost, &h);
         }
-        let out = h.linear::<Tensor>(&self.w_down, None);
+        let out = prec.linear(&h, &self.w_down);
         if hooks.wants(layer, Site::MlpOut) {
             hooks.observe(layer, Site::MlpOut, &out);
         }
@@ -305,13 +404,13 @@ impl Mlp {
 
     /// The down-projection weight (D, F): column c is what FFN channel c writes.
     pub fn down_proj(&self) -> &Tensor {
-        &self.w_down
+        &self.w_down.w
     }
     pub fn gate_proj(&self) -> &Tensor {
-        &self.w_gate
+        &self.w_gate.w
     }
     pub fn up_proj(&self) -> &Tensor {
-        &self.w_up
+        &self.w_up.w
     }
 }
 
@@ -339,7 +438,7 @@ impl Block {
         x: &Tensor,
         layer: usize,
         rope: &Rope,
-        imp: AttnImpl,
+        exec: Exec,
         hooks: &mut Hooks,
     ) -> Tensor {
         if hooks.wants(layer, Site::ResidPre) {
@@ -349,16 +448,19 @@ impl Block {
             &rms_norm(x, &self.attn_norm, self.eps),
             layer,
             rope,
-            imp,
+            exec,
             hooks,
         );
         let mid = x + a;
         if hooks.wants(layer, Site::ResidMid) {
             hooks.observe(layer, Site::ResidMid, &mid);
         }
-        let m = self
-            .mlp
-            .forward(&rms_norm(&mid, &self.ffn_norm, self.eps), layer, hooks);
+        let m = self.mlp.forward(
+            &rms_norm(&mid, &self.ffn_norm, self.eps),
+            layer,
+            exec.prec,
+            hooks,
+        );
         let out = mid + m;
         if hooks.wants(layer, Site::ResidPost) {
             hooks.observe(layer, Site::ResidPost, &out);
@@ -370,12 +472,15 @@ impl Block {
 pub struct Model {
     pub config: Config,
     pub vs: nn::VarStore,
-    tok_embd: Tensor,
+    /// The token embedding; also the output projection when the embeddings are tied.
+    tok_embd: Weight,
     pub blocks: Vec<Block>,
     out_norm: Tensor,
-    output: Option<Tensor>,
+    output: Option<Weight>,
     rope: Rope,
     pub attn_impl: AttnImpl,
+    /// Matmul precision; change it with `set_precision`.
+    precision: Precision,
 }
 
 impl std::fmt::Debug for Model {
@@ -412,12 +517,13 @@ impl Model {
         Ok(Model {
             config: cfg.clone(),
             vs,
-            tok_embd,
+            tok_embd: Weight::new(tok_embd),
             blocks,
             out_norm,
-            output,
+            output: output.map(Weight::new),
             rope,
             attn_impl: AttnImpl::Explicit,
+            precision: Precision::F32,
         })
     }
 
@@ -469,6 +575,10 @@ impl Model {
         })
     }
 
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
     pub fn device(&self) -> Device {
         self.vs.device()
     }
@@ -490,16 +600,21 @@ impl Model {
                 self.config.max_seq_len
             )));
         }
-        let mut x = Tensor::embedding(&self.tok_embd, tokens, -1, false, false); // (B, T, D)
+        let mut x = Tensor::embedding(&self.tok_embd.w, tokens, -1, false, false); // (B, T, D)
+        let exec = Exec {
+            imp: self.attn_impl,
+            prec: self.precision,
+        };
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, i, &self.rope, self.attn_impl, hooks);
+            x = block.forward(&x, i, &self.rope, exec, hooks);
         }
         Ok(rms_norm(&x, &self.out_norm, self.config.rms_eps))
     }
 
     /// Output logits (…, V) from final hidden states (…, D).
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        hidden.linear::<Tensor>(self.output.as_ref().unwrap_or(&self.tok_embd), None)
+        self.precision
+            .linear(hidden, self.output.as_ref().unwrap_or(&self.tok_embd))
     }
 
     /// Mean next-token cross-entropy of `tokens` (B, T) predicting `targets` (B, T).
@@ -518,6 +633,35 @@ impl Model {
     }
 
     pub fn token_embedding(&self) -> &Tensor {
-        &self.tok_embd
+        &self.tok_embd.w
+    }
+
+    /// Sets the matmul precision. For `Bf16` on a model used only for inference, also
+    /// keeps a bf16 snapshot of every linear weight (`snapshot`: true), so forward
+    /// passes skip the per-call cast; the snapshot is of the weights *now*: set the
+    /// precision again after changing them. Switching to `F32` (or `snapshot` false)
+    /// drops the snapshots.
+    pub fn set_precision(&mut self, p: Precision, snapshot: bool) {
+        self.precision = p;
+        let on = snapshot && p == Precision::Bf16;
+        tch::no_grad(|| {
+            self.tok_embd.snapshot(on);
+            if let Some(o) = self.output.as_mut() {
+                o.snapshot(on);
+            }
+            for b in &mut self.blocks {
+                let a = &mut b.attn;
+                for w in [&mut a.wq, &mut a.wk, &mut a.wv, &mut a.wo] {
+                    w.snapshot(on);
+                }
+                if let Some(g) = a.gate.as_mut() {
+                    g.snapshot(on);
+                }
+                let m = &mut b.mlp;
+                for w in [&mut m.w_gate, &mut m.w_up, &mut m.w_down] {
+                    w.snapshot(on);
+                }
+            }
+        });
     }
 }

@@ -1,24 +1,31 @@
 //! Training throughput of the small model (d_model 128, 4 layers, 4 heads, seq 128,
 //! batch 16, byte vocabulary) for each attention variant, on the pinned corpus.
 //!
-//! `cargo run --release -p sinkrep-train --example throughput -- [steps] [threads] [device]`
-//! (threads: libtorch intra-op threads, 0 = libtorch's default).
+//! `cargo run --release -p sinkrep-train --example throughput -- [steps] [threads] [device] [precision]`
+//! (threads: libtorch intra-op threads, 0 = libtorch's default; precision: f32 or bf16).
 
 use sinkrep_model::AttnVariant;
 use sinkrep_train::{train, Corpus, RunOptions, TokenData, TokenizerKind, TrainConfig};
 
 fn main() -> anyhow::Result<()> {
+    // As the sinkrep binary does: keep freed tensor memory for reuse.
+    sinkrep_model::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let steps: usize = args.get(1).map_or(Ok(40), |s| s.parse())?;
     let threads: usize = args.get(2).map_or(Ok(0), |s| s.parse())?;
     let device = args.get(3).cloned().unwrap_or_else(|| "cpu".into());
+    let precision = match args.get(4).map(String::as_str) {
+        None | Some("f32") => sinkrep_model::Precision::F32,
+        Some("bf16") => sinkrep_model::Precision::Bf16,
+        Some(p) => anyhow::bail!("precision `{p}`: expected f32 or bf16"),
+    };
     let corpus = Corpus::shakespeare()?;
     let data = TokenData::build(&corpus, TokenizerKind::Bytes)?;
     if threads > 0 {
         tch::set_num_threads(threads as i32);
     }
     println!(
-        "torch threads {}, device {device}, {steps} steps per variant",
+        "torch threads {}, device {device}, {precision:?} matmuls, {steps} steps per variant",
         tch::get_num_threads()
     );
     for variant in [
@@ -34,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         cfg.ckpt_every = 0;
         cfg.device = device.clone();
         cfg.threads = threads;
+        cfg.precision = precision;
         let dir = tempfile::tempdir()?;
         let cpu0 = cpu_seconds();
         let out = train(&cfg, &data, dir.path(), RunOptions::default())?;

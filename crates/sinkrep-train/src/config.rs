@@ -3,7 +3,7 @@
 use crate::data::TokenizerKind;
 use crate::{Result, TrainError};
 use serde::{Deserialize, Serialize};
-use sinkrep_model::{AttnVariant, Config, RopePairing};
+use sinkrep_model::{AttnVariant, Config, Precision, RopePairing};
 use tch::Device;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +49,11 @@ pub struct TrainConfig {
     /// this when runs must match across machines.
     #[serde(default)]
     pub threads: usize,
+    /// Matmul precision: f32, or bf16 the way autocast runs it (bf16 linear layers, f32
+    /// weights, optimizer state, norms, softmax and loss). Absent from saved configs when
+    /// f32, so configs written before this field existed read back unchanged.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl TrainConfig {
@@ -92,6 +97,7 @@ impl TrainConfig {
             seed: 0,
             device: "cpu".into(),
             threads: 0,
+            precision: Precision::F32,
         }
     }
 

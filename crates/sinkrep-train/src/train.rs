@@ -314,6 +314,7 @@ pub fn init_model(cfg: &TrainConfig) -> Result<Model> {
         m
     };
     model.attn_impl = AttnImpl::Fused;
+    model.set_precision(cfg.precision, false);
     Ok(model)
 }
 
@@ -414,6 +415,7 @@ impl<'d> Session<'d> {
         let mut model = Model::new(&zero.model, cfg.device()?)?;
         model.config.zero_init = false;
         model.attn_impl = AttnImpl::Fused;
+        model.set_precision(cfg.precision, false);
         checkpoint::load_weights(&model, &ckpt.model_path())?;
         let mut s = Session::new(cfg, data, dir, model)?;
         let optim_path = ckpt.dir.join(checkpoint::OPTIM_FILE);
