@@ -16,6 +16,7 @@ pub mod registry;
 pub mod report;
 pub mod runner;
 pub mod table;
+pub mod testing;
 pub mod verdict;
 pub mod verify;
 

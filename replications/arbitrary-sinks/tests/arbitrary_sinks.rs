@@ -1,35 +1,11 @@
 //! arbitrary-sinks end to end at smoke scale on the pinned model: reproducible bytes,
 //! the promised metrics, the protocol's invariants, figures from the CSVs alone.
 
-use std::path::Path;
-
 use sinkrep_arbitrary_sinks::metrics::compute;
 use sinkrep_arbitrary_sinks::plan::{Plan, SEQ_LEN};
 use sinkrep_arbitrary_sinks::replication;
-use sinkrep_runner::{
-    compare_checksums, read_metrics, read_verdicts, run_dir, run_replications, CsvTable,
-    FigureStyle, Registry, RunOptions, RunStatus, Scale,
-};
-
-const ID: &str = "arbitrary-sinks";
-
-fn model_present() -> bool {
-    sinkrep_inputs::Cache::default()
-        .input_dir("smollm2-135m-instruct")
-        .join("SmolLM2-135M-Instruct.Q4_1.gguf")
-        .is_file()
-}
-
-fn opts(out: &Path) -> RunOptions {
-    RunOptions {
-        scale: Scale::Smoke,
-        seed: 0,
-        out: out.to_path_buf(),
-        device_name: "cpu".into(),
-        env: serde_json::json!({"git_rev": null, "git_dirty": null}),
-        progress: false,
-    }
-}
+use sinkrep_runner::testing::{inputs_present, smoke_twice};
+use sinkrep_runner::{CsvTable, FigureStyle, Scale};
 
 /// The metric names a scale's plan records (computed on no cells: every value NaN).
 fn metric_names(scale: Scale) -> Vec<String> {
@@ -85,40 +61,18 @@ fn cpu_plan_fits_the_budget_and_every_scale_keeps_the_protocol() {
 
 #[test]
 fn smoke_run_is_reproducible_and_keeps_its_invariants() {
-    if !model_present() {
-        eprintln!("skipped: the pinned SmolLM2 model is not in the cache (run `sinkrep fetch`)");
+    if !inputs_present(&["smollm2-135m-instruct"]) {
         return;
     }
     // One intra-op thread: on the 2 shared cores libtorch's worker threads spin when
     // other processes hold a core, which made this test 10x slower. Both runs below use
     // the same setting, so the byte comparison is unaffected.
     tch::set_num_threads(1);
-    let reg = Registry::new(vec![replication().expect("claim parses")]).expect("registry");
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    for d in [&a, &b] {
-        let s = run_replications(&reg, &[ID.to_string()], &opts(d.path())).expect("run");
-        assert!(
-            matches!(s[0].status, RunStatus::Finished { total: 5, .. }),
-            "{:?}",
-            s[0].status
-        );
-    }
-    let cmp = compare_checksums(a.path(), b.path()).expect("compare");
-    assert!(cmp.identical(), "{cmp}");
-
-    let rd = run_dir(a.path(), Scale::Smoke, ID);
-    let metrics = read_metrics(&rd).expect("metrics.json");
-    let claim = reg.get(ID).unwrap().claim().clone();
-    // Every metric a check names is recorded and finite; the smoke run records exactly
-    // the names its plan promises.
-    for c in &claim.checks {
-        let v = metrics.get(&c.metric);
-        assert!(
-            v.is_some_and(|v| v.is_some_and(f64::is_finite)),
-            "{}: {v:?}",
-            c.metric
-        );
-    }
+    let run = smoke_twice(replication().expect("claim parses"), a.path(), b.path());
+    let (rd, metrics) = (&run.dir, &run.metrics);
+    assert_eq!(run.verdicts.total, 5);
+    // The smoke run records exactly the names its plan promises.
     let promised: Vec<String> = metric_names(Scale::Smoke);
     let recorded: Vec<&String> = metrics.keys().collect();
     assert_eq!(recorded.len(), promised.len());
@@ -141,7 +95,6 @@ fn smoke_run_is_reproducible_and_keeps_its_invariants() {
             "{name} missing or not finite"
         );
     }
-    assert_eq!(read_verdicts(&rd).unwrap().total, 5);
 
     // Mask-to-self at k in every layer: A[k, k] = 1, so alpha_k (mean over queries
     // i >= k) is at least 1 / (T - k) in every layer and head.
@@ -184,9 +137,9 @@ fn smoke_run_is_reproducible_and_keeps_its_invariants() {
 
     // Figures come from the CSVs alone.
     let figs = tempfile::tempdir().unwrap();
-    let rep = reg.get(ID).unwrap();
-    let files = rep
-        .figures(&rd, figs.path(), &FigureStyle::svg_only())
+    let files = replication()
+        .unwrap()
+        .figures(rd, figs.path(), &FigureStyle::svg_only())
         .expect("figures");
     assert!(files.len() >= 9, "{files:?}");
     for f in &files {

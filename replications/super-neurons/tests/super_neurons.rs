@@ -4,36 +4,9 @@
 //! figures draw, and this crate's own census reduction agrees with `sinkrep analyze`'s.
 
 use sinkrep_analysis::{pinned, random_tokens};
-use sinkrep_runner::{
-    compare_checksums, read_metrics, run_dir, run_replications, CsvTable, FigureStyle, Registry,
-    RunOptions, Scale,
-};
+use sinkrep_runner::testing::{inputs_present, smoke_twice};
+use sinkrep_runner::{CsvTable, FigureStyle, Scale};
 use sinkrep_super_neurons::{replication, study, Sizes};
-use std::path::Path;
-
-fn model_present() -> bool {
-    let p = sinkrep_inputs::Cache::default()
-        .input_dir("smollm2-135m-instruct")
-        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !p.is_file() {
-        eprintln!(
-            "skipped: pinned model not found at {} (run `sinkrep fetch`)",
-            p.display()
-        );
-    }
-    p.is_file()
-}
-
-fn opts(out: &Path) -> RunOptions {
-    RunOptions {
-        scale: Scale::Smoke,
-        seed: 0,
-        out: out.to_path_buf(),
-        device_name: "cpu".into(),
-        env: serde_json::json!({"test": true}),
-        progress: false,
-    }
-}
 
 /// Metrics the README and the report rely on; each must be recorded and finite.
 const PROMISED: &[&str] = &[
@@ -70,35 +43,18 @@ fn one_thread() {
 
 #[test]
 fn smoke_runs_reproducibly_with_consistent_tables() {
-    if !model_present() {
+    if !inputs_present(&["smollm2-135m-instruct"]) {
         return;
     }
     one_thread();
-    let reg = Registry::new(vec![replication().expect("claim parses")]).expect("registry");
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let ids = vec!["super-neurons".to_string()];
-    run_replications(&reg, &ids, &opts(a.path())).expect("first run");
-    run_replications(&reg, &ids, &opts(b.path())).expect("second run");
-    let cmp = compare_checksums(a.path(), b.path()).unwrap();
-    assert!(cmp.identical(), "runs differ:\n{cmp}");
-
-    let dir = run_dir(a.path(), Scale::Smoke, "super-neurons");
-    let m = read_metrics(&dir).unwrap();
+    let run = smoke_twice(replication().expect("claim parses"), a.path(), b.path());
+    let (dir, m) = (&run.dir, &run.metrics);
     for name in PROMISED {
         let v = m.get(*name).copied().flatten();
         assert!(
             v.is_some_and(f64::is_finite),
             "metric {name} missing or not finite: {v:?}"
-        );
-    }
-    // Every check of the claim names a recorded metric.
-    let rep = replication().unwrap();
-    for c in &rep.claim().checks {
-        assert!(
-            m.contains_key(&c.metric),
-            "check {} names unrecorded {}",
-            c.id,
-            c.metric
         );
     }
 
@@ -137,8 +93,9 @@ fn smoke_runs_reproducibly_with_consistent_tables() {
     assert_eq!(abl.column_f64("dloss").unwrap()[0], 0.0);
 
     let figs = tempfile::tempdir().unwrap();
-    let files = rep
-        .figures(&dir, figs.path(), &FigureStyle::svg_only())
+    let files = replication()
+        .unwrap()
+        .figures(dir, figs.path(), &FigureStyle::svg_only())
         .expect("figures");
     assert!(files.len() >= 10, "{files:?}");
     assert!(files.iter().all(|f| f.is_file()));
@@ -148,7 +105,7 @@ fn smoke_runs_reproducibly_with_consistent_tables() {
 /// analysis crate's report on the same windows: Sink_0^0.3 and DomRatio per layer.
 #[test]
 fn evaluate_matches_the_census_without_interventions() {
-    if !model_present() {
+    if !inputs_present(&["smollm2-135m-instruct"]) {
         return;
     }
     one_thread();

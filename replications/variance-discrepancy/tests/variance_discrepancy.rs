@@ -1,31 +1,13 @@
 //! The variance-discrepancy replication: its statistics on known inputs, the theory
 //! simulation, and a smoke run end to end (twice, byte-identical).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use sinkrep_runner::{
-    compare_checksums, read_metrics, read_verdicts, run_dir, run_replications, CsvTable,
-    FigureStyle, Registry, RunOptions, Scale,
-};
+use sinkrep_runner::testing::{inputs_present, smoke_twice};
+use sinkrep_runner::{CsvTable, FigureStyle, Scale};
 use sinkrep_variance_discrepancy::stats::{loglog_slope, ranks, spearman, Profile};
 use sinkrep_variance_discrepancy::theory::{simulate, Attention};
 use sinkrep_variance_discrepancy::{replication, Sizes};
-
-const ID: &str = "variance-discrepancy";
-
-/// The pinned SmolLM2 GGUF, if fetched; otherwise a visible skip message.
-fn pinned_model_present() -> bool {
-    let ready = sinkrep_inputs::present("smollm2-135m-instruct").is_some()
-        && sinkrep_inputs::present("shakespeare").is_some();
-    if !ready {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: pinned model or texts not fetched (run `just fetch`)"
-        );
-    }
-    ready
-}
 
 #[test]
 fn profile_of_exact_uniform_theory_has_slope_minus_one() {
@@ -91,17 +73,6 @@ fn theory_simulation_matches_one_over_t_plus_one_and_is_seeded() {
     );
 }
 
-fn options(out: &Path) -> RunOptions {
-    RunOptions {
-        scale: Scale::Smoke,
-        seed: 0,
-        out: out.to_path_buf(),
-        device_name: "cpu".into(),
-        env: serde_json::json!({"git_rev": null, "git_dirty": null}),
-        progress: false,
-    }
-}
-
 /// The metrics every check reads, plus the ones the README reports.
 const PROMISED: &[&str] = &[
     "theory.uniform.slope",
@@ -130,19 +101,12 @@ const PROMISED: &[&str] = &[
 
 #[test]
 fn smoke_run_is_reproducible_and_complete() {
-    if !pinned_model_present() {
+    if !inputs_present(&["smollm2-135m-instruct", "shakespeare"]) {
         return;
     }
-    let reg = Registry::new(vec![replication().expect("claim parses")]).expect("registry");
-    let ids = vec![ID.to_string()];
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    run_replications(&reg, &ids, &options(a.path())).expect("first smoke run");
-    run_replications(&reg, &ids, &options(b.path())).expect("second smoke run");
-    let cmp = compare_checksums(a.path(), b.path()).unwrap();
-    assert!(cmp.identical(), "{cmp}");
-
-    let rd = run_dir(a.path(), Scale::Smoke, ID);
-    let metrics = read_metrics(&rd).unwrap();
+    let run = smoke_twice(replication().expect("claim parses"), a.path(), b.path());
+    let (rd, metrics) = (&run.dir, &run.metrics);
     for name in PROMISED {
         let v = metrics.get(*name).copied().flatten();
         assert!(
@@ -150,8 +114,6 @@ fn smoke_run_is_reproducible_and_complete() {
             "metric {name} missing or not finite: {v:?}"
         );
     }
-    let verdicts = read_verdicts(&rd).unwrap();
-    assert_eq!(verdicts.total, reg.get(ID).unwrap().claim().checks.len());
 
     // Invariants of the protocol.
     let s = Sizes::at(Scale::Smoke);
@@ -181,10 +143,9 @@ fn smoke_run_is_reproducible_and_complete() {
 
     // Figures come from the run folder alone.
     let figs = tempfile::tempdir().unwrap();
-    let files: Vec<PathBuf> = reg
-        .get(ID)
+    let files: Vec<PathBuf> = replication()
         .unwrap()
-        .figures(&rd, figs.path(), &FigureStyle::svg_only())
+        .figures(rd, figs.path(), &FigureStyle::svg_only())
         .expect("figures");
     assert_eq!(files.len(), 9, "{files:?}");
     assert!(files.iter().all(|f| f.is_file()));
