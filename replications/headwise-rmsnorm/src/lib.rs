@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use sinkrep_analysis::{analyze, effective_rank, pinned, AnalyzeOptions, SinkReport};
-use sinkrep_model::{AttnVariant, Config, Hooks, Model, RopePairing};
+use sinkrep_model::{AttnVariant, Config, Hooks, Model, Precision, RopePairing};
 use sinkrep_runner::{Cell, Claim, FigureStyle, Replication, RunContext, Scale};
 use sinkrep_train::data::{EVAL_SEED, STREAM_EVAL};
 use sinkrep_train::{train, Corpus, RunOptions, Sampler, TokenData, TokenizerKind, TrainConfig};
@@ -38,9 +38,16 @@ pub const MASSIVE_DOM_RATIO: f64 = 10.0;
 pub const ANALYSIS_STEP: u64 = 1_000_000;
 
 /// The variants compared, with their short names (used in metric names and CSVs).
-pub const VARIANTS: [(&str, AttnVariant); 3] = [
+/// `headwise` is the claim's module with one gain vector shared by all heads (the paper's
+/// "g of size d_head"); `headwise_perhead` gives each head its own gain, to show whether
+/// that choice matters. The verdict checks judge `headwise`.
+pub const VARIANTS: [(&str, AttnVariant); 4] = [
     ("baseline", AttnVariant::Baseline),
     ("headwise", AttnVariant::HeadwiseRmsnorm { shared: true }),
+    (
+        "headwise_perhead",
+        AttnVariant::HeadwiseRmsnorm { shared: false },
+    ),
     ("gated", AttnVariant::Gated),
 ];
 
@@ -77,6 +84,9 @@ pub struct Sizes {
     pub analysis_windows: usize,
     /// libtorch threads (0: leave alone).
     pub threads: usize,
+    /// Matmul precision: f32 on the CPU scales; bf16 autocast-style at gpu scale, as the
+    /// paper's pre-training runs (and as flash attention on a GPU wants).
+    pub precision: Precision,
 }
 
 impl Sizes {
@@ -99,6 +109,7 @@ impl Sizes {
                 eval_batches: 2,
                 analysis_windows: 8,
                 threads: 1,
+                precision: Precision::F32,
             },
             Scale::Cpu => Sizes {
                 seeds: 3,
@@ -117,6 +128,7 @@ impl Sizes {
                 eval_batches: 4,
                 analysis_windows: 16,
                 threads: 1,
+                precision: Precision::F32,
             },
             Scale::Gpu => Sizes {
                 seeds: 4,
@@ -135,6 +147,7 @@ impl Sizes {
                 eval_batches: 16,
                 analysis_windows: 64,
                 threads: 0,
+                precision: Precision::Bf16,
             },
         }
     }
@@ -182,6 +195,7 @@ impl Sizes {
             seed,
             device: device.to_string(),
             threads: self.threads,
+            precision: self.precision,
             ..base
         }
     }
@@ -637,7 +651,7 @@ fn write_metrics(ctx: &mut RunContext, runs: &[RunResult], s: &Sizes) -> Result<
     // Paired differences, per seed (same data order and, for headwise, same initial
     // shared weights).
     let base = by("baseline");
-    for other in ["headwise", "gated"] {
+    for (other, _) in &VARIANTS[1..] {
         let rs = by(other);
         let pair = |f: Get| -> Vec<(u64, f64)> {
             base.iter()
