@@ -12,6 +12,7 @@ pub mod figures;
 pub mod metrics;
 pub mod plan;
 pub mod rows;
+pub mod scratch;
 
 use std::path::{Path, PathBuf};
 
@@ -207,6 +208,8 @@ impl Replication for ArbitrarySinks {
             }
             Ok(())
         })?;
+        // From scratch: the same interventions on the harness's small pre-trained model.
+        scratch::run(ctx, &plan)?;
         Ok(())
     }
 

@@ -6,7 +6,7 @@ use sinkrep_analysis::kendall_tau;
 use crate::plan::{layers_label, InputKind, Mode, Plan, PRIMARY_LAYERS};
 use crate::rows::{LayerRow, Row};
 
-fn mean(v: &[f64]) -> f64 {
+pub(crate) fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
         f64::NAN
     } else {

@@ -73,7 +73,8 @@ fn smoke_run_is_reproducible_and_keeps_its_invariants() {
     let (rd, metrics) = (&run.dir, &run.metrics);
     assert_eq!(run.verdicts.total, 5);
     // The smoke run records exactly the names its plan promises.
-    let promised: Vec<String> = metric_names(Scale::Smoke);
+    let mut promised: Vec<String> = metric_names(Scale::Smoke);
+    promised.extend(sinkrep_arbitrary_sinks::scratch::metric_names());
     let recorded: Vec<&String> = metrics.keys().collect();
     assert_eq!(recorded.len(), promised.len());
     assert!(promised.iter().all(|p| metrics.contains_key(p)));

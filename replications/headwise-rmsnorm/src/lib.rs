@@ -322,6 +322,80 @@ pub fn analysis_windows(data: &TokenData, n: usize, seq_len: usize) -> Result<Ve
         .collect())
 }
 
+/// A model trained from scratch by this replication's harness, for the other claims'
+/// "from scratch" sections (super-neurons' census, arbitrary-sinks' interventions).
+#[derive(Debug)]
+pub struct FromScratch {
+    pub model: Model,
+    pub config: TrainConfig,
+    pub seed: u64,
+    /// The validation windows this replication measures sinks on (`analysis_windows`).
+    pub windows: Vec<Vec<i64>>,
+    pub final_val_loss: f64,
+    /// The corpus files read (register them as inputs).
+    pub corpus_files: Vec<PathBuf>,
+}
+
+/// Trains this scale's **baseline** model of seed `seed` exactly as `run` does (same
+/// config, data and order, so the same weights as its baseline run of that seed) in
+/// `dir` (must not exist), keeps the final weights, removes the checkpoints, and returns
+/// the model with explicit attention, ready for probes.
+pub fn from_scratch_baseline(
+    scale: Scale,
+    seed: u64,
+    device: &str,
+    dir: &Path,
+) -> Result<FromScratch> {
+    anyhow::ensure!(
+        !dir.exists(),
+        "{} exists before training: expected a fresh folder",
+        dir.display()
+    );
+    let s = Sizes::at(scale);
+    let cfg = s.train_config(AttnVariant::Baseline, seed, device);
+    let data = TokenData::build(&Corpus::shakespeare()?, s.tokenizer())?;
+    let windows = analysis_windows(&data, s.analysis_windows, s.seq_len)?;
+    let out = train(&cfg, &data, dir, RunOptions::default())
+        .with_context(|| format!("training the from-scratch baseline, seed {seed}"))?;
+    let last = out
+        .checkpoints
+        .last()
+        .context("training left no final checkpoint")?;
+    let (mut model, _) = sinkrep_train::load_model(last, cfg.device()?)?;
+    model.set_precision(cfg.precision, true);
+    let ck = dir.join("checkpoints");
+    std::fs::remove_dir_all(&ck).with_context(|| format!("removing {}", ck.display()))?;
+    Ok(FromScratch {
+        model,
+        seed,
+        final_val_loss: out.final_val_loss.unwrap_or(f64::NAN),
+        config: cfg,
+        windows,
+        corpus_files: corpus_files()?,
+    })
+}
+
+/// `from_scratch_baseline` as a stage of another replication's run: seed
+/// `ctx.seeds(1)[0]`, trained in `<run>/scratch-train` and removed afterwards (the
+/// training logs are this replication's to report; only the model and its final loss
+/// are used), the corpus registered as inputs and the training config recorded as
+/// `scratch_train_config`.
+pub fn from_scratch_stage(ctx: &mut RunContext) -> Result<FromScratch> {
+    let seed = ctx.seeds(1)[0];
+    let dir = ctx.out_dir().join("scratch-train");
+    let device = ctx.device_name().to_string();
+    let scale = ctx.scale();
+    let fs = ctx.stage("scratch-train", |_| {
+        from_scratch_baseline(scale, seed, &device, &dir)
+    })?;
+    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    for f in &fs.corpus_files {
+        ctx.input(f)?;
+    }
+    ctx.config("scratch_train_config", &fs.config)?;
+    Ok(fs)
+}
+
 /// One finished training run.
 #[derive(Debug)]
 pub struct RunResult {
@@ -700,7 +774,8 @@ fn write_metrics(ctx: &mut RunContext, runs: &[RunResult], s: &Sizes) -> Result<
     Ok(())
 }
 
-fn register_corpus(ctx: &mut RunContext) -> Result<()> {
+/// The pinned corpus files, sorted (fetched if needed).
+pub fn corpus_files() -> Result<Vec<PathBuf>> {
     let dir = sinkrep_inputs::ensure("shakespeare")?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?
@@ -708,7 +783,11 @@ fn register_corpus(ctx: &mut RunContext) -> Result<()> {
         .filter(|p| p.is_file())
         .collect();
     files.sort();
-    for f in files {
+    Ok(files)
+}
+
+fn register_corpus(ctx: &mut RunContext) -> Result<()> {
+    for f in corpus_files()? {
         ctx.input(&f)?;
     }
     Ok(())

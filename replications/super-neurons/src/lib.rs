@@ -9,6 +9,7 @@
 
 mod figures;
 pub mod probe;
+mod scratch;
 pub mod study;
 pub mod weights;
 
@@ -330,15 +331,27 @@ fn run(ctx: &mut RunContext) -> anyhow::Result<()> {
     write_first_token(ctx, &base)?;
     write_carriers(ctx, early.as_ref())?;
     write_ablations(ctx, &base, &evals, first_sn, n_layers)?;
-    census_metrics(ctx, &text_rep, &rand_rep)?;
+    census_metrics(ctx, "", &text_rep, &rand_rep)?;
     sn_metrics(ctx, &rows, &base, &shares, &down, &sn)?;
     amplification_metrics(ctx, &base, first_sn)?;
     carrier_metrics(ctx, early.as_ref())?;
     ablation_metrics(ctx, &base, &evals, first_sn, n_layers)?;
+
+    // 6. From scratch: the same census on the harness's small pre-trained model.
+    scratch::run(ctx, &sizes)?;
     Ok(())
 }
 
 fn write_census(ctx: &mut RunContext, reports: &[(&str, &SinkReport)]) -> anyhow::Result<()> {
+    write_census_to(ctx, "", reports)
+}
+
+/// `write_census` into `{prefix}census_layers.csv` and `{prefix}alpha_per_head.csv`.
+fn write_census_to(
+    ctx: &mut RunContext,
+    prefix: &str,
+    reports: &[(&str, &SinkReport)],
+) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut heads = Vec::new();
     for (input, r) in reports {
@@ -376,7 +389,7 @@ fn write_census(ctx: &mut RunContext, reports: &[(&str, &SinkReport)]) -> anyhow
         }
     }
     ctx.write_csv(
-        "census_layers.csv",
+        &format!("{prefix}census_layers.csv"),
         &[
             "input",
             "layer",
@@ -400,7 +413,7 @@ fn write_census(ctx: &mut RunContext, reports: &[(&str, &SinkReport)]) -> anyhow
         rows,
     )?;
     ctx.write_csv(
-        "alpha_per_head.csv",
+        &format!("{prefix}alpha_per_head.csv"),
         &["input", "layer", "head", "alpha0"],
         heads,
     )?;
@@ -736,22 +749,27 @@ fn dom_sink_tau(r: &SinkReport) -> f64 {
     kendall_tau(&dom, &sink)
 }
 
+/// The census metrics of both inputs, each name prefixed with `prefix`.
 fn census_metrics(
     ctx: &mut RunContext,
+    prefix: &str,
     text: &SinkReport,
     rand: &SinkReport,
 ) -> anyhow::Result<()> {
     for (name, r) in [("text", text), ("random", rand)] {
-        ctx.metric(&format!("sink_{name}"), r.sink_metric.value)?;
-        ctx.metric(&format!("tau_dom_ratio_sink_{name}"), dom_sink_tau(r))?;
+        ctx.metric(&format!("{prefix}sink_{name}"), r.sink_metric.value)?;
+        ctx.metric(
+            &format!("{prefix}tau_dom_ratio_sink_{name}"),
+            dom_sink_tau(r),
+        )?;
         let (peak, dom) =
             weights::argmax(&r.layers.iter().map(|l| l.dom_ratio).collect::<Vec<_>>());
-        ctx.metric(&format!("dom_ratio_peak_{name}"), dom)?;
-        ctx.metric(&format!("dom_ratio_peak_layer_{name}"), peak as f64)?;
+        ctx.metric(&format!("{prefix}dom_ratio_peak_{name}"), dom)?;
+        ctx.metric(&format!("{prefix}dom_ratio_peak_layer_{name}"), peak as f64)?;
         let (l, m) = weights::argmax(&r.layers.iter().map(|l| l.max_abs_sink).collect::<Vec<_>>());
-        ctx.metric(&format!("max_abs_first_peak_{name}"), m)?;
+        ctx.metric(&format!("{prefix}max_abs_first_peak_{name}"), m)?;
         ctx.metric(
-            &format!("max_abs_rest_at_peak_{name}"),
+            &format!("{prefix}max_abs_rest_at_peak_{name}"),
             r.layers.get(l).map_or(f64::NAN, |x| x.max_abs_others),
         )?;
     }

@@ -1,0 +1,153 @@
+//! "From scratch": both interventions and the plain-scaling control on the small
+//! decoder the training harness pre-trains at this scale (headwise-rmsnorm's baseline
+//! sizes and procedure). At the CPU scales that model has formed no natural sink, which
+//! makes it a clean test of whether an intervention *creates* one.
+
+use crate::metrics::mean;
+use crate::plan::{Plan, EPS, PRIMARY_LAYERS};
+use sinkrep_analysis::{analyze, random_tokens, AnalyzeOptions, SinkReport};
+use sinkrep_headwise_rmsnorm::from_scratch_stage;
+use sinkrep_model::{Amplify, AmplifyMode, CenterMean, Interventions, Layers, MaskSelf, Model};
+use sinkrep_runner::{Cell, RunContext};
+
+/// The conditions, in table order.
+const CONDITIONS: [&str; 4] = ["baseline", "mask_self", "centered", "plain"];
+
+fn interventions(condition: &str, k: usize, lambda: f64) -> Interventions {
+    let mut iv = Interventions::default();
+    let amp = |mode| Amplify {
+        positions: vec![k],
+        layers: Layers::Only(PRIMARY_LAYERS.to_vec()),
+        lambda,
+        mode,
+    };
+    match condition {
+        "mask_self" => iv.mask_self.push(MaskSelf {
+            positions: vec![k],
+            layers: Layers::All,
+        }),
+        "centered" => iv
+            .amplify
+            .push(amp(AmplifyMode::Centered(CenterMean::Positions))),
+        "plain" => iv.amplify.push(amp(AmplifyMode::Plain)),
+        _ => {}
+    }
+    iv
+}
+
+fn report(
+    model: &Model,
+    seqs: &[Vec<i64>],
+    k: usize,
+    iv: Interventions,
+) -> anyhow::Result<SinkReport> {
+    let opts = AnalyzeOptions {
+        sink_pos: k,
+        eps: EPS,
+        batch: seqs.len().max(1),
+        interventions: iv,
+        ..AnalyzeOptions::default()
+    };
+    Ok(analyze(model, seqs, &opts, &mut |_| {})?)
+}
+
+/// Trains the model, measures every (input, k, condition) cell, writes
+/// `scratch_cells.csv` and records `scratch.*` metrics (means over inputs and k).
+pub fn run(ctx: &mut RunContext, plan: &Plan) -> anyhow::Result<()> {
+    let fs = from_scratch_stage(ctx)?;
+    let seed = fs.seed;
+    let t = plan.seq_len.min(fs.config.seq_len);
+    let n = plan.n_seqs.max(fs.windows.len().min(16));
+    let inputs = [
+        (
+            "text",
+            fs.windows
+                .iter()
+                .take(n)
+                .map(|w| w[..t].to_vec())
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "random",
+            random_tokens(n, t, fs.model.config.vocab_size, seed),
+        ),
+    ];
+    // Positions of the main plan that fit, with queries after them.
+    let ks: Vec<usize> = plan
+        .positions
+        .iter()
+        .copied()
+        .filter(|&k| k + 1 < t)
+        .collect();
+    let lambda = plan.max_lambda();
+    ctx.config("scratch_positions", &ks)?;
+    ctx.config("scratch_lambda", lambda)?;
+    ctx.config("scratch_seqs_per_input", n)?;
+
+    let mut rows = Vec::new();
+    // condition -> (Sink_k, attention mass on k, Sink_0) samples over inputs and k.
+    let mut acc: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); CONDITIONS.len()];
+    ctx.stage("scratch-measure", |_| -> anyhow::Result<()> {
+        for (input, seqs) in &inputs {
+            for &k in &ks {
+                for (ci, cond) in CONDITIONS.iter().enumerate() {
+                    let at_k = report(&fs.model, seqs, k, interventions(cond, k, lambda))?;
+                    let at_0 = report(&fs.model, seqs, 0, interventions(cond, k, lambda))?;
+                    let mass = mean(&at_k.layers.iter().map(|l| l.attn_mass).collect::<Vec<_>>());
+                    let max_abs = at_k
+                        .layers
+                        .iter()
+                        .map(|l| l.max_abs_sink)
+                        .fold(0.0f64, f64::max);
+                    acc[ci].push((at_k.sink_metric.value, mass, at_0.sink_metric.value));
+                    rows.push(vec![
+                        Cell::from(*input),
+                        Cell::from(k),
+                        Cell::from(*cond),
+                        Cell::from(lambda),
+                        Cell::from(at_k.sink_metric.value),
+                        Cell::from(mass),
+                        Cell::from(max_abs),
+                        Cell::from(at_0.sink_metric.value),
+                    ]);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    ctx.write_csv(
+        "scratch_cells.csv",
+        &[
+            "input",
+            "k",
+            "condition",
+            "lambda",
+            "sink_k",
+            "attn_mass_k",
+            "max_abs_k_peak",
+            "sink_0",
+        ],
+        rows,
+    )?;
+    let names = metric_names();
+    let mut values = vec![fs.final_val_loss];
+    for samples in &acc {
+        let m = |f: fn(&(f64, f64, f64)) -> f64| mean(&samples.iter().map(f).collect::<Vec<_>>());
+        values.extend([m(|s| s.0), m(|s| s.1), m(|s| s.2)]);
+    }
+    for (name, v) in names.iter().zip(values) {
+        ctx.metric(name, v)?;
+    }
+    Ok(())
+}
+
+/// The metrics `run` records, in order.
+pub fn metric_names() -> Vec<String> {
+    let mut names = vec!["scratch.val_loss".to_string()];
+    for cond in CONDITIONS {
+        for q in ["sink_k", "attn_mass_k", "sink_0"] {
+            names.push(format!("scratch.{cond}.{q}.mean"));
+        }
+    }
+    names
+}
