@@ -164,6 +164,9 @@ def main():
     p.add_argument("--sink-pos", type=int, default=0, help="K, the position examined (default 0)")
     p.add_argument("--eps", type=float, default=0.3)
     p.add_argument("--batch", type=int, default=25, help="sequences per forward pass (default 25)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="weights and activations (default float32; bfloat16 is how an HF user runs a "
+                        "model fast, every tensor in bf16: compare with sinkrep --precision bf16)")
     p.add_argument("--out", help="write the JSON here instead of stdout")
     a = p.parse_args()
 
@@ -185,9 +188,10 @@ def main():
     from transformers import AutoModelForCausalLM, AutoTokenizer
     t0, c0 = time.perf_counter(), time.process_time()  # CPU time too: wall time on a shared 2-core box is noisy
     try:
-        # GGUF is de-quantised to f32; eager attention so that attention maps are returned.
+        # GGUF is de-quantised (to f32, then --dtype); eager attention so that attention maps
+        # are returned. Every reduction below is in f64 whatever the dtype.
         model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, attn_implementation="eager",
-                                                     dtype=torch.float32).eval()
+                                                     dtype=getattr(torch, a.dtype)).eval()
     except Exception as e:  # one line, not a traceback: bad/corrupt/unsupported GGUF
         die(f"cannot load {a.model} with transformers: {type(e).__name__}: {e}".splitlines()[0])
     t_model, c_model = time.perf_counter() - t0, time.process_time() - c0
@@ -224,6 +228,8 @@ def main():
     t_an, c_an = time.perf_counter() - t2, time.process_time() - c2
 
     rep = {"n_sequences": N, "n_tokens": T, "sink_pos": K, "eps": a.eps}
+    if a.dtype == "bfloat16":
+        rep["precision"] = "bf16"  # as sinkrep's report names it
     if N == 1:
         nid = int(head.argmax())
         rep["next_token"] = {"id": nid, "text": tok.decode([nid])}
