@@ -119,3 +119,22 @@ fn smoke_run_is_reproducible_and_complete() {
     assert_eq!(files.len(), 8, "{files:?}");
     assert!(files.iter().all(|f| f.is_file()));
 }
+
+/// Every scale's training config is valid for every variant, including the gpu scale no
+/// CPU test trains: a bad size there would otherwise surface only on a GPU machine.
+#[test]
+fn every_scale_has_a_valid_training_config() {
+    for scale in Scale::ALL {
+        let s = Sizes::at(scale);
+        for (name, v) in VARIANTS {
+            let cfg = s.train_config(v, 0, "cuda");
+            cfg.validate()
+                .unwrap_or_else(|e| panic!("{scale:?} {name}: {e}"));
+            assert_eq!(cfg.model.d_model % cfg.model.n_heads, 0);
+        }
+    }
+    assert_eq!(
+        Sizes::at(Scale::Gpu).precision,
+        sinkrep_model::Precision::Bf16
+    );
+}
