@@ -19,7 +19,8 @@ pub struct Moments {
     pub mean: Option<Tensor>,
     /// Sum of squared deviations from `mean` over sequences, (T, C), f64.
     pub m2: Option<Tensor>,
-    /// Sum over sequences of the variance across channels at each position, (T), f64.
+    /// Sum over sequences of the variance across channels at each position, (T), f64;
+    /// accumulated from batches of one sequence only (see `add`).
     pub chan_var_sum: Option<Tensor>,
     pub count: i64,
 }
@@ -41,13 +42,18 @@ impl Moments {
             .to_kind(Kind::Double)
             - dsum.square() / nb as f64;
         let mean_b = mean_f.to_kind(Kind::Double) + dsum / nb as f64;
-        let mean_c = x.mean_dim(-1, true, Kind::Float); // (B, T, 1)
-        let cv = (x - mean_c)
-            .square_()
-            .mean_dim(-1, false, Kind::Float) // (B, T): variance across channels
-            .to_kind(Kind::Double)
-            .sum_dim_intlist(0, false, Kind::Double);
-        add_into(&mut self.chan_var_sum, cv);
+        // The variance across channels is reported only for a single sequence (N = 1),
+        // which means one batch of one: a batch of two or more proves N >= 2, so it is
+        // skipped there (two passes over (B, T, C) saved per layer).
+        if nb == 1 {
+            let mean_c = x.mean_dim(-1, true, Kind::Float); // (1, T, 1)
+            let cv = (x - mean_c)
+                .square_()
+                .mean_dim(-1, false, Kind::Float) // (1, T): variance across channels
+                .to_kind(Kind::Double)
+                .sum_dim_intlist(0, false, Kind::Double);
+            add_into(&mut self.chan_var_sum, cv);
+        }
         let na = self.count;
         let n = (na + nb) as f64;
         (self.mean, self.m2) = match (self.mean.take(), self.m2.take()) {
@@ -73,10 +79,11 @@ impl Moments {
         }
     }
 
-    /// Per-position variance across channels (population), averaged over sequences: (T).
+    /// Per-position variance across channels (population) of a single sequence: (T).
+    /// Empty unless exactly one sequence was added.
     pub fn var_across_channels(&self) -> Vec<f64> {
         match &self.chan_var_sum {
-            Some(c) if self.count > 0 => to_vec(&(c / self.count as f64)),
+            Some(c) if self.count == 1 => to_vec(c),
             _ => vec![],
         }
     }

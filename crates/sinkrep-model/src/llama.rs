@@ -313,7 +313,9 @@ impl Attention {
             )
             .to_kind(Kind::Float)
         };
-        let z = z.transpose(1, 2); // (B, T, H, Dh)
+        // Contiguous once here: W_O's reshape below is then a view, and probes of
+        // `attn_z` reshape it without another copy.
+        let z = z.transpose(1, 2).contiguous(); // (B, T, H, Dh)
         let z = if hooks.interventions.amplify.is_empty() {
             z
         } else {
