@@ -36,6 +36,11 @@ if cargo build --release --quiet -p sinkrep-train --example throughput 2>"$TARGE
 else
     say "sinkrep-train's throughput example does not build (see $TARGET/bench-compare-train-build.log): training row pending"
 fi
+if cargo build --release --quiet --example probe_overhead 2>"$TARGET/bench-compare-probe-build.log"; then
+    extra+=(--probe-bin "$TARGET/release/examples/probe_overhead")
+else
+    say "the probe_overhead example does not build (see $TARGET/bench-compare-probe-build.log): its row is skipped"
+fi
 if ! cargo bench --no-run --quiet --bench model --bench dequant; then
     say "criterion benches do not build: skipping them"
     extra+=(--criterion skip)
