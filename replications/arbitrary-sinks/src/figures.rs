@@ -465,5 +465,45 @@ pub fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> anyhow::Resu
         },
     )?;
     files.extend(f.paths());
+    // 6. From scratch: Sink_k per condition on the harness's small pre-trained model.
+    let scratch = run_dir.join(crate::scratch::CELLS_CSV);
+    if scratch.is_file() {
+        let t = CsvTable::read(&scratch)?;
+        let (input, cond, sink) = (
+            t.column("input")?,
+            t.column("condition")?,
+            t.column_f64("sink_k")?,
+        );
+        let categories: Vec<String> = crate::scratch::CONDITIONS.map(String::from).to_vec();
+        let groups: Vec<BarGroup> = distinct(input.iter().cloned())
+            .into_iter()
+            .map(|inp| BarGroup {
+                values: categories
+                    .iter()
+                    .map(|c| {
+                        mean(
+                            (0..input.len())
+                                .filter(|&i| input[i] == inp && cond[i] == *c)
+                                .map(|i| sink[i]),
+                        )
+                    })
+                    .collect(),
+                errors: vec![],
+                name: inp.to_string(),
+            })
+            .collect();
+        let f = bar_chart(
+            style,
+            &fig_dir.join("from_scratch_sink_k"),
+            &BarChart {
+                title: "From scratch: Sink_k^0.3 per intervention (mean over k)",
+                x_label: "condition",
+                y_label: "Sink_k^0.3 (%)",
+                categories: &categories,
+                groups: &groups,
+            },
+        )?;
+        files.extend(f.paths());
+    }
     Ok(files)
 }

@@ -11,7 +11,9 @@ use sinkrep_model::{Amplify, AmplifyMode, CenterMean, Interventions, Layers, Mas
 use sinkrep_runner::{Cell, RunContext};
 
 /// The conditions, in table order.
-const CONDITIONS: [&str; 4] = ["baseline", "mask_self", "centered", "plain"];
+pub const CONDITIONS: [&str; 4] = ["baseline", "mask_self", "centered", "plain"];
+/// The table this section writes.
+pub const CELLS_CSV: &str = "scratch_cells.csv";
 
 fn interventions(condition: &str, k: usize, lambda: f64) -> Interventions {
     let mut iv = Interventions::default();
@@ -116,7 +118,7 @@ pub fn run(ctx: &mut RunContext, plan: &Plan) -> anyhow::Result<()> {
         Ok(())
     })?;
     ctx.write_csv(
-        "scratch_cells.csv",
+        CELLS_CSV,
         &[
             "input",
             "k",
