@@ -540,36 +540,29 @@ const EVAL_COLUMNS: [&str; 15] = [
 ];
 
 fn write_tables(ctx: &mut RunContext, runs: &[RunResult]) -> Result<()> {
-    ctx.write_csv(
-        "train_curves.csv",
-        &["variant", "seed", "step", "tokens", "train_loss"],
-        runs.iter().flat_map(|r| {
-            r.train.iter().map(move |&(s, l)| {
-                vec![
-                    Cell::from(r.variant),
-                    Cell::from(r.seed),
-                    Cell::from(s),
-                    Cell::from(s * r.tokens_per_step),
-                    Cell::from(l),
-                ]
-            })
-        }),
-    )?;
-    ctx.write_csv(
-        "val_curves.csv",
-        &["variant", "seed", "step", "tokens", "val_loss"],
-        runs.iter().flat_map(|r| {
-            r.val.iter().map(move |&(s, l)| {
-                vec![
-                    Cell::from(r.variant),
-                    Cell::from(r.seed),
-                    Cell::from(s),
-                    Cell::from(s * r.tokens_per_step),
-                    Cell::from(l),
-                ]
-            })
-        }),
-    )?;
+    // The training and validation curves share one row shape.
+    type Curve = fn(&RunResult) -> &[(usize, f64)];
+    let curves: [(&str, &str, Curve); 2] = [
+        ("train_curves.csv", "train_loss", |r| &r.train),
+        ("val_curves.csv", "val_loss", |r| &r.val),
+    ];
+    for (file, loss, curve) in curves {
+        ctx.write_csv(
+            file,
+            &["variant", "seed", "step", "tokens", loss],
+            runs.iter().flat_map(|r| {
+                curve(r).iter().map(move |&(s, l)| {
+                    vec![
+                        Cell::from(r.variant),
+                        Cell::from(r.seed),
+                        Cell::from(s),
+                        Cell::from(s * r.tokens_per_step),
+                        Cell::from(l),
+                    ]
+                })
+            }),
+        )?;
+    }
     ctx.write_csv(
         "eval_metrics.csv",
         &EVAL_COLUMNS,
