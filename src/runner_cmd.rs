@@ -50,7 +50,9 @@ pub struct RunArgs {
     /// Base seed (replications derive their per-seed streams from it).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Compute threads (default: libtorch's choice, the number of cores).
+    /// Compute threads (default: the number of cores). Analyses of pretrained models use
+    /// them as libtorch intra-op threads; independent training runs go one per thread,
+    /// each single-threaded, so no number depends on this.
     #[arg(long)]
     pub threads: Option<i32>,
 }
@@ -143,6 +145,12 @@ pub fn run(a: &RunArgs) -> Result<()> {
         device_name,
         env,
         progress: true,
+        // Independent training runs go one per core (each on one intra-op thread), so
+        // their numbers are the same whatever the count.
+        jobs: a
+            .threads
+            .map(|n| n as usize)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     };
     let ids: Vec<String> = if a.id == "all" {
         vec![]

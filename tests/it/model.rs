@@ -23,6 +23,7 @@ fn tiny_config() -> Config {
         tied_embeddings: true,
         max_seq_len: 64,
         attn_variant: sinkrep_model::AttnVariant::Baseline,
+        head_norm_init: 1.0,
         zero_init: false,
     }
 }

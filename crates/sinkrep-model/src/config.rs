@@ -50,9 +50,22 @@ pub struct Config {
     pub tied_embeddings: bool,
     pub max_seq_len: usize,
     pub attn_variant: AttnVariant,
+    /// Initial value of every head-wise RMSNorm gain (ignored by other variants). 1 is
+    /// RMSNorm's usual start; a smaller value starts the normalised output at the scale
+    /// of the baseline's value aggregation. Absent from saved configs when 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub head_norm_init: f64,
     /// Initialise weights to zero instead of randomly (set while loading a checkpoint).
     #[serde(skip)]
     pub zero_init: bool,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 /// GGUF stores these as f32; take the shortest decimal that round-trips (1e-5, not
@@ -105,6 +118,7 @@ impl Config {
                 .map(|v| v as usize)
                 .unwrap_or(2048),
             attn_variant: AttnVariant::Baseline,
+            head_norm_init: 1.0,
             zero_init: false,
         };
         cfg.validate()?;
@@ -130,6 +144,12 @@ impl Config {
         }
         if self.rms_eps <= 0.0 || self.rope_base <= 1.0 {
             return bad("rms_eps must be > 0 and rope_base > 1".into());
+        }
+        if !(self.head_norm_init.is_finite() && self.head_norm_init > 0.0) {
+            return bad(format!(
+                "head_norm_init {} must be finite and > 0",
+                self.head_norm_init
+            ));
         }
         Ok(())
     }

@@ -215,11 +215,15 @@ impl Attention {
         );
         let init = |fan_in: i64| weight_init(fan_in, cfg);
         let head_norm = match cfg.attn_variant {
-            AttnVariant::HeadwiseRmsnorm { shared: true } => {
-                Some((p / "attn_head_norm").ones("weight", &[dh]))
-            }
-            AttnVariant::HeadwiseRmsnorm { shared: false } => {
-                Some((p / "attn_head_norm").ones("weight", &[h, dh]))
+            // A constant start draws no random numbers, so the baseline and head-wise
+            // models of one seed share every other initial weight.
+            AttnVariant::HeadwiseRmsnorm { shared } => {
+                let shape: &[i64] = if shared { &[dh] } else { &[h, dh] };
+                Some((p / "attn_head_norm").var(
+                    "weight",
+                    shape,
+                    nn::Init::Const(cfg.head_norm_init),
+                ))
             }
             _ => None,
         };

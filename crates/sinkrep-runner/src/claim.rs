@@ -117,6 +117,11 @@ pub struct Check {
     pub description: String,
     /// Scales at which this check is judged; empty means every scale of the claim.
     pub scales: Vec<Scale>,
+    /// Judge the 95% interval `<metric>.ci95_lo ..= <metric>.ci95_hi` (recorded by
+    /// `RunContext::metric_samples`) instead of the point value: the check holds when
+    /// the whole interval is on the threshold's side, does not hold when the whole
+    /// interval is on the other side, and is *undecided* when it straddles.
+    pub interval: bool,
 }
 
 impl Check {
@@ -130,6 +135,35 @@ impl Check {
 pub struct Tol {
     pub abs: f64,
     pub rel: f64,
+    /// Where `abs` came from (printed by `sinkrep verify`).
+    pub rule: TolRule,
+}
+
+/// The rule a tolerance came from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum TolRule {
+    /// The claim file's `default_abs` / `default_rel`.
+    Default,
+    /// The claim file's `[tolerance.metrics]` entry for this metric.
+    Override,
+    /// `seed_spread_k` times the standard error of the baseline's seeds (sd over n).
+    SeedSpread { k: f64, sd: f64, n: f64 },
+}
+
+impl fmt::Display for TolRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TolRule::Default => f.write_str("claim default"),
+            TolRule::Override => f.write_str("claim override"),
+            TolRule::SeedSpread { k, sd, n } => {
+                write!(
+                    f,
+                    "seed spread {k}xSE (sd {}, n {n})",
+                    crate::table::fmt_num(*sd, 3)
+                )
+            }
+        }
+    }
 }
 
 impl Tol {
@@ -161,14 +195,101 @@ pub struct Tolerance {
     pub default_rel: f64,
     #[serde(default)]
     pub metrics: BTreeMap<String, MetricTolerance>,
+    /// Metrics of models trained from scratch: a tolerance of this many standard errors
+    /// of the seed mean, from the spread between seeds recorded with the baseline (see
+    /// [`Tolerance::for_metric_in`]). Absent: every metric uses the static tolerances.
+    #[serde(default)]
+    pub seed_spread_k: Option<f64>,
+}
+
+/// The metric family a name belongs to when it was recorded by
+/// `RunContext::metric_samples`: `(base, part)` with part one of `mean`, `sd`,
+/// `ci95_lo`, `ci95_hi`, `n` or `seed`.
+pub fn sample_family(name: &str) -> (&str, &'static str) {
+    if let Some((base, last)) = name.rsplit_once('.') {
+        let part = match last {
+            "sd" => Some("sd"),
+            "ci95_lo" => Some("ci95_lo"),
+            "ci95_hi" => Some("ci95_hi"),
+            "n" => Some("n"),
+            s if s.len() > 4
+                && s.starts_with("seed")
+                && s[4..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                Some("seed")
+            }
+            _ => None,
+        };
+        if let Some(part) = part {
+            return (base, part);
+        }
+    }
+    (name, "mean")
 }
 
 impl Tolerance {
+    /// The static tolerance of a metric: its override in the claim file, else the
+    /// claim's defaults.
     pub fn for_metric(&self, metric: &str) -> Tol {
         let o = self.metrics.get(metric);
         Tol {
             abs: o.and_then(|o| o.abs).unwrap_or(self.default_abs),
             rel: o.and_then(|o| o.rel).unwrap_or(self.default_rel),
+            rule: if o.is_some() {
+                TolRule::Override
+            } else {
+                TolRule::Default
+            },
+        }
+    }
+
+    /// The tolerance of `metric` given the baseline's metrics. With `seed_spread_k = k`
+    /// and a baseline that recorded the metric's seed family (`<base>.sd`, `<base>.n`
+    /// with n >= 2), the absolute tolerance is the larger of the static one and k times
+    /// the family's standard error for that part:
+    /// - mean: k sd/sqrt(n) (the standard error of the seed mean);
+    /// - `ci95_lo`/`ci95_hi`: k sd/sqrt(n) (1 + t/sqrt(2(n-1))): the mean's plus the
+    ///   half-width's own sampling error (sd's standard error is about sd/sqrt(2(n-1)));
+    /// - `sd`: k sd/sqrt(2(n-1));
+    /// - one seed's value: k sd (a single chaotic run is not a result; its mean is);
+    /// - `n`: exact.
+    ///
+    /// Metrics without a seed family keep their static tolerance.
+    pub fn for_metric_in(&self, metric: &str, baseline: &crate::verdict::Metrics) -> Tol {
+        let stat = self.for_metric(metric);
+        let Some(k) = self.seed_spread_k else {
+            return stat;
+        };
+        let (base, part) = sample_family(metric);
+        let get = |suffix: &str| {
+            baseline
+                .get(&format!("{base}.{suffix}"))
+                .copied()
+                .flatten()
+                .filter(|v| v.is_finite())
+        };
+        let (Some(sd), Some(n)) = (get("sd"), get("n")) else {
+            return stat;
+        };
+        if n < 2.0 || part == "n" {
+            return stat;
+        }
+        let se = sd / n.sqrt();
+        let se_sd = sd / (2.0 * (n - 1.0)).sqrt();
+        let t = crate::stats::t975(n as usize);
+        let spread = k * match part {
+            "mean" => se,
+            "ci95_lo" | "ci95_hi" => se * (1.0 + t / (2.0 * (n - 1.0)).sqrt()),
+            "sd" => se_sd,
+            _ => sd,
+        };
+        if spread <= stat.abs {
+            return stat;
+        }
+        Tol {
+            abs: spread,
+            rel: stat.rel,
+            rule: TolRule::SeedSpread { k, sd, n },
         }
     }
 }
@@ -195,6 +316,10 @@ pub struct Claim {
     pub checks: Vec<Check>,
     pub tolerance: Tolerance,
     pub changelog: Vec<ChangelogEntry>,
+    /// Per-scale protocol sizes (`[scale.cpu]` tables), read by the replication into
+    /// its own sizes struct with [`Claim::scale_params`]: the numbers that decide the
+    /// results live in the claim file, under its version and changelog.
+    pub scale_params: BTreeMap<String, toml::Table>,
     /// Where the claim was read from (for error messages).
     #[serde(skip)]
     pub origin: String,
@@ -215,6 +340,8 @@ struct RawClaim {
     tolerance: Tolerance,
     #[serde(default)]
     changelog: Vec<ChangelogEntry>,
+    #[serde(default)]
+    scale: BTreeMap<String, toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +354,8 @@ struct RawCheck {
     description: String,
     #[serde(default)]
     scales: Vec<String>,
+    #[serde(default)]
+    interval: bool,
 }
 
 /// Replication ids become folder names: lowercase ASCII letters, digits, `-`, `_`.
@@ -274,6 +403,7 @@ impl Claim {
                 threshold: c.threshold,
                 description: c.description,
                 scales: check_scales,
+                interval: c.interval,
             });
         }
         let version = u32::try_from(raw.version).map_err(|_| {
@@ -292,6 +422,7 @@ impl Claim {
             checks,
             tolerance: raw.tolerance,
             changelog: raw.changelog,
+            scale_params: raw.scale,
             origin: origin.to_string(),
         };
         claim.validate()?;
@@ -427,6 +558,21 @@ impl Claim {
                 );
             }
         }
+        if let Some(s) = self
+            .scale_params
+            .keys()
+            .find(|s| !self.scales.iter().any(|c| c.as_str() == s.as_str()))
+        {
+            return fail(
+                &format!("scale.{s}"),
+                "is not one of the claim's scales".into(),
+            );
+        }
+        if let Some(k) = self.tolerance.seed_spread_k {
+            if !(k.is_finite() && k > 0.0) {
+                return fail("tolerance.seed_spread_k", format!("{k} must be > 0"));
+            }
+        }
         let latest = versions.last().copied().unwrap_or(0);
         if latest != self.version {
             return fail(
@@ -439,6 +585,27 @@ impl Claim {
             );
         }
         Ok(())
+    }
+
+    /// The `[scale.<scale>]` table deserialised into `T` (unknown keys are errors when
+    /// `T` denies them); an error names the claim file and the scale.
+    pub fn scale_params<T: serde::de::DeserializeOwned>(
+        &self,
+        scale: Scale,
+    ) -> Result<T, ClaimError> {
+        let table = self
+            .scale_params
+            .get(scale.as_str())
+            .ok_or_else(|| ClaimError {
+                origin: self.origin.clone(),
+                msg: format!("no [scale.{scale}] table of protocol sizes"),
+            })?;
+        toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| ClaimError {
+                origin: self.origin.clone(),
+                msg: format!("[scale.{scale}]: {}", e.to_string().trim_end()),
+            })
     }
 
     /// The checks judged at `scale`, in file order.

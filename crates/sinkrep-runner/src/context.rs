@@ -132,13 +132,6 @@ pub(crate) fn json_bytes<T: Serialize + ?Sized>(value: &T, what: &str) -> Result
     Ok(s.into_bytes())
 }
 
-/// Student-t 97.5% quantiles for 1..=30 degrees of freedom (two-sided 95% interval).
-const T975: [f64; 30] = [
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-    2.052, 2.048, 2.045, 2.042,
-];
-
 /// The run of one replication at one scale.
 pub struct RunContext {
     id: String,
@@ -148,6 +141,9 @@ pub struct RunContext {
     device: String,
     out_dir: PathBuf,
     show_progress: bool,
+    jobs: usize,
+    /// While [`RunContext::per_seed`] runs one seed: the metrics it records.
+    capture: Option<BTreeMap<String, f64>>,
     pub(crate) config: BTreeMap<String, serde_json::Value>,
     pub(crate) stages: Vec<StageTiming>,
     pub(crate) inputs: BTreeMap<String, FileRecord>,
@@ -183,6 +179,8 @@ impl RunContext {
             device: device.to_string(),
             out_dir,
             show_progress,
+            jobs: 1,
+            capture: None,
             config: BTreeMap::new(),
             stages: Vec::new(),
             inputs: BTreeMap::new(),
@@ -191,8 +189,29 @@ impl RunContext {
         }
     }
 
+    pub(crate) fn with_jobs(mut self, jobs: usize) -> RunContext {
+        self.jobs = jobs;
+        self
+    }
+
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// How many independent single-threaded jobs may run at once (`--threads`, else the
+    /// number of cores). Results never depend on it.
+    pub fn jobs(&self) -> usize {
+        self.jobs
+    }
+
+    /// A folder shared by every replication of this invocation at this scale
+    /// (`<out>/<scale>/.shared`), for models trained once and reused; emptied when the
+    /// invocation starts.
+    pub fn shared_dir(&self) -> PathBuf {
+        self.out_dir.parent().map_or_else(
+            || self.out_dir.join(crate::runner::SHARED_DIR),
+            |p| p.join(crate::runner::SHARED_DIR),
+        )
     }
     pub fn scale(&self) -> Scale {
         self.scale
@@ -392,13 +411,65 @@ impl RunContext {
                 why: "must be a non-empty name without spaces".into(),
             });
         }
-        if self.metrics.contains_key(name) {
+        let target = self.capture.as_mut().unwrap_or(&mut self.metrics);
+        if target.contains_key(name) {
             return Err(Error::Metric {
                 name: name.to_string(),
                 why: "recorded twice".into(),
             });
         }
-        self.metrics.insert(name.to_string(), value);
+        target.insert(name.to_string(), value);
+        Ok(())
+    }
+
+    /// Runs `f` once per seed (with the seed's index) and records every metric it
+    /// records as a repeated measurement over the seeds ([`RunContext::metric_samples`]):
+    /// for a measurement taken of several independently trained models. Every seed must
+    /// record the same metric names; `f` must not call `metric_samples` itself.
+    pub fn per_seed<E>(
+        &mut self,
+        seeds: &[u64],
+        mut f: impl FnMut(&mut Self, usize) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E>
+    where
+        E: From<Error>,
+    {
+        let mut runs: Vec<BTreeMap<String, f64>> = Vec::with_capacity(seeds.len());
+        for i in 0..seeds.len() {
+            if self.capture.is_some() {
+                return Err(Error::Metric {
+                    name: "per_seed".into(),
+                    why: "nested per-seed measurements".into(),
+                }
+                .into());
+            }
+            self.capture = Some(BTreeMap::new());
+            let r = f(self, i);
+            let got = self.capture.take().unwrap_or_default();
+            r?;
+            if let Some(first) = runs.first() {
+                if !first.keys().eq(got.keys()) {
+                    return Err(Error::Metric {
+                        name: format!("seed {}", seeds[i]),
+                        why: "recorded other metric names than the first seed".into(),
+                    }
+                    .into());
+                }
+            }
+            runs.push(got);
+        }
+        let Some(first) = runs.first() else {
+            return Ok(());
+        };
+        let names: Vec<String> = first.keys().cloned().collect();
+        for name in names {
+            let samples: Vec<(u64, f64)> = seeds
+                .iter()
+                .zip(&runs)
+                .map(|(&s, m)| (s, m[&name]))
+                .collect();
+            self.metric_samples(&name, &samples)?;
+        }
         Ok(())
     }
 
@@ -420,7 +491,7 @@ impl RunContext {
         } else {
             f64::NAN
         };
-        let t = T975.get(n.saturating_sub(2)).copied().unwrap_or(1.96);
+        let t = crate::stats::t975(n);
         let half = t * sd / (n as f64).sqrt();
         self.metric(name, mean)?;
         self.metric(&format!("{name}.sd"), sd)?;

@@ -15,12 +15,13 @@ pub mod manifest;
 pub mod registry;
 pub mod report;
 pub mod runner;
+pub mod stats;
 pub mod table;
 pub mod testing;
 pub mod verdict;
 pub mod verify;
 
-pub use claim::{Check, Claim, ClaimError, Op, Scale, Tol, Tolerance};
+pub use claim::{Check, Claim, ClaimError, Op, Scale, Tol, TolRule, Tolerance};
 pub use context::{Cell, RunContext};
 pub use data::{read_metrics, read_verdicts, CsvTable};
 pub use error::{Error, Result};
@@ -39,5 +40,5 @@ pub use runner::{
     git_state, run_dir, run_replications, run_replications_with, summary_table, RunEvent,
     RunOptions, RunStatus, RunSummary,
 };
-pub use verdict::{evaluate, CheckResult, Metrics, Verdict, Verdicts};
+pub use verdict::{evaluate, CheckResult, Metrics, Outcome, Verdict, Verdicts};
 pub use verify::{verify, DriftRow, DriftStatus, VerdictChange, VerifyOutcome};

@@ -142,7 +142,11 @@ pub fn render_report(
             let v = read_verdicts(&rdir)?;
             (
                 format!("**{}**", v.verdict),
-                format!("{}/{}", v.passed, v.total),
+                if v.undecided > 0 {
+                    format!("{}/{} ({} undecided)", v.passed, v.total, v.undecided)
+                } else {
+                    format!("{}/{}", v.passed, v.total)
+                },
             )
         } else {
             ("not run".to_string(), "-".to_string())
@@ -217,8 +221,19 @@ fn claim_section(
         let verdicts = read_verdicts(rdir)?;
         let metrics = read_metrics(rdir)?;
         s.push_str(&format!(
-            "### Verdict: {}\n\n{} of {} checks hold.\n\n",
-            verdicts.verdict, verdicts.passed, verdicts.total
+            "### Verdict: {}\n\n{} of {} checks hold.{}\n\n",
+            verdicts.verdict,
+            verdicts.passed,
+            verdicts.total,
+            if verdicts.undecided > 0 {
+                format!(
+                    " {} undecided: their 95% interval straddles the threshold, so the data \
+                     at this scale cannot tell.",
+                    verdicts.undecided
+                )
+            } else {
+                String::new()
+            }
         ));
         let mut t = TextTable::new(&[
             "check",
@@ -230,6 +245,14 @@ fn claim_section(
         ]);
         for c in &verdicts.checks {
             let mut measured = value_text(c.value);
+            if let Some([lo, hi]) = c.interval {
+                measured = format!(
+                    "{measured} [95% {}, {}; half-width {}]",
+                    fmt_num(lo, 4),
+                    fmt_num(hi, 4),
+                    fmt_num((hi - lo) / 2.0, 3)
+                );
+            }
             if let Some(n) = &c.note {
                 measured = format!("{measured} ({n})");
             }
@@ -238,7 +261,7 @@ fn claim_section(
                 format!("`{}`", c.metric),
                 format!("{} {}", c.op, fmt_num(c.threshold, 6)),
                 measured,
-                if c.holds { "holds" } else { "does not hold" }.to_string(),
+                c.outcome().to_string(),
                 c.description.clone(),
             ]);
         }

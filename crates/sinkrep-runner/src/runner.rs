@@ -30,7 +30,15 @@ pub struct RunOptions {
     pub env: serde_json::Value,
     /// Show progress bars (they are hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// How many independent jobs (training runs) a replication may run at once, each on
+    /// one intra-op thread. Never changes a number: every job is single-threaded.
+    pub jobs: usize,
 }
+
+/// Folder under `<out>/<scale>/` shared by the replications of one invocation (models
+/// trained once and reused, see `RunContext::shared_dir`). Emptied when an invocation
+/// starts, so nothing in it outlives the code that made it.
+pub const SHARED_DIR: &str = ".shared";
 
 /// How one replication's run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,6 +180,10 @@ pub fn run_replications_with(
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<Vec<RunSummary>> {
     let selected = select(registry, ids, opts.scale)?;
+    let shared = opts.out.join(opts.scale.as_str()).join(SHARED_DIR);
+    if shared.exists() {
+        std::fs::remove_dir_all(&shared).map_err(io_err(&shared))?;
+    }
     let mut summaries = Vec::with_capacity(selected.len());
     let mut failed = Vec::new();
     for (rep, supported) in selected {
@@ -256,7 +268,8 @@ fn run_one(
         &opts.device_name,
         dir.to_path_buf(),
         opts.progress,
-    );
+    )
+    .with_jobs(opts.jobs.max(1));
     match catch_unwind(AssertUnwindSafe(|| rep.run(&mut ctx))) {
         Ok(r) => r?,
         Err(panic) => {

@@ -29,11 +29,13 @@ pub fn smoke_options(out: &Path) -> RunOptions {
         device_name: "cpu".into(),
         env: serde_json::json!({"git_rev": null, "git_dirty": null}),
         progress: false,
+        jobs: 1,
     }
 }
 
-/// Runs `rep` at smoke scale into `a` and then into `b`, and asserts that both runs
-/// finished, wrote byte-identical artifacts, and recorded a finite value for every
+/// Runs `rep` at smoke scale into `a` with one job and then into `b` with two parallel
+/// jobs, and asserts that both runs finished, wrote byte-identical artifacts (so results
+/// do not depend on how many runs train at once), and recorded a finite value for every
 /// metric a check judged at smoke scale names. Returns the first run. The caller pins the
 /// libtorch thread count first (results are bit-identical only for a fixed count).
 pub fn smoke_twice(rep: Box<dyn Replication>, a: &Path, b: &Path) -> SmokeRun {
@@ -42,8 +44,13 @@ pub fn smoke_twice(rep: Box<dyn Replication>, a: &Path, b: &Path) -> SmokeRun {
     let ids = [id.clone()];
     let mut summaries: Vec<RunSummary> = [a, b]
         .iter()
-        .map(|out| {
-            let mut s = run_replications(&reg, &ids, &smoke_options(out)).expect("smoke run");
+        .zip([1, 2])
+        .map(|(out, jobs)| {
+            let opts = RunOptions {
+                jobs,
+                ..smoke_options(out)
+            };
+            let mut s = run_replications(&reg, &ids, &opts).expect("smoke run");
             let s = s.remove(0);
             assert!(
                 matches!(s.status, RunStatus::Finished { .. }),

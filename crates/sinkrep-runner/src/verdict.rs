@@ -55,6 +55,35 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// What a check says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    #[serde(rename = "holds")]
+    Holds,
+    #[serde(rename = "does not hold")]
+    DoesNotHold,
+    /// An interval check whose 95% interval straddles the threshold: the data cannot
+    /// tell at this scale.
+    #[serde(rename = "undecided")]
+    Undecided,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Holds => "holds",
+            Outcome::DoesNotHold => "does not hold",
+            Outcome::Undecided => "undecided",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One check, judged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckResult {
@@ -65,9 +94,43 @@ pub struct CheckResult {
     /// The measured value; `None` when not recorded or not finite (see `note`).
     pub value: Option<f64>,
     pub holds: bool,
+    /// Absent in verdicts written before interval checks: then `holds` decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// For interval checks: the 95% interval judged, `[lo, hi]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<[f64; 2]>,
     pub description: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+impl CheckResult {
+    pub fn outcome(&self) -> Outcome {
+        self.outcome.unwrap_or(if self.holds {
+            Outcome::Holds
+        } else {
+            Outcome::DoesNotHold
+        })
+    }
+}
+
+/// Judges an interval against `op threshold`: holds when every point of `[lo, hi]`
+/// satisfies it, does not hold when no point does, undecided otherwise.
+pub fn judge_interval(op: Op, threshold: f64, lo: f64, hi: f64) -> Outcome {
+    let (all, none) = match op {
+        Op::Lt => (hi < threshold, lo >= threshold),
+        Op::Le => (hi <= threshold, lo > threshold),
+        Op::Gt => (lo > threshold, hi <= threshold),
+        Op::Ge => (lo >= threshold, hi < threshold),
+    };
+    if all {
+        Outcome::Holds
+    } else if none {
+        Outcome::DoesNotHold
+    } else {
+        Outcome::Undecided
+    }
 }
 
 /// Contents of `verdicts.json`.
@@ -79,40 +142,82 @@ pub struct Verdicts {
     pub verdict: Verdict,
     pub passed: usize,
     pub total: usize,
+    /// Interval checks whose interval straddles the threshold (counted in `total`, not
+    /// in `passed`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub undecided: usize,
     pub checks: Vec<CheckResult>,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// Judges every check of `claim` that applies at `scale`. A metric that is missing or
-/// non-finite makes its check "does not hold", with a note saying why.
+/// non-finite makes its check "does not hold", with a note saying why. An interval
+/// check (`interval = true`) judges `<metric>.ci95_lo ..= <metric>.ci95_hi`.
 pub fn evaluate(claim: &Claim, scale: Scale, metrics: &Metrics) -> Verdicts {
+    // Interval bounds are named `<metric>.ci95_lo/hi`; the metric itself is not.
+    fn claim_metric(name: &str) -> &str {
+        name.strip_suffix(".ci95_lo")
+            .or_else(|| name.strip_suffix(".ci95_hi"))
+            .map_or(name, |_| "")
+    }
+    let finite = |name: &str| -> Result<f64, String> {
+        match metrics.get(name) {
+            // The point check's notes keep their wording (verdicts.json bytes).
+            None if name == claim_metric(name) => Err("metric not recorded by the run".into()),
+            None => Err(format!("metric `{name}` not recorded by the run")),
+            Some(Some(v)) if v.is_finite() => Ok(*v),
+            _ if name == claim_metric(name) => {
+                Err("value is not finite (NaN or infinite)".to_string())
+            }
+            _ => Err(format!("`{name}` is not finite (NaN or infinite)")),
+        }
+    };
     let checks: Vec<CheckResult> = claim
         .checks_at(scale)
         .map(|c| {
-            let (value, note) = match metrics.get(&c.metric) {
-                None => (None, Some("metric not recorded by the run".to_string())),
-                Some(None) => (
-                    None,
-                    Some("value is not finite (NaN or infinite)".to_string()),
-                ),
-                Some(Some(v)) if !v.is_finite() => (
-                    None,
-                    Some("value is not finite (NaN or infinite)".to_string()),
-                ),
-                Some(Some(v)) => (Some(*v), None),
+            let value = finite(&c.metric);
+            let (outcome, interval, note) = if c.interval {
+                let lo = finite(&format!("{}.ci95_lo", c.metric));
+                let hi = finite(&format!("{}.ci95_hi", c.metric));
+                match (value.clone(), lo, hi) {
+                    (Ok(_), Ok(lo), Ok(hi)) => (
+                        judge_interval(c.op, c.threshold, lo, hi),
+                        Some([lo, hi]),
+                        None,
+                    ),
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                        (Outcome::DoesNotHold, None, Some(e))
+                    }
+                }
+            } else {
+                match &value {
+                    Ok(v) if c.op.holds(*v, c.threshold) => (Outcome::Holds, None, None),
+                    Ok(_) => (Outcome::DoesNotHold, None, None),
+                    Err(e) => (Outcome::DoesNotHold, None, Some(e.clone())),
+                }
             };
             CheckResult {
                 id: c.id.clone(),
                 metric: c.metric.clone(),
                 op: c.op,
                 threshold: c.threshold,
-                value,
-                holds: value.is_some_and(|v| c.op.holds(v, c.threshold)),
+                value: value.ok(),
+                holds: outcome == Outcome::Holds,
+                outcome: c.interval.then_some(outcome),
+                interval,
                 description: c.description.clone(),
                 note,
             }
         })
         .collect();
     let passed = checks.iter().filter(|c| c.holds).count();
+    let undecided = checks
+        .iter()
+        .filter(|c| c.outcome() == Outcome::Undecided)
+        .count();
     Verdicts {
         id: claim.id.clone(),
         claim_version: claim.version,
@@ -120,6 +225,7 @@ pub fn evaluate(claim: &Claim, scale: Scale, metrics: &Metrics) -> Verdicts {
         verdict: Verdict::from_counts(passed, checks.len()),
         passed,
         total: checks.len(),
+        undecided,
         checks,
     }
 }

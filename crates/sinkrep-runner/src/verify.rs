@@ -122,6 +122,7 @@ impl VerifyOutcome {
             "now",
             "difference",
             "tolerance",
+            "rule",
             "status",
         ]);
         for r in self
@@ -142,6 +143,7 @@ impl VerifyOutcome {
                     fmt_num(r.tolerance.abs, 3),
                     fmt_num(r.tolerance.rel, 3)
                 ),
+                r.tolerance.rule.to_string(),
                 r.status.to_string(),
             ]);
         }
@@ -201,7 +203,7 @@ pub fn compare_metrics(claim: &Claim, baseline: &Metrics, now: &Metrics) -> Vec<
     names
         .into_iter()
         .map(|name| {
-            let tol = claim.tolerance.for_metric(name);
+            let tol = claim.tolerance.for_metric_in(name, baseline);
             let (b, n) = (Value::of(baseline, name), Value::of(now, name));
             let (difference, status) = match (b, n) {
                 (Value::Finite(b), Value::Finite(n)) => (
@@ -231,21 +233,21 @@ pub fn compare_metrics(claim: &Claim, baseline: &Metrics, now: &Metrics) -> Vec<
 
 fn verdict_changes(baseline: &Verdicts, now: &Verdicts) -> Vec<VerdictChange> {
     let mut out = Vec::new();
-    let word = |h: bool| if h { "holds" } else { "does not hold" }.to_string();
+    let word = |c: &crate::verdict::CheckResult| c.outcome().to_string();
     for c in &now.checks {
         match baseline.checks.iter().find(|b| b.id == c.id) {
-            Some(b) if b.holds == c.holds => {}
+            Some(b) if b.outcome() == c.outcome() => {}
             Some(b) => out.push(VerdictChange {
                 id: now.id.clone(),
                 check: c.id.clone(),
-                baseline: word(b.holds),
-                now: word(c.holds),
+                baseline: word(b),
+                now: word(c),
             }),
             None => out.push(VerdictChange {
                 id: now.id.clone(),
                 check: c.id.clone(),
                 baseline: "absent".into(),
-                now: word(c.holds),
+                now: word(c),
             }),
         }
     }
@@ -254,7 +256,7 @@ fn verdict_changes(baseline: &Verdicts, now: &Verdicts) -> Vec<VerdictChange> {
             out.push(VerdictChange {
                 id: now.id.clone(),
                 check: b.id.clone(),
-                baseline: word(b.holds),
+                baseline: word(b),
                 now: "absent".into(),
             });
         }

@@ -179,6 +179,7 @@ fn opts(out: &Path, scale: Scale) -> RunOptions {
         device_name: "cpu".into(),
         env: serde_json::json!({"git_rev": "abc123", "git_dirty": false, "threads": 1}),
         progress: false,
+        jobs: 1,
     }
 }
 
@@ -204,14 +205,16 @@ fn sample_claim_parses_with_every_field() {
         c.tolerance.for_metric("log_slope"),
         Tol {
             abs: 0.01,
-            rel: 1e-9
+            rel: 1e-9,
+            rule: TolRule::Override,
         }
     );
     assert_eq!(
         c.tolerance.for_metric("other"),
         Tol {
             abs: 1e-12,
-            rel: 1e-9
+            rel: 1e-9,
+            rule: TolRule::Default,
         }
     );
     assert_eq!(c.changelog.len(), 2);

@@ -22,8 +22,12 @@ pub struct TrainConfig {
     pub lr: f64,
     pub min_lr: f64,
     pub warmup_steps: usize,
-    /// AdamW decoupled weight decay (matrices only; see `optim`).
+    /// AdamW decoupled weight decay (matrices only unless `decay_gains`; see `optim`).
     pub weight_decay: f64,
+    /// Weight decay on every variable, normalisation gains included. Absent from saved
+    /// configs when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub decay_gains: bool,
     pub beta1: f64,
     pub beta2: f64,
     pub adam_eps: f64,
@@ -76,6 +80,7 @@ impl TrainConfig {
                 tied_embeddings: true,
                 max_seq_len: seq_len,
                 attn_variant: variant,
+                head_norm_init: 1.0,
                 zero_init: false,
             },
             tokenizer: TokenizerKind::Bytes,
@@ -86,6 +91,7 @@ impl TrainConfig {
             min_lr: 3e-4,
             warmup_steps: 100,
             weight_decay: 0.1,
+            decay_gains: false,
             beta1: 0.9,
             beta2: 0.95,
             adam_eps: 1e-8,
@@ -177,6 +183,10 @@ impl TrainConfig {
     pub fn is_ckpt_step(&self, step: usize) -> bool {
         step == self.steps || (self.ckpt_every > 0 && step.is_multiple_of(self.ckpt_every))
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// "cpu", "cuda" (device 0) or "cuda:N".

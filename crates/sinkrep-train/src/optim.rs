@@ -14,7 +14,8 @@
 //!
 //! Weight decay applies to the matrices (linear weights and the token embedding) and not
 //! to normalisation gains: any variable whose name ends in `norm.weight`, which includes
-//! the head-wise RMSNorm gain even when it is (H, Dh).
+//! the head-wise RMSNorm gain even when it is (H, Dh). With `decay_gains` every
+//! variable decays, gains included (what `torch.optim.AdamW(model.parameters())` does).
 
 use crate::{Result, TrainError};
 use std::collections::HashMap;
@@ -76,7 +77,14 @@ pub fn decays(name: &str, var: &Tensor) -> bool {
 
 impl AdamW {
     /// Zero moments for every trainable variable of `vs`, in name order.
-    pub fn new(vs: &VarStore, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> AdamW {
+    pub fn new(
+        vs: &VarStore,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+        decay_gains: bool,
+    ) -> AdamW {
         let mut vars: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
@@ -86,7 +94,7 @@ impl AdamW {
         let params = vars
             .into_iter()
             .map(|(name, var)| Param {
-                decay: decays(&name, &var),
+                decay: decay_gains || decays(&name, &var),
                 m: var.zeros_like(),
                 v: var.zeros_like(),
                 name,

@@ -344,6 +344,7 @@ impl<'d> Session<'d> {
             cfg.beta2,
             cfg.adam_eps,
             cfg.weight_decay,
+            cfg.decay_gains,
         );
         let train_sampler = Sampler::new(
             &data.train,

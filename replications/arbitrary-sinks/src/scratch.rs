@@ -6,9 +6,9 @@
 use crate::metrics::mean;
 use crate::plan::{Plan, EPS, PRIMARY_LAYERS};
 use sinkrep_analysis::{analyze, random_tokens, AnalyzeOptions, SinkReport};
-use sinkrep_headwise_rmsnorm::from_scratch_stage;
 use sinkrep_model::{Amplify, AmplifyMode, CenterMean, Interventions, Layers, MaskSelf, Model};
 use sinkrep_runner::{Cell, RunContext};
+use sinkrep_subjects::{from_scratch_stage, FromScratch, SCRATCH_SEEDS};
 
 /// The conditions, in table order.
 pub const CONDITIONS: [&str; 4] = ["baseline", "mask_self", "centered", "plain"];
@@ -53,10 +53,16 @@ fn report(
     Ok(analyze(model, seqs, &opts, &mut |_| {})?)
 }
 
-/// Trains the model, measures every (input, k, condition) cell, writes
-/// `scratch_cells.csv` and records `scratch.*` metrics (means over inputs and k).
+/// Trains (or reuses) the models, measures every (input, k, condition) cell on each,
+/// writes `scratch_cells.csv` for the first seed and records `scratch.*` metrics (means
+/// over inputs and k, then over the `SCRATCH_SEEDS` models, with their spread).
 pub fn run(ctx: &mut RunContext, plan: &Plan) -> anyhow::Result<()> {
-    let fs = from_scratch_stage(ctx)?;
+    let subjects = from_scratch_stage(ctx, SCRATCH_SEEDS)?;
+    let seeds: Vec<u64> = subjects.iter().map(|f| f.seed).collect();
+    ctx.per_seed(&seeds, |ctx, i| one(ctx, plan, &subjects[i], i == 0))
+}
+
+fn one(ctx: &mut RunContext, plan: &Plan, fs: &FromScratch, tables: bool) -> anyhow::Result<()> {
     let seed = fs.seed;
     let t = plan.seq_len.min(fs.config.seq_len);
     let n = plan.n_seqs.max(fs.windows.len().min(16));
@@ -117,6 +123,22 @@ pub fn run(ctx: &mut RunContext, plan: &Plan) -> anyhow::Result<()> {
         }
         Ok(())
     })?;
+    if tables {
+        write_cells(ctx, rows)?;
+    }
+    let names = metric_names();
+    let mut values = vec![fs.final_val_loss];
+    for samples in &acc {
+        let m = |f: fn(&(f64, f64, f64)) -> f64| mean(&samples.iter().map(f).collect::<Vec<_>>());
+        values.extend([m(|s| s.0), m(|s| s.1), m(|s| s.2)]);
+    }
+    for (name, v) in names.iter().zip(values) {
+        ctx.metric(name, v)?;
+    }
+    Ok(())
+}
+
+fn write_cells(ctx: &mut RunContext, rows: Vec<Vec<Cell>>) -> anyhow::Result<()> {
     ctx.write_csv(
         CELLS_CSV,
         &[
@@ -131,15 +153,6 @@ pub fn run(ctx: &mut RunContext, plan: &Plan) -> anyhow::Result<()> {
         ],
         rows,
     )?;
-    let names = metric_names();
-    let mut values = vec![fs.final_val_loss];
-    for samples in &acc {
-        let m = |f: fn(&(f64, f64, f64)) -> f64| mean(&samples.iter().map(f).collect::<Vec<_>>());
-        values.extend([m(|s| s.0), m(|s| s.1), m(|s| s.2)]);
-    }
-    for (name, v) in names.iter().zip(values) {
-        ctx.metric(name, v)?;
-    }
     Ok(())
 }
 

@@ -24,7 +24,7 @@ fn main() -> Result<()> {
     let Some(&(_, variant)) = VARIANTS.iter().find(|(n, _)| *n == name) else {
         bail!("unknown variant `{name}`");
     };
-    let s = Sizes::at(Scale::Cpu);
+    let s = Sizes::at(Scale::Cpu)?.subject;
     let mut cfg = s.train_config(variant, seed, "cpu");
     cfg.steps = steps;
     cfg.warmup_steps = s.warmup.max(steps / 10);

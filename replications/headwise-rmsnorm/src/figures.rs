@@ -245,5 +245,66 @@ pub fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Result<Vec<P
             .paths(),
         );
     }
+    out.extend(grid_figure(run_dir, fig_dir, style)?);
     Ok(out)
+}
+
+/// The sensitivity grid: paired validation-loss difference (head-wise − baseline) along
+/// training for each configuration, mean over seeds with its 95% t-interval.
+fn grid_figure(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Result<Vec<PathBuf>> {
+    let g = CsvTable::read(&run_dir.join("grid_curves.csv"))?;
+    let (cfgs, steps, diffs) = (
+        g.column("config")?,
+        g.column_f64("step")?,
+        g.column_f64("diff")?,
+    );
+    let mut acc: BTreeMap<String, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
+    for i in 0..cfgs.len() {
+        acc.entry(cfgs[i].to_string())
+            .or_default()
+            .entry(steps[i] as u64)
+            .or_default()
+            .push(diffs[i]);
+    }
+    let mut series = Vec::new();
+    for (cfg, m) in &acc {
+        let ci = |sign: f64| -> Vec<(f64, f64)> {
+            m.iter()
+                .map(|(x, v)| {
+                    let n = v.len();
+                    let mu = mean(v);
+                    let sd = (v.iter().map(|y| (y - mu).powi(2)).sum::<f64>()
+                        / (n.max(2) - 1) as f64)
+                        .sqrt();
+                    let t = sinkrep_runner::stats::t975(n);
+                    (*x as f64, mu + sign * t * sd / (n as f64).sqrt())
+                })
+                .collect()
+        };
+        series.push(Series {
+            name: format!("{cfg} (mean)"),
+            points: stat(m, mean),
+        });
+        series.push(Series {
+            name: format!("{cfg} (95% lo)"),
+            points: ci(-1.0),
+        });
+        series.push(Series {
+            name: format!("{cfg} (95% hi)"),
+            points: ci(1.0),
+        });
+    }
+    Ok(line_chart(
+        style,
+        &fig_dir.join("grid_paired_val_loss"),
+        &LineChart {
+            title: "Head-wise − baseline validation loss by configuration (mean, 95% CI)",
+            x_label: "step",
+            y_label: "paired val-loss difference (nats/token)",
+            series: &series,
+            log_x: false,
+            log_y: false,
+        },
+    )?
+    .paths())
 }

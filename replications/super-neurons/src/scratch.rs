@@ -1,16 +1,28 @@
 //! "From scratch": the sink census and the super-neuron scan repeated on the small
-//! decoder the training harness pre-trains at this scale (headwise-rmsnorm's baseline
-//! sizes and procedure), on random byte sequences and on validation windows.
+//! decoder the training harness pre-trains at this scale (`sinkrep-subjects`' baseline
+//! subject: claim 4's judged configuration), on random byte sequences and on validation
+//! windows, for `SCRATCH_SEEDS` independently trained models.
 
 use crate::{census_metrics, study, write_census_to, Sizes};
 use sinkrep_analysis::{random_tokens, SinkReport};
-use sinkrep_headwise_rmsnorm::from_scratch_stage;
 use sinkrep_runner::RunContext;
+use sinkrep_subjects::{from_scratch_stage, SCRATCH_SEEDS};
 
-/// Trains the model, runs both censuses, writes `scratch_census_layers.csv` and
-/// `scratch_alpha_per_head.csv`, and records `scratch.*` metrics.
+/// Trains (or reuses) the models, runs both censuses on each, writes
+/// `scratch_census_layers.csv` and `scratch_alpha_per_head.csv` for the first seed, and
+/// records `scratch.*` metrics as means over the seeds (with their spread).
 pub fn run(ctx: &mut RunContext, sizes: &Sizes) -> anyhow::Result<()> {
-    let fs = from_scratch_stage(ctx)?;
+    let subjects = from_scratch_stage(ctx, SCRATCH_SEEDS)?;
+    let seeds: Vec<u64> = subjects.iter().map(|f| f.seed).collect();
+    ctx.per_seed(&seeds, |ctx, i| one(ctx, sizes, &subjects[i], i == 0))
+}
+
+fn one(
+    ctx: &mut RunContext,
+    sizes: &Sizes,
+    fs: &sinkrep_subjects::FromScratch,
+    tables: bool,
+) -> anyhow::Result<()> {
     let seed = fs.seed;
     let t = sizes.seq_len.min(fs.config.seq_len);
     let random = random_tokens(sizes.random_seqs, t, fs.model.config.vocab_size, seed);
@@ -21,12 +33,14 @@ pub fn run(ctx: &mut RunContext, sizes: &Sizes) -> anyhow::Result<()> {
     let (rand_rep, text_rep) = ctx.stage("scratch-census", |_| {
         Ok::<_, anyhow::Error>((census(&random)?, census(&text)?))
     })?;
-    ctx.write_json("scratch_census_text.json", &text_rep)?;
-    write_census_to(
-        ctx,
-        "scratch_",
-        &[("text", &text_rep), ("random", &rand_rep)],
-    )?;
+    if tables {
+        ctx.write_json("scratch_census_text.json", &text_rep)?;
+        write_census_to(
+            ctx,
+            "scratch_",
+            &[("text", &text_rep), ("random", &rand_rep)],
+        )?;
+    }
     census_metrics(ctx, "scratch.", &text_rep, &rand_rep)?;
     ctx.metric("scratch.val_loss", fs.final_val_loss)?;
     for (name, r) in [("text", &text_rep), ("random", &rand_rep)] {

@@ -143,6 +143,7 @@ impl Sizes {
             tied_embeddings: false,
             max_seq_len: self.init_seq_len,
             attn_variant: AttnVariant::Baseline,
+            head_norm_init: 1.0,
             zero_init: false,
         }
     }
