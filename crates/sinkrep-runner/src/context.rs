@@ -435,7 +435,7 @@ impl RunContext {
         E: From<Error>,
     {
         let mut runs: Vec<BTreeMap<String, f64>> = Vec::with_capacity(seeds.len());
-        for i in 0..seeds.len() {
+        for (i, seed) in seeds.iter().enumerate() {
             if self.capture.is_some() {
                 return Err(Error::Metric {
                     name: "per_seed".into(),
@@ -450,7 +450,7 @@ impl RunContext {
             if let Some(first) = runs.first() {
                 if !first.keys().eq(got.keys()) {
                     return Err(Error::Metric {
-                        name: format!("seed {}", seeds[i]),
+                        name: format!("seed {seed}"),
                         why: "recorded other metric names than the first seed".into(),
                     }
                     .into());

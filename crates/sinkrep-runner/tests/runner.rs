@@ -374,6 +374,127 @@ fn verdicts_count_nan_and_missing_as_not_holding() {
     assert!(Op::Le.holds(-0.8, -0.8) && !Op::Lt.holds(-0.8, -0.8));
 }
 
+const INTERVAL_CLAIM: &str = r#"
+id = "toy-interval"
+version = 1
+title = "t"
+claim = "c"
+statement = "s"
+scales = ["smoke"]
+
+[[check]]
+id = "lower"
+metric = "diff"
+op = "<"
+threshold = 0.0
+interval = true
+description = "d"
+
+[tolerance]
+default_abs = 1e-6
+default_rel = 0.0
+seed_spread_k = 5.0
+
+[[changelog]]
+version = 1
+date = "2026-12-02"
+change = "c"
+"#;
+
+fn interval_metrics(mean: f64, lo: f64, hi: f64) -> Metrics {
+    let mut m = Metrics::new();
+    m.insert("diff".into(), Some(mean));
+    m.insert("diff.ci95_lo".into(), Some(lo));
+    m.insert("diff.ci95_hi".into(), Some(hi));
+    m
+}
+
+/// An interval check holds only when the whole interval is on the claimed side, fails
+/// only when the whole interval is on the other side, and is undecided in between.
+#[test]
+fn interval_checks_hold_fail_or_stay_undecided() {
+    let c = Claim::parse(INTERVAL_CLAIM, "claim.toml").unwrap();
+    assert!(c.checks[0].interval);
+    let judge = |mean, lo, hi| evaluate(&c, Scale::Smoke, &interval_metrics(mean, lo, hi));
+    let v = judge(-0.05, -0.08, -0.02);
+    assert_eq!(v.checks[0].outcome(), Outcome::Holds);
+    assert_eq!((v.verdict, v.undecided), (Verdict::Holds, 0));
+    assert_eq!(v.checks[0].interval, Some([-0.08, -0.02]));
+    let v = judge(0.05, 0.02, 0.08);
+    assert_eq!(v.checks[0].outcome(), Outcome::DoesNotHold);
+    // A point value below the threshold is not enough when the interval straddles it.
+    let v = judge(-0.01, -0.03, 0.01);
+    assert_eq!(v.checks[0].outcome(), Outcome::Undecided);
+    assert!(!v.checks[0].holds);
+    assert_eq!(
+        (v.verdict, v.passed, v.undecided),
+        (Verdict::DoesNotHold, 0, 1)
+    );
+    // A missing bound does not hold, with a note naming it.
+    let mut m = interval_metrics(-0.05, -0.08, -0.02);
+    m.remove("diff.ci95_hi");
+    let v = evaluate(&c, Scale::Smoke, &m);
+    assert_eq!(v.checks[0].outcome(), Outcome::DoesNotHold);
+    assert!(v.checks[0]
+        .note
+        .as_deref()
+        .unwrap()
+        .contains("diff.ci95_hi"));
+    // Verdicts round-trip through JSON with their outcome.
+    let v = judge(-0.01, -0.03, 0.01);
+    let back: Verdicts = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+    assert_eq!(back, v);
+}
+
+/// Metrics recorded over seeds get k standard errors of the baseline's spread; other
+/// metrics keep the static tolerance; the rule is named.
+#[test]
+fn seed_spread_tolerances_follow_the_baseline_spread() {
+    let c = Claim::parse(INTERVAL_CLAIM, "claim.toml").unwrap();
+    let mut base = Metrics::new();
+    for (k, v) in [
+        ("loss", 2.0),
+        ("loss.sd", 0.04),
+        ("loss.n", 4.0),
+        ("loss.ci95_lo", 1.94),
+        ("loss.ci95_hi", 2.06),
+        ("loss.seed3", 2.01),
+        ("pretrained", 1.0),
+    ] {
+        base.insert(k.into(), Some(v));
+    }
+    let t = |name: &str| c.tolerance.for_metric_in(name, &base);
+    let se = 0.04 / 2.0;
+    assert!((t("loss").abs - 5.0 * se).abs() < 1e-12);
+    assert!(matches!(t("loss").rule, TolRule::SeedSpread { .. }));
+    assert!((t("loss.seed3").abs - 5.0 * 0.04).abs() < 1e-12);
+    assert!((t("loss.sd").abs - 5.0 * 0.04 / 6f64.sqrt()).abs() < 1e-12);
+    assert!(t("loss.ci95_hi").abs > t("loss").abs);
+    assert_eq!(t("loss.n").rule, TolRule::Default);
+    assert_eq!(t("pretrained").rule, TolRule::Default);
+    assert_eq!(t("pretrained").abs, 1e-6);
+    // A shift of 4 SE passes, one of 6 SE drifts.
+    let mut now = base.clone();
+    now.insert("loss".into(), Some(2.0 + 4.0 * se));
+    let rows = verify::compare_metrics(&c, &base, &now);
+    assert!(rows.iter().all(|r| r.status == DriftStatus::Ok));
+    now.insert("loss".into(), Some(2.0 + 6.0 * se));
+    let rows = verify::compare_metrics(&c, &base, &now);
+    let bad: Vec<_> = rows
+        .iter()
+        .filter(|r| r.status != DriftStatus::Ok)
+        .collect();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].metric, "loss");
+    // Without seed_spread_k the same shift is judged by the static tolerance.
+    let strict = Claim::parse(&INTERVAL_CLAIM.replace("seed_spread_k = 5.0", ""), "c").unwrap();
+    now.insert("loss".into(), Some(2.0 + 4.0 * se));
+    let rows = verify::compare_metrics(&strict, &base, &now);
+    assert!(rows
+        .iter()
+        .any(|r| r.metric == "loss" && r.status == DriftStatus::Drift));
+}
+
 #[test]
 fn a_nan_metric_is_recorded_as_null_and_fails_its_check() {
     let dir = tempfile::tempdir().unwrap();
@@ -1112,4 +1233,26 @@ fn input_hashes_are_cached_by_path_size_and_mtime() {
     let third = cached_file_record(&p).unwrap();
     assert_eq!(third.size, 6);
     assert_eq!(third.sha256, sinkrep_inputs::sha256_bytes(b"hello!"));
+}
+
+/// Per-scale protocol sizes come from the claim file; unknown keys and scales the claim
+/// does not declare are errors naming the file.
+#[test]
+fn scale_params_deserialise_strictly() {
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Sizes {
+        steps: usize,
+    }
+    let with = |table: &str| format!("{INTERVAL_CLAIM}\n{table}");
+    let c = Claim::parse(&with("[scale.smoke]\nsteps = 7\n"), "claim.toml").unwrap();
+    assert_eq!(c.scale_params::<Sizes>(Scale::Smoke).unwrap().steps, 7);
+    let c = Claim::parse(&with("[scale.smoke]\nsteps = 7\nstpes = 8\n"), "claim.toml").unwrap();
+    let e = c
+        .scale_params::<Sizes>(Scale::Smoke)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("claim.toml") && e.contains("stpes"), "{e}");
+    let e = Claim::parse(&with("[scale.gpu]\nsteps = 7\n"), "claim.toml").unwrap_err();
+    assert!(e.to_string().contains("scale.gpu"), "{e}");
 }

@@ -477,11 +477,6 @@ fn train_subject(
         .last()
         .cloned()
         .context("training left no final checkpoint")?;
-    // The optimizer moments are only for resuming; the subject is final.
-    let optim = checkpoint.join(sinkrep_train::checkpoint::OPTIM_FILE);
-    if optim.exists() {
-        std::fs::remove_file(&optim).with_context(|| format!("removing {}", optim.display()))?;
-    }
     Ok(Trained {
         key: dir
             .file_name()

@@ -407,7 +407,8 @@ fn paired_metrics(
         &format!("paired.abs_log_out_var_ratio.{other}_minus_baseline"),
         &per_seed(&|b, o| parity(o) - parity(b)),
     )?;
-    let ratios: [(&str, fn(&EvalPoint) -> f64); 3] = [
+    type Of = fn(&EvalPoint) -> f64;
+    let ratios: [(&str, Of); 3] = [
         ("dom_ratio_max", |e| e.dom_ratio_max),
         ("dom_ratio_mean", |e| e.dom_ratio_mean),
         ("eff_rank", |e| e.eff_rank),
