@@ -19,6 +19,11 @@ pub struct EnvInfo {
     pub cuda_device_count: i64,
     pub cuda_device_name: Option<String>,
     pub threads: i32,
+    /// `model name` of /proc/cpuinfo: absolute speeds and low bits differ between CPUs.
+    pub cpu_model: String,
+    /// The ISA features that change kernels (and so low bits and speed): amx_bf16,
+    /// avx512_bf16, avx512f, avx2, present or not.
+    pub cpu_isa: Vec<String>,
     pub cache_root: String,
     pub inputs_dir: String,
     pub venv_dir: String,
@@ -54,7 +59,27 @@ fn cuda_device_name() -> Option<String> {
     (out.status.success() && !s.is_empty()).then_some(s)
 }
 
+/// (model name, ISA features of interest) from /proc/cpuinfo; "unknown" elsewhere.
+pub fn cpu_info() -> (String, Vec<String>) {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let flags = field("flags").unwrap_or_default();
+    let have: Vec<&str> = flags.split_whitespace().collect();
+    let isa = ["amx_bf16", "avx512_bf16", "avx512f", "avx2"]
+        .into_iter()
+        .filter(|f| have.contains(f))
+        .map(String::from)
+        .collect();
+    (field("model name").unwrap_or_else(|| "unknown".into()), isa)
+}
+
 pub fn collect() -> EnvInfo {
+    let (cpu_model, cpu_isa) = cpu_info();
     let cache = sinkrep_inputs::Cache::default();
     let (git_revision, git_dirty) = git_state();
     let cuda_available = tch::Cuda::is_available();
@@ -72,6 +97,8 @@ pub fn collect() -> EnvInfo {
             None
         },
         threads: tch::get_num_threads(),
+        cpu_model,
+        cpu_isa,
         cache_root: cache.root.display().to_string(),
         inputs_dir: cache.inputs_dir().display().to_string(),
         venv_dir: cache.venv_dir(torch_base_version()).display().to_string(),
@@ -105,6 +132,7 @@ pub fn print(json: bool) -> Result<()> {
         None => println!("cuda      no"),
     }
     println!("threads   {}", info.threads);
+    println!("cpu       {} ({})", info.cpu_model, info.cpu_isa.join(", "));
     println!("cache     {}", info.cache_root);
     println!("inputs    {}", info.inputs_dir);
     println!("venv      {}", info.venv_dir);

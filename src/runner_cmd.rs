@@ -36,7 +36,8 @@ fn default_scale() -> Scale {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Replication id, or `all`.
+    /// Replication id, several ids separated by commas (they share one invocation, so a
+    /// model they all need is trained once), or `all`.
     #[arg(default_value = "all")]
     pub id: String,
     /// smoke (CI, seconds), cpu (default without CUDA), gpu (default with CUDA).
@@ -155,7 +156,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let ids: Vec<String> = if a.id == "all" {
         vec![]
     } else {
-        vec![a.id.clone()]
+        a.id.split(',').map(|s| s.trim().to_string()).collect()
     };
     let res = run_replications_with(&reg, &ids, &opts, &mut |e| eprintln!("{e}"));
     match res {
