@@ -96,6 +96,15 @@ replicate-all *ARGS: setup
 update-baselines SCALE="smoke":
     just sinkrep verify --scale {{SCALE}} --update
 
+# Seeded corruption fuzz of the GGUF reader over both pinned files' headers, metadata and
+# tensor tables: N corruptions per file (default 50,000, so 10^5 in all; CI's test runs a
+# few hundred). Under a 3 GiB address-space limit, so an allocation sized from a corrupt
+# count (anything near the file sizes or beyond) aborts the run instead of passing.
+fuzz N="50000": _venv
+    just sinkrep fetch smollm2-135m-instruct gemma3-270m
+    cargo test --release -p sinkrep-gguf --test gguf --no-run --quiet
+    ulimit -v 3145728 && SINKREP_FUZZ_N={{N}} cargo test --release -p sinkrep-gguf --test gguf pinned_headers_survive_seeded_corruption -- --nocapture
+
 # Criterion benchmarks (`just bench -- --save-baseline X` to compare later).
 bench *ARGS: _venv
     cargo bench --bench model "$@"

@@ -33,6 +33,34 @@ fn values(n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// ROWS x COLS values of a k-quant type as random super-blocks with finite scales.
+fn k_quant_blocks(t: GgmlType) -> Vec<u8> {
+    let (per_block, size) = t.block_layout().expect("k-quant layout");
+    let n_blocks = ROWS * COLS / per_block as usize;
+    let size = size as usize;
+    let mut state = 7u64;
+    let mut bytes: Vec<u8> = (0..n_blocks * size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let scale = 0.01f32;
+    let d = half::f16::from_f32(scale).to_bits().to_le_bytes();
+    for b in bytes.chunks_exact_mut(size) {
+        match t {
+            GgmlType::Q4_K => {
+                b[..2].copy_from_slice(&d);
+                b[2..4].copy_from_slice(&d);
+            }
+            _ => b[size - 2..].copy_from_slice(&d),
+        }
+    }
+    bytes
+}
+
 fn dequant(c: &mut Criterion) {
     let types = [
         GgmlType::F32,
@@ -41,13 +69,21 @@ fn dequant(c: &mut Criterion) {
         GgmlType::Q8_0,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
+        GgmlType::Q5_0,
     ];
+    // The k-quants have no quantiser here: their super-blocks are random bytes with
+    // fixed, finite f16 scales (d, and dmin for Q4_K), written raw.
+    let k_quants = [GgmlType::Q4_K, GgmlType::Q6_K];
     let data = values(ROWS * COLS);
     let mut w = GgufWriter::new();
     w.add_metadata("general.architecture", "bench");
     for t in types {
         w.add_tensor_f32(&t.name(), &[ROWS, COLS], t, &data)
             .expect("encode bench tensor");
+    }
+    for t in k_quants {
+        w.add_tensor_raw(&t.name(), &[ROWS, COLS], t, k_quant_blocks(t))
+            .expect("raw bench tensor");
     }
     let file = GgufFile::from_bytes(w.to_bytes().expect("serialise")).expect("parse");
     let mut out = vec![0.0f32; ROWS * COLS];
@@ -57,7 +93,7 @@ fn dequant(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .throughput(Throughput::Elements((ROWS * COLS) as u64));
-    for t in types {
+    for t in types.into_iter().chain(k_quants) {
         let name = t.name();
         g.bench_function(name.as_str(), |b| {
             b.iter(|| file.tensor_f32_into(&name, &mut out).expect("decode"))

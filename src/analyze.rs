@@ -5,8 +5,8 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use sinkrep_analysis::{analyze, random_tokens, AnalyzeOptions, SinkReport};
 use sinkrep_model::{
-    Ablate, AblateKind, Amplify, AmplifyMode, CenterMean, GgufFile, GgufTokenizer, Interventions,
-    Layers, MaskSelf, Model, Precision,
+    Ablate, AblateKind, Amplify, AmplifyMode, CenterMean, Decoder, GgufFile, GgufTokenizer,
+    Interventions, Layers, MaskSelf, Precision,
 };
 use std::path::PathBuf;
 
@@ -37,10 +37,11 @@ impl DeviceArg {
 /// What to analyse and how.
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
-    /// GGUF checkpoint (LLaMA family). Default: the pinned SmolLM2-135M-Instruct, fetched
-    /// and checksum-verified on first use.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    /// A GGUF checkpoint (LLaMA family or Gemma-3), or a pinned model's alias:
+    /// `smollm2-135m` (SmolLM2-135M-Instruct, the default) or `gemma3-270m` (Gemma-3-270M,
+    /// under Google's Gemma terms); an alias is fetched and checksum-verified on first use.
+    #[arg(long, value_name = "PATH|ALIAS")]
+    pub model: Option<String>,
     /// Analyse this text (one sequence).
     #[arg(long, group = "input")]
     pub text: Option<String>,
@@ -59,10 +60,12 @@ pub struct AnalyzeArgs {
     /// Seed of the random token ids.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// The position whose sink status is reported (K).
+    /// The position whose sink status is reported (K): 0, the BOS for models that add one
+    /// (Gemma-3), else the first text token. When K is a BOS, the first text token's
+    /// column (position 1) is reported beside it.
     #[arg(long, default_value_t = 0)]
     pub sink_pos: usize,
-    /// Threshold on alpha_K for Sink_K^eps.
+    /// Threshold on alpha_K for Sink_K^eps, in (0, 1).
     #[arg(long, default_value_t = 0.3)]
     pub eps: f64,
     /// Sequences per forward pass.
@@ -153,37 +156,91 @@ pub struct InterveneArgs {
 
 /// The model, its tokenizer, and where they came from.
 pub struct Loaded {
-    pub model: Model,
+    pub model: Box<dyn Decoder>,
     pub tokenizer: GgufTokenizer,
     pub path: PathBuf,
 }
 
-pub fn default_model_path() -> Result<PathBuf> {
-    Ok(sinkrep_analysis::pinned::model_path()?)
+/// The GGUF that `--model` names: a pinned alias (fetched and verified on first use, its
+/// notice printed then) or a path; the pinned SmolLM2 when absent.
+pub fn model_path(model: Option<&str>) -> Result<PathBuf> {
+    use sinkrep_analysis::pinned::MODEL_ALIASES;
+    let name = model.unwrap_or(MODEL_ALIASES[0].0);
+    match MODEL_ALIASES.iter().find(|a| a.0 == name) {
+        Some((_, input, file)) => {
+            crate::fetch_inputs(&[input.to_string()])?;
+            let dir = sinkrep_inputs::present(input)
+                .with_context(|| format!("pinned input `{input}` is not ready after fetching"))?;
+            Ok(dir.join(file))
+        }
+        None => {
+            let p = PathBuf::from(name);
+            if !p.is_file() {
+                let aliases: Vec<&str> = MODEL_ALIASES.iter().map(|a| a.0).collect();
+                bail!(
+                    "--model {name}: no such file, and not a pinned model (aliases: {})",
+                    aliases.join(", ")
+                );
+            }
+            Ok(p)
+        }
+    }
 }
 
 /// Loads the model of `a` on its device, in its precision.
 pub fn load_for(a: &AnalyzeArgs) -> Result<Loaded> {
-    let mut loaded = load(a.model.as_ref(), a.device.resolve()?)?;
+    let mut loaded = load(a.model.as_deref(), a.device.resolve()?)?;
     loaded.model.set_precision(a.precision.into(), true);
     Ok(loaded)
 }
 
-pub fn load(model: Option<&PathBuf>, device: tch::Device) -> Result<Loaded> {
-    let path = match model {
-        Some(p) => p.clone(),
-        None => default_model_path()?,
-    };
+pub fn load(model: Option<&str>, device: tch::Device) -> Result<Loaded> {
+    let path = model_path(model)?;
     let file = GgufFile::open(&path).context("loading the model")?;
     let tokenizer = GgufTokenizer::from_gguf(&file)
         .with_context(|| format!("tokenizer of {}", path.display()))?;
-    let model =
-        Model::from_gguf(&file, device).with_context(|| format!("model of {}", path.display()))?;
+    let model = sinkrep_model::load_gguf(&file, device)
+        .with_context(|| format!("model of {}", path.display()))?;
     Ok(Loaded {
         model,
         tokenizer,
         path,
     })
+}
+
+/// Refuses out-of-range numbers before anything is loaded, one line each.
+pub fn check_args(a: &AnalyzeArgs) -> Result<()> {
+    if !(a.eps > 0.0 && a.eps < 1.0) {
+        bail!(
+            "--eps must be in (0, 1) (a share of attention), got {}",
+            a.eps
+        );
+    }
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    if a.seq_len == 0 {
+        bail!("--seq-len must be at least 1");
+    }
+    if a.max_seqs == 0 {
+        bail!("--max-seqs must be at least 1");
+    }
+    if a.random == Some(0) {
+        bail!("--random must be at least 1");
+    }
+    if (a.random.is_some() || a.text_file.is_some()) && a.sink_pos >= a.seq_len {
+        bail!(
+            "--sink-pos {} is outside the {}-token sequences (--seq-len)",
+            a.sink_pos,
+            a.seq_len
+        );
+    }
+    Ok(())
+}
+
+/// The first text token's position: 1 when the tokenizer adds a BOS, else 0.
+fn first_text_pos(tok: &GgufTokenizer) -> usize {
+    usize::from(tok.add_bos())
 }
 
 /// The token sequences the arguments ask for.
@@ -197,24 +254,36 @@ pub fn sequences(a: &AnalyzeArgs, loaded: &Loaded) -> Result<Vec<Vec<i64>>> {
             .map(i64::from)
             .collect())
     };
+    // With a BOS-adding tokenizer (Gemma-3) every sequence starts with BOS, as the model
+    // was trained: position 0 is the BOS, the text follows.
+    let bos: Vec<i64> = if tok.add_bos() {
+        tok.bos_id().map(i64::from).into_iter().collect()
+    } else {
+        Vec::new()
+    };
     if let Some(text) = &a.text {
         let ids = encode(text)?;
-        if ids.is_empty() {
+        if ids.len() <= bos.len() {
             bail!("--text is empty after tokenization");
         }
         return Ok(vec![ids]);
     }
-    if a.seq_len == 0 {
-        bail!("--seq-len must be at least 1");
+    if a.seq_len <= bos.len() {
+        bail!("--seq-len must leave room for text after the BOS (at least 2)");
     }
     if let Some(path) = &a.text_file {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let ids = encode(&text)?;
+        let ids: Vec<i64> = tok
+            .encode_with_bos(&text, false)
+            .context("tokenizing")?
+            .into_iter()
+            .map(i64::from)
+            .collect();
         let seqs: Vec<Vec<i64>> = ids
-            .chunks_exact(a.seq_len)
+            .chunks_exact(a.seq_len - bos.len())
             .take(a.max_seqs)
-            .map(<[i64]>::to_vec)
+            .map(|w| [bos.as_slice(), w].concat())
             .collect();
         if seqs.is_empty() {
             bail!(
@@ -230,12 +299,16 @@ pub fn sequences(a: &AnalyzeArgs, loaded: &Loaded) -> Result<Vec<Vec<i64>>> {
         if n == 0 {
             bail!("--random must be at least 1");
         }
-        return Ok(random_tokens(
+        let seqs = random_tokens(
             n,
-            a.seq_len,
-            loaded.model.config.vocab_size,
+            a.seq_len - bos.len(),
+            loaded.model.config().vocab_size,
             a.seed,
-        ));
+        );
+        return Ok(seqs
+            .into_iter()
+            .map(|s| [bos.as_slice(), &s].concat())
+            .collect());
     }
     bail!("say what to analyse: --text STR, --text-file FILE or --random N")
 }
@@ -269,10 +342,11 @@ pub fn report(
         eps: a.eps,
         batch: a.batch,
         interventions,
+        compare_pos: Some(first_text_pos(&loaded.tokenizer)),
         ..AnalyzeOptions::default()
     };
     let pb = progress(seqs.len());
-    let mut rep = analyze(&loaded.model, seqs, &opts, &mut |done| {
+    let mut rep = analyze(loaded.model.as_ref(), seqs, &opts, &mut |done| {
         pb.set_position(done as u64)
     })?;
     pb.finish_and_clear();
@@ -286,6 +360,7 @@ pub fn report(
 }
 
 pub fn run_analyze(a: &AnalyzeArgs) -> Result<()> {
+    check_args(a)?;
     let loaded = load_for(a)?;
     let seqs = sequences(a, &loaded)?;
     let rep = report(&loaded, &seqs, a, Interventions::default())?;
@@ -372,20 +447,24 @@ struct InterveneOutput<'a> {
 
 pub fn run_intervene(i: &InterveneArgs) -> Result<()> {
     let a = &i.analyze;
+    check_args(a)?;
+    if let Some(lambda) = i.amplify.filter(|l| !l.is_finite()) {
+        bail!("--amplify must be a finite number, got {lambda}");
+    }
     let loaded = load_for(a)?;
     if let Some(bad) = i
         .ablate
         .iter()
         .filter_map(|s| s.split_once(':'))
         .filter_map(|(_, c)| c.trim().parse::<usize>().ok())
-        .find(|&c| c >= loaded.model.config.d_ff)
+        .find(|&c| c >= loaded.model.config().d_ff)
     {
         bail!(
             "FFN channel {bad} does not exist (the model has {})",
-            loaded.model.config.d_ff
+            loaded.model.config().d_ff
         );
     }
-    let iv = interventions(i, loaded.model.config.n_layers)?;
+    let iv = interventions(i, loaded.model.config().n_layers)?;
     let seqs = sequences(a, &loaded)?;
     let before = report(&loaded, &seqs, a, Interventions::default())?;
     let after = report(&loaded, &seqs, a, iv.clone())?;
@@ -404,8 +483,9 @@ pub fn run_intervene(i: &InterveneArgs) -> Result<()> {
 
 fn print_table(loaded: &Loaded, rep: &SinkReport, before: Option<&SinkReport>) {
     println!(
-        "model {} | {} sequence(s) x {} tokens | sink position {} | eps {} | {} matmuls",
+        "model {} ({}) | {} sequence(s) x {} tokens | sink position {} | eps {} | {} matmuls",
         loaded.path.display(),
+        loaded.model.family(),
         rep.n_sequences,
         rep.n_tokens,
         rep.sink_pos,
@@ -418,13 +498,35 @@ fn print_table(loaded: &Loaded, rep: &SinkReport, before: Option<&SinkReport>) {
     if let Some(nt) = &rep.next_token {
         println!("next token: {} {:?}", nt.id, nt.text);
     }
+    let k_is = if loaded.tokenizer.add_bos() && rep.sink_pos == 0 {
+        "the BOS"
+    } else if !loaded.tokenizer.add_bos() && rep.sink_pos == 0 {
+        "the first text token; this model adds no BOS"
+    } else {
+        "a text token"
+    };
+    println!("K = {} is {k_is}", rep.sink_pos);
+    for note in &rep.site_notes {
+        println!("site: {note}");
+    }
     let b = |f: fn(&sinkrep_analysis::LayerReport) -> f64, l: usize| {
         before
             .map(|r| format!(" ({:.3})", f(&r.layers[l])))
             .unwrap_or_default()
     };
+    let cmp_head = rep
+        .compare_sink_metric
+        .as_ref()
+        .map(|c| {
+            format!(
+                " {:>9} {:>9}",
+                format!("mass@{}", c.pos),
+                format!("frac@{}", c.pos)
+            )
+        })
+        .unwrap_or_default();
     println!(
-        "{:>5} {:>18} {:>18} {:>12} {:>12} {:>12} {:>12}  top FFN channel at K",
+        "{:>5} {:>18} {:>18}{cmp_head} {:>12} {:>12} {:>12} {:>12}  top FFN channel at K",
         "layer", "attn_mass", "sink_frac", "agg_var_rat", "dom_ratio", "maxabs_K", "maxabs_rest"
     );
     for l in &rep.layers {
@@ -433,8 +535,13 @@ fn print_table(loaded: &Loaded, rep: &SinkReport, before: Option<&SinkReport>) {
             .first()
             .map(|c| format!("{} = {:.1}", c.channel, c.value))
             .unwrap_or_default();
+        let cmp = l
+            .compare
+            .as_ref()
+            .map(|c| format!(" {:>9.3} {:>9.3}", c.attn_mass, c.sink_frac))
+            .unwrap_or_default();
         println!(
-            "{:>5} {:>18} {:>18} {:>12.3} {:>12.2} {:>12.2} {:>12.2}  {}",
+            "{:>5} {:>18} {:>18}{cmp} {:>12.3} {:>12.2} {:>12.2} {:>12.2}  {}",
             l.layer,
             format!("{:.3}{}", l.attn_mass, b(|r| r.attn_mass, l.layer)),
             format!("{:.3}{}", l.sink_frac, b(|r| r.sink_frac, l.layer)),
@@ -452,6 +559,12 @@ fn print_table(loaded: &Loaded, rep: &SinkReport, before: Option<&SinkReport>) {
         "Sink_{}^{} = {:.1}%{}",
         rep.sink_pos, rep.eps, rep.sink_metric.value, before_metric
     );
+    if let Some(c) = &rep.compare_sink_metric {
+        println!(
+            "Sink_{}^{} = {:.1}% (the first text token, beside the BOS)",
+            c.pos, c.eps, c.value
+        );
+    }
     println!("super neurons ({}):", rep.super_neuron_criterion);
     if rep.super_neurons.is_empty() {
         println!("  none");

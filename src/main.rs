@@ -93,6 +93,9 @@ pub fn fetch_inputs(ids: &[String]) -> Result<()> {
         let outcome = cache
             .fetch(input, &python)
             .with_context(|| format!("fetching input `{}`", input.id))?;
+        if let (Some(notice), sinkrep_inputs::FetchOutcome::Downloaded) = (&input.notice, outcome) {
+            eprintln!("{notice}");
+        }
         if was_ready && !ids.is_empty() {
             continue; // quiet when another command asks for an input that is present
         }

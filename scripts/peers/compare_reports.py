@@ -61,6 +61,13 @@ def main():
              if k not in R]
     for i, (x, y) in enumerate(zip(A.get("last_logits_head", []), B.get("last_logits_head", []))):
         diff("last_logits_head", f"id {i}", x, y)
+    # The 10 largest logits: same ids, close values.
+    ta = {i: v for i, v in A.get("last_logits_top", [])}
+    tb = {i: v for i, v in B.get("last_logits_top", [])}
+    if ta and tb and list(ta) != list(tb):
+        fails.append(f"last_logits_top ids: {list(ta)} vs {list(tb)}")
+    for i in sorted(set(ta) & set(tb)):
+        diff("last_logits_top", f"id {i}", ta[i], tb[i])
     if "sink_metric" in A and "sink_metric" in B:
         diff("sink_metric.value", "-", A["sink_metric"]["value"], B["sink_metric"]["value"])
     for la, lb in zip(A["layers"], B["layers"]):

@@ -208,7 +208,8 @@ def main():
         return tok
 
     if a.text is not None:
-        rows = [tokenizer()(a.text)["input_ids"]]  # the GGUF says add_bos_token = false: no BOS
+        # BOS as the GGUF says (add_bos_token: false for SmolLM2, true for Gemma-3).
+        rows = [tokenizer()(a.text)["input_ids"]]
     elif a.random is not None:
         rows = splitmix_ids(a.random, a.seq_len, a.seed, vocab)
     elif max(map(max, rows)) >= vocab:
@@ -234,6 +235,9 @@ def main():
         nid = int(head.argmax())
         rep["next_token"] = {"id": nid, "text": tok.decode([nid])}
     rep["last_logits_head"] = [float(v) for v in head[:16]]
+    if N == 1:
+        top = head.topk(10)
+        rep["last_logits_top"] = [[int(i), float(v)] for v, i in zip(top.values, top.indices)]
     rep["layers"] = layers
     rep["sink_metric"] = {"eps": a.eps, "value": sink}
     text = json.dumps(rep, indent=1)

@@ -117,3 +117,112 @@ fn intervene_rejects_bad_specs() {
     let out = sinkrep(&["intervene", "--text", "hi", "--amplify", "2"]);
     assert_eq!(out.status.code(), Some(2), "--amplify without --layers");
 }
+
+/// Out-of-range numbers are refused before the model loads, with one line naming the
+/// flag (`--eps 2` used to run and print a report).
+#[test]
+fn out_of_range_flags_are_refused_in_one_line() {
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["analyze", "--text", "hi", "--eps", "2"],
+            "--eps must be in (0, 1)",
+        ),
+        (
+            &["analyze", "--text", "hi", "--eps", "0"],
+            "--eps must be in (0, 1)",
+        ),
+        (
+            &["analyze", "--text", "hi", "--eps", "NaN"],
+            "--eps must be in (0, 1)",
+        ),
+        (
+            &["analyze", "--text", "hi", "--batch", "0"],
+            "--batch must be at least 1",
+        ),
+        (&["analyze", "--random", "0"], "--random must be at least 1"),
+        (
+            &["analyze", "--random", "3", "--seq-len", "0"],
+            "--seq-len must be at least 1",
+        ),
+        (
+            &[
+                "analyze",
+                "--random",
+                "3",
+                "--seq-len",
+                "8",
+                "--sink-pos",
+                "8",
+            ],
+            "--sink-pos 8 is outside the 8-token sequences",
+        ),
+        (
+            &[
+                "intervene",
+                "--text",
+                "hi",
+                "--amplify",
+                "inf",
+                "--layers",
+                "0",
+            ],
+            "--amplify must be a finite number",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = sinkrep(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let out = sinkrep(&["analyze", "--model", "no-such-model", "--text", "hi"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no such file, and not a pinned model (aliases: smollm2-135m, gemma3-270m)"),
+        "{err}"
+    );
+}
+
+/// Gemma-3 by its alias: the BOS sink at 0 and the first text token's column beside it,
+/// the post-norm sites named, a sensible next token.
+#[test]
+fn analyze_gemma_by_alias() {
+    if crate::gemma_model().is_none() {
+        return;
+    }
+    let out = sinkrep(&[
+        "analyze",
+        "--model",
+        "gemma3-270m",
+        "--text",
+        "The capital of France is",
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["n_tokens"], 6, "BOS + 5 text tokens");
+    assert_eq!(v["layers"].as_array().unwrap().len(), 18);
+    assert_eq!(v["compare_sink_metric"]["pos"], 1);
+    assert_eq!(v["layers"][0]["compare"]["pos"], 1);
+    let notes = v["site_notes"].as_array().unwrap();
+    assert!(notes
+        .iter()
+        .any(|n| n.as_str().unwrap().contains("post_attention_norm")));
+    // HF transformers' top-3 on this GGUF: " the", " a", " Paris".
+    let top: Vec<i64> = v["last_logits_top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_i64().unwrap())
+        .collect();
+    assert_eq!(&top[..3], [506, 496, 9079]);
+    assert_eq!(v["next_token"]["text"], " the");
+    // The table names both columns.
+    let out = sinkrep(&["analyze", "--model", "gemma3-270m", "--text", "Hello there"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("K = 0 is the BOS"), "{table}");
+    assert!(table.contains("mass@1"), "{table}");
+}

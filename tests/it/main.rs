@@ -9,13 +9,27 @@ use std::path::PathBuf;
 /// The pinned SmolLM2 GGUF, if it has been fetched (`just fetch`); tests that need it
 /// print a visible skip message otherwise. CI fetches it first, so they run there.
 pub fn pinned_model() -> Option<PathBuf> {
-    let path = sinkrep_analysis::pinned::model_path_if_present();
+    or_skip(
+        sinkrep_analysis::pinned::model_path_if_present(),
+        "pinned model",
+    )
+}
+
+/// The pinned Gemma-3 GGUF, if it has been fetched (`just fetch`), like `pinned_model`.
+pub fn gemma_model() -> Option<PathBuf> {
+    or_skip(
+        sinkrep_analysis::pinned::gemma_path_if_present(),
+        "pinned Gemma-3 model",
+    )
+}
+
+fn or_skip(path: Option<PathBuf>, what: &str) -> Option<PathBuf> {
     if path.is_none() {
         // Straight to stderr so the harness's output capture does not hide it.
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
-            "skipped: pinned model not fetched (run `just fetch`)"
+            "skipped: {what} not fetched (run `just fetch`)"
         );
     }
     path

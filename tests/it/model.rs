@@ -350,3 +350,101 @@ fn moments_are_exact_across_batches_and_large_means() {
         }
     }
 }
+
+fn gemma() -> Option<(sinkrep_model::Gemma3, sinkrep_model::GgufTokenizer)> {
+    let path = crate::gemma_model()?;
+    let file = GgufFile::open(&path).unwrap();
+    let model = sinkrep_model::Gemma3::from_gguf(&file, Device::Cpu).unwrap();
+    let tok = sinkrep_model::GgufTokenizer::from_gguf(&file).unwrap();
+    Some((model, tok))
+}
+
+/// Gemma-3-270M: the conventions read from the GGUF, logits equal to those of an
+/// independent implementation (HF transformers 5.24.0 loading the same GGUF, f32, eager
+/// attention: scripts/peers/gemma_hf_check.sh), every probe site seen on every layer.
+#[test]
+fn gemma3_matches_hf_and_shows_every_site() {
+    let Some((model, tok)) = gemma() else { return };
+    let c = &model.config;
+    assert_eq!(
+        (c.base.n_layers, c.base.d_model, c.base.head_dim),
+        (18, 640, 256)
+    );
+    assert_eq!(
+        (c.base.n_heads, c.base.n_kv_heads, c.base.d_ff),
+        (4, 1, 2048)
+    );
+    assert_eq!((c.base.rope_base, c.rope_base_local), (1e6, 1e4));
+    assert_eq!((c.base.rms_eps, c.sliding_window), (1e-6, 512));
+    let global: Vec<usize> = (0..18).filter(|&l| c.is_global(l)).collect();
+    assert_eq!(global, [5, 11, 17]);
+    let ids: Vec<i64> = tok
+        .encode("The capital of France is")
+        .unwrap()
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    assert_eq!(ids, [2, 818, 5279, 529, 7001, 563]);
+    let x = Tensor::from_slice(&ids).unsqueeze(0);
+    let mut cap = Capture::new((0..18).flat_map(|l| Site::ALL.map(|s| (l, s))));
+    let h = tch::no_grad(|| model.forward(&x, &mut Hooks::new().probe(&mut cap))).unwrap();
+    let logits = model.logits(&h.select(1, 5)).squeeze();
+    // HF's largest logits (" the", " a", " Paris") and the first four ids.
+    let hf: [(i64, f64); 7] = [
+        (506, 19.091457),
+        (496, 18.547596),
+        (9079, 18.268616),
+        (0, -19.280127),
+        (1, 8.298051),
+        (2, -7.973063),
+        (3, -19.244465),
+    ];
+    for (id, want) in hf {
+        let got = logits.double_value(&[id]);
+        assert!((got - want).abs() < 2e-3, "logit {id}: {got} vs HF {want}");
+    }
+    assert_eq!(logits.argmax(-1, false).int64_value(&[]), 506);
+    for l in 0..18 {
+        for s in Site::ALL {
+            assert!(cap.get(l, s).is_some(), "layer {l} site {}", s.name());
+        }
+        assert_eq!(cap.get(l, Site::AttnPattern).unwrap().size(), [1, 4, 6, 6]);
+        assert_eq!(cap.get(l, Site::AttnZ).unwrap().size(), [1, 6, 4, 256]);
+        assert_eq!(cap.get(l, Site::MlpPost).unwrap().size(), [1, 6, 2048]);
+        // resid_mid = resid_pre + attn_out and resid_post = resid_mid + mlp_out: the
+        // outputs are the post-normed tensors that reach the residual stream.
+        let pre = cap.get(l, Site::ResidPre).unwrap();
+        let mid = cap.get(l, Site::ResidMid).unwrap();
+        let post = cap.get(l, Site::ResidPost).unwrap();
+        assert!(mid.equal(&(pre + cap.get(l, Site::AttnOut).unwrap())));
+        assert!(post.equal(&(mid + cap.get(l, Site::MlpOut).unwrap())));
+        if l + 1 < 18 {
+            assert!(post.equal(cap.get(l + 1, Site::ResidPre).unwrap()));
+        }
+    }
+}
+
+/// Sliding-window layers see the last 512 keys only (query i, key j: i - j < 512),
+/// global layers see every earlier key.
+#[test]
+fn gemma3_sliding_window_and_global_layers() {
+    let Some((model, _)) = gemma() else { return };
+    let t = 520i64;
+    let ids: Vec<i64> = (0..t).map(|i| 2 + (i * 7919) % 200_000).collect();
+    let x = Tensor::from_slice(&ids).unsqueeze(0);
+    let mut cap = Capture::new([(0, Site::AttnPattern), (5, Site::AttnPattern)]);
+    let _ = tch::no_grad(|| model.forward(&x, &mut Hooks::new().probe(&mut cap))).unwrap();
+    let local = cap.get(0, Site::AttnPattern).unwrap().select(0, 0); // (H, T, T)
+    let global = cap.get(5, Site::AttnPattern).unwrap().select(0, 0);
+    // Query 519: keys 0..=7 are 512 or more back, key 8 is 511 back.
+    let row = local.select(1, 519); // (H, T)
+    let mass =
+        |m: &Tensor, from: i64, n: i64| m.narrow(1, from, n).sum(Kind::Double).double_value(&[]);
+    assert_eq!(mass(&row, 0, 8), 0.0, "keys 512+ back are masked");
+    assert!(
+        (mass(&row, 8, 512) - 4.0).abs() < 1e-4,
+        "4 heads, each sums to 1"
+    );
+    // The global layer's query 519 reaches the BOS at key 0, 519 back.
+    assert!(mass(&global.select(1, 519), 0, 1) > 0.0);
+}

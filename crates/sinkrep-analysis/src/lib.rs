@@ -12,8 +12,8 @@ pub mod rng;
 pub use metrics::{dom_ratio, effective_rank, kendall_tau};
 pub use probe::{Moments, SinkProbe};
 pub use report::{
-    analyze, down_proj_sparsity, AnalyzeOptions, LayerReport, SinkReport, SuperNeuron,
-    VarianceKind, SUPER_NEURON_ABS, SUPER_NEURON_MEDIAN_RATIO,
+    analyze, down_proj_sparsity, AnalyzeOptions, ColumnMetric, ColumnReport, LayerReport,
+    SinkReport, SuperNeuron, VarianceKind, SUPER_NEURON_ABS, SUPER_NEURON_MEDIAN_RATIO,
 };
 pub use rng::{random_tokens, SplitMix64};
 

@@ -10,6 +10,32 @@ use std::path::PathBuf;
 pub const MODEL_INPUT: &str = "smollm2-135m-instruct";
 pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
+/// The pinned Gemma-3-270M (Q4_K_M) input id and file name (data/inputs.toml).
+pub const GEMMA_INPUT: &str = "gemma3-270m";
+pub const GEMMA_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+
+/// The pinned models by their `--model` aliases: (alias, input id, file name).
+pub const MODEL_ALIASES: [(&str, &str, &str); 2] = [
+    ("smollm2-135m", MODEL_INPUT, MODEL_FILE),
+    ("gemma3-270m", GEMMA_INPUT, GEMMA_FILE),
+];
+
+/// Path of the pinned model named by `alias` (see `MODEL_ALIASES`), fetching and
+/// verifying it on first use; `None` when `alias` names no pinned model.
+pub fn alias_path(alias: &str) -> Option<Result<PathBuf, AnalysisError>> {
+    let (_, input, file) = MODEL_ALIASES.iter().find(|a| a.0 == alias)?;
+    Some(
+        sinkrep_inputs::ensure(input)
+            .map(|d| d.join(file))
+            .map_err(|e| AnalysisError::BadInput(e.to_string())),
+    )
+}
+
+/// Path of the pinned Gemma-3 GGUF if it is already fetched (never fetches).
+pub fn gemma_path_if_present() -> Option<PathBuf> {
+    sinkrep_inputs::present(GEMMA_INPUT).map(|d| d.join(GEMMA_FILE))
+}
+
 /// Path of the pinned SmolLM2 GGUF, fetching and verifying it on first use.
 pub fn model_path() -> Result<PathBuf, AnalysisError> {
     let dir =

@@ -128,6 +128,34 @@ pub(crate) fn to_vec(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(&t).unwrap_or_default()
 }
 
+/// Column `k` of attention maps a: (B, H, T, T): alpha_k per (sequence, head) (mean of
+/// A[i, k] over queries i >= k), and the sum and count of the per-(sequence, head) mean
+/// over queries i > k (the attention mass).
+fn column(a: &Tensor, k: usize) -> (Vec<Vec<f64>>, f64, i64) {
+    let k = k as i64;
+    let t = a.size()[2];
+    let col = a.select(3, k); // (B, H, T)
+    let alpha = col.narrow(2, k, t - k).mean_dim(-1, false, Kind::Double); // (B, H)
+    let b = alpha.size()[0];
+    let flat = to_vec(&alpha);
+    let h = flat.len() / b.max(1) as usize;
+    let per_seq = (0..b as usize)
+        .map(|s| flat[s * h..(s + 1) * h].to_vec())
+        .collect();
+    if t - k - 1 > 0 {
+        let mass = col
+            .narrow(2, k + 1, t - k - 1)
+            .mean_dim(-1, false, Kind::Double);
+        (
+            per_seq,
+            mass.sum(Kind::Double).double_value(&[]),
+            mass.numel() as i64,
+        )
+    } else {
+        (per_seq, 0.0, 0)
+    }
+}
+
 /// Per-layer accumulators.
 #[derive(Debug, Default)]
 pub struct LayerAcc {
@@ -136,6 +164,10 @@ pub struct LayerAcc {
     /// Sum over (sequence, head) of the mean over queries i > K of A[i, K].
     pub mass_sum: f64,
     pub mass_count: i64,
+    /// The same two for the comparison column (`SinkProbe::compare`), when set.
+    pub cmp_alpha: Vec<Vec<f64>>,
+    pub cmp_mass_sum: f64,
+    pub cmp_mass_count: i64,
     /// Value-aggregation output z (heads concatenated) moments.
     pub z: Moments,
     /// Attention output (after W_O) moments, when requested.
@@ -166,6 +198,9 @@ pub struct LayerAcc {
 #[derive(Debug)]
 pub struct SinkProbe {
     pub k: usize,
+    /// A second attention column to reduce (alpha and mass only): the first text token
+    /// when K is a BOS, so BOS and no-BOS models can be compared.
+    pub compare: Option<usize>,
     pub layers: Vec<LayerAcc>,
     /// Also accumulate the attention output after W_O (for the W_O ordering check).
     pub with_attn_out: bool,
@@ -175,30 +210,23 @@ impl SinkProbe {
     pub fn new(n_layers: usize, k: usize) -> Self {
         SinkProbe {
             k,
+            compare: None,
             layers: (0..n_layers).map(|_| LayerAcc::default()).collect(),
             with_attn_out: false,
         }
     }
 
     fn attn(&mut self, layer: usize, a: &Tensor) {
-        // a: (B, H, T, T); column K holds what every query gives to K.
-        let k = self.k as i64;
-        let t = a.size()[2];
-        let col = a.select(3, k); // (B, H, T)
-        let alpha = col.narrow(2, k, t - k).mean_dim(-1, false, Kind::Double); // (B, H)
+        let (alpha, mass_sum, mass_count) = column(a, self.k);
         let acc = &mut self.layers[layer];
-        let b = alpha.size()[0];
-        let flat = to_vec(&alpha);
-        let h = flat.len() / b.max(1) as usize;
-        for s in 0..b as usize {
-            acc.alpha.push(flat[s * h..(s + 1) * h].to_vec());
-        }
-        if t - k - 1 > 0 {
-            let mass = col
-                .narrow(2, k + 1, t - k - 1)
-                .mean_dim(-1, false, Kind::Double);
-            acc.mass_sum += mass.sum(Kind::Double).double_value(&[]);
-            acc.mass_count += mass.numel() as i64;
+        acc.alpha.extend(alpha);
+        acc.mass_sum += mass_sum;
+        acc.mass_count += mass_count;
+        if let Some(c) = self.compare.filter(|&c| (c as i64) < a.size()[2]) {
+            let (alpha, mass_sum, mass_count) = column(a, c);
+            acc.cmp_alpha.extend(alpha);
+            acc.cmp_mass_sum += mass_sum;
+            acc.cmp_mass_count += mass_count;
         }
     }
 

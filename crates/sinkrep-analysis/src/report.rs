@@ -3,7 +3,7 @@
 use crate::probe::{to_vec, SinkProbe};
 use crate::AnalysisError;
 use serde::{Deserialize, Serialize};
-use sinkrep_model::{Hooks, Interventions, Model, Precision};
+use sinkrep_model::{Decoder, Hooks, Interventions, Precision};
 use tch::Tensor;
 
 /// Super-neuron criterion (Sun et al. 2024's massive-activation rule, applied to the FFN
@@ -25,6 +25,9 @@ pub struct AnalyzeOptions {
     pub top: usize,
     /// Also reduce the attention output after W_O (for the W_O ordering check).
     pub with_attn_out: bool,
+    /// A second position whose attention column is reported beside K's (the first text
+    /// token when K is a BOS).
+    pub compare_pos: Option<usize>,
 }
 
 impl Default for AnalyzeOptions {
@@ -36,6 +39,7 @@ impl Default for AnalyzeOptions {
             interventions: Interventions::default(),
             top: 5,
             with_attn_out: false,
+            compare_pos: None,
         }
     }
 }
@@ -101,6 +105,17 @@ pub struct LayerReport {
     /// Median |FFN intermediate| of the layer.
     pub ffn_median_abs: f64,
     pub top_ffn_channels: Vec<FfnChannel>,
+    /// The comparison column (`AnalyzeOptions::compare_pos`), when asked for.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub compare: Option<ColumnReport>,
+}
+
+/// Attention received by one more position, reduced like K's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColumnReport {
+    pub pos: usize,
+    pub attn_mass: f64,
+    pub sink_frac: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +149,13 @@ pub struct SinkReport {
     pub eps: f64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub next_token: Option<NextToken>,
+    /// For a single sequence: the last position's logits of token ids 0..16, and the 10
+    /// largest as (id, logit), largest first: enough for an independent implementation to
+    /// be compared (scripts/peers/compare_reports.py).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub last_logits_head: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub last_logits_top: Vec<(i64, f64)>,
     pub agg_var_kind: VarianceKind,
     pub layers: Vec<LayerReport>,
     pub sink_metric: SinkMetric,
@@ -142,13 +164,28 @@ pub struct SinkReport {
     /// The model's matmul precision; absent from JSON when f32 (the default).
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// Sink_P^eps of the comparison column P, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub compare_sink_metric: Option<ColumnMetric>,
+    /// Where the model's probe sites read a different tensor than LLaMA's (Gemma-3's
+    /// post-norms); absent for LLaMA.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub site_notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColumnMetric {
+    pub pos: usize,
+    pub eps: f64,
+    /// Sink_P^eps in percent.
+    pub value: f64,
 }
 
 /// Runs the model over `seqs` (all of length T) with a `SinkProbe` and the interventions
 /// in `opts`, batch by batch, and builds the report. `on_batch` is called with the number
 /// of sequences done (for progress bars).
 pub fn analyze(
-    model: &Model,
+    model: &dyn Decoder,
     seqs: &[Vec<i64>],
     opts: &AnalyzeOptions,
     on_batch: &mut dyn FnMut(usize),
@@ -165,14 +202,15 @@ pub fn analyze(
             opts.sink_pos
         )));
     }
-    let vocab = model.config.vocab_size as i64;
+    let vocab = model.config().vocab_size as i64;
     if let Some(bad) = seqs.iter().flatten().find(|&&id| id < 0 || id >= vocab) {
         return Err(AnalysisError::BadInput(format!(
             "token id {bad} outside the vocabulary of {vocab}"
         )));
     }
-    let n_layers = model.config.n_layers;
+    let n_layers = model.config().n_layers;
     let mut probe = SinkProbe::new(n_layers, opts.sink_pos);
+    probe.compare = opts.compare_pos.filter(|&c| c != opts.sink_pos && c < t);
     probe.with_attn_out = opts.with_attn_out;
     let mut last_hidden = None;
     let device = model.device();
@@ -195,15 +233,24 @@ pub fn analyze(
         }
         Ok(())
     })?;
-    let next_token = last_hidden.map(|h| NextToken {
-        id: model.logits(&h).argmax(-1, false).int64_value(&[0]),
+    let logits = last_hidden.map(|h| model.logits(&h).squeeze_dim(0)); // (V)
+    let next_token = logits.as_ref().map(|l| NextToken {
+        id: l.argmax(-1, false).int64_value(&[]),
         text: String::new(),
     });
-    Ok(build_report(model, &probe, seqs.len(), t, opts, next_token))
+    let mut rep = build_report(model, &probe, seqs.len(), t, opts, next_token);
+    if let Some(l) = logits {
+        let n = l.size()[0];
+        rep.last_logits_head = to_vec(&l.narrow(0, 0, n.min(16)));
+        let (vals, ids) = l.topk(n.min(10), -1, true, true);
+        let ids: Vec<i64> = Vec::try_from(&ids).unwrap_or_default();
+        rep.last_logits_top = ids.into_iter().zip(to_vec(&vals)).collect();
+    }
+    Ok(rep)
 }
 
 fn build_report(
-    model: &Model,
+    model: &dyn Decoder,
     probe: &SinkProbe,
     n: usize,
     t: usize,
@@ -219,7 +266,24 @@ fn build_report(
     let (mut above, mut total) = (0usize, 0usize);
     let mut layers = Vec::new();
     let mut super_neurons = Vec::new();
+    let (mut cmp_above, mut cmp_total) = (0usize, 0usize);
     for (l, acc) in probe.layers.iter().enumerate() {
+        let compare = probe.compare.map(|pos| {
+            let above_c = acc
+                .cmp_alpha
+                .iter()
+                .flatten()
+                .filter(|&&a| a > opts.eps)
+                .count();
+            let total_c = acc.cmp_alpha.iter().map(Vec::len).sum::<usize>();
+            cmp_above += above_c;
+            cmp_total += total_c;
+            ColumnReport {
+                pos,
+                attn_mass: acc.cmp_mass_sum / acc.cmp_mass_count.max(1) as f64,
+                sink_frac: above_c as f64 / total_c.max(1) as f64,
+            }
+        });
         let nf = acc.n_seqs.max(1) as f64;
         let h = acc.alpha.first().map(|v| v.len()).unwrap_or(0);
         let mut per_head = vec![0.0; h];
@@ -273,7 +337,7 @@ fn build_report(
             .collect();
         for (c, &v) in mlp_k.iter().enumerate() {
             if v.abs() > SUPER_NEURON_ABS && v.abs() > SUPER_NEURON_MEDIAN_RATIO * median {
-                let (feeds, top1, top2) = down_proj_sparsity(model.blocks[l].mlp.down_proj(), c, 3);
+                let (feeds, top1, top2) = down_proj_sparsity(model.down_proj(l), c, 3);
                 super_neurons.push(SuperNeuron {
                     layer: l,
                     channel: c,
@@ -304,6 +368,7 @@ fn build_report(
             massive_dims,
             ffn_median_abs: median,
             top_ffn_channels,
+            compare,
         });
     }
     SinkReport {
@@ -312,6 +377,8 @@ fn build_report(
         sink_pos: k,
         eps: opts.eps,
         next_token,
+        last_logits_head: Vec::new(),
+        last_logits_top: Vec::new(),
         agg_var_kind: kind,
         layers,
         sink_metric: SinkMetric {
@@ -323,6 +390,12 @@ fn build_report(
         ),
         super_neurons,
         precision: model.precision(),
+        compare_sink_metric: probe.compare.map(|pos| ColumnMetric {
+            pos,
+            eps: opts.eps,
+            value: 100.0 * cmp_above as f64 / cmp_total.max(1) as f64,
+        }),
+        site_notes: model.site_notes(),
     }
 }
 

@@ -87,7 +87,7 @@ pub enum GgufError {
     #[error("tensor '{name}': {reason}")]
     BadShape { name: String, reason: String },
 
-    #[error("tensor '{name}' has type {ggml_type}, which this crate cannot {action} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)")]
+    #[error("tensor '{name}' has type {ggml_type}, which this crate cannot {action} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K; the writer quantises all but the k-quants)")]
     UnsupportedType {
         name: String,
         ggml_type: GgmlType,

@@ -14,6 +14,7 @@
 mod error;
 mod quant;
 mod reader;
+mod spm;
 pub mod tokenizer;
 mod types;
 mod value;

@@ -76,21 +76,7 @@ impl GgufFile {
 
     /// Parses a GGUF file held in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
-        let header = parse(&bytes)?;
-        let mut tensor_index = HashMap::with_capacity(header.tensors.len());
-        for (i, t) in header.tensors.iter().enumerate() {
-            if tensor_index.insert(t.name.clone(), i).is_some() {
-                return Err(GgufError::DuplicateTensor {
-                    name: t.name.clone(),
-                });
-            }
-        }
-        let mut key_index = HashMap::with_capacity(header.metadata.len());
-        for (i, (k, _)) in header.metadata.iter().enumerate() {
-            if key_index.insert(k.clone(), i).is_some() {
-                return Err(GgufError::DuplicateKey { key: k.clone() });
-            }
-        }
+        let (header, tensor_index, key_index) = parse_and_index(&bytes)?;
         Ok(Self {
             bytes,
             version: header.version,
@@ -101,6 +87,13 @@ impl GgufFile {
             alignment: header.alignment,
             data_start: header.data_start,
         })
+    }
+
+    /// Runs every check [`GgufFile::from_bytes`] runs (header, metadata, tensor infos,
+    /// bounds, duplicates) on borrowed bytes, without keeping anything: for callers (the
+    /// corruption fuzz test) that check many variants of one large buffer.
+    pub fn validate(bytes: &[u8]) -> Result<()> {
+        parse_and_index(bytes).map(|_| ())
     }
 
     /// GGUF format version (2 or 3).
@@ -548,6 +541,29 @@ impl<'a> Cursor<'a> {
             ValueType::F64 => Value::F64(f64::from_le_bytes(self.array(what)?)),
         })
     }
+}
+
+/// The parsed header and the name -> position indexes of tensors and metadata keys,
+/// refusing duplicate names.
+type Indexed = (Header, HashMap<String, usize>, HashMap<String, usize>);
+
+fn parse_and_index(bytes: &[u8]) -> Result<Indexed> {
+    let header = parse(bytes)?;
+    let mut tensor_index = HashMap::with_capacity(header.tensors.len());
+    for (i, t) in header.tensors.iter().enumerate() {
+        if tensor_index.insert(t.name.clone(), i).is_some() {
+            return Err(GgufError::DuplicateTensor {
+                name: t.name.clone(),
+            });
+        }
+    }
+    let mut key_index = HashMap::with_capacity(header.metadata.len());
+    for (i, (k, _)) in header.metadata.iter().enumerate() {
+        if key_index.insert(k.clone(), i).is_some() {
+            return Err(GgufError::DuplicateKey { key: k.clone() });
+        }
+    }
+    Ok((header, tensor_index, key_index))
 }
 
 fn parse(buf: &[u8]) -> Result<Header> {

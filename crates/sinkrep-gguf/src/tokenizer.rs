@@ -1,8 +1,10 @@
-//! The tokenizer stored in a GGUF's metadata, rebuilt as a Hugging Face
-//! `tokenizers` byte-level BPE.
+//! The tokenizer stored in a GGUF's metadata: a byte-level BPE (`gpt2`) rebuilt as a
+//! Hugging Face `tokenizers` tokenizer, or a SentencePiece vocabulary (`llama`) tokenized
+//! by score-ordered merging with byte fallback (`crate::spm`, as llama.cpp does).
 //!
 //! Keys read (llama.cpp's `llama-vocab.cpp` conventions):
-//! `tokenizer.ggml.model` (must be `gpt2`, i.e. byte-level BPE),
+//! `tokenizer.ggml.model` (`gpt2` or `llama`); for `llama`, `tokenizer.ggml.scores`,
+//! `tokenizer.ggml.unknown_token_id` and `tokenizer.ggml.add_space_prefix`; for `gpt2`,
 //! `tokenizer.ggml.pre` (pre-tokenizer scheme), `tokenizer.ggml.tokens`,
 //! `tokenizer.ggml.merges`, optional `tokenizer.ggml.token_type`,
 //! `tokenizer.ggml.bos_token_id`, `tokenizer.ggml.eos_token_id`,
@@ -15,6 +17,7 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
 
+use crate::spm::{self, Spm};
 use crate::{GgufError, GgufFile};
 
 pub const MODEL_KEY: &str = "tokenizer.ggml.model";
@@ -25,6 +28,9 @@ pub const TOKEN_TYPE_KEY: &str = "tokenizer.ggml.token_type";
 pub const BOS_KEY: &str = "tokenizer.ggml.bos_token_id";
 pub const EOS_KEY: &str = "tokenizer.ggml.eos_token_id";
 pub const ADD_BOS_KEY: &str = "tokenizer.ggml.add_bos_token";
+pub const SCORES_KEY: &str = "tokenizer.ggml.scores";
+pub const UNK_KEY: &str = "tokenizer.ggml.unknown_token_id";
+pub const ADD_SPACE_PREFIX_KEY: &str = "tokenizer.ggml.add_space_prefix";
 
 /// llama.cpp token types (`llama_token_type`) that are not plain vocabulary:
 /// control tokens (`<|im_start|>`) and user-defined ones. Both are matched whole
@@ -38,7 +44,7 @@ pub enum TokenizerError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
 
-    #[error("unsupported tokenizer model '{model}' in '{MODEL_KEY}': only 'gpt2' (byte-level BPE) is supported")]
+    #[error("unsupported tokenizer model '{model}' in '{MODEL_KEY}': supported are 'gpt2' (byte-level BPE) and 'llama' (SentencePiece)")]
     UnsupportedModel { model: String },
 
     #[error("unsupported pre-tokenizer '{pre}' in '{PRE_KEY}': supported are 'smollm' and 'gpt-2' (add its llama.cpp regex to sinkrep-gguf's tokenizer module)")]
@@ -106,16 +112,26 @@ fn pre_tokenizer(pre: &str) -> Option<PreTokenizerWrapper> {
     }
 }
 
-/// A GGUF's byte-level BPE tokenizer.
+/// How the vocabulary turns text into ids.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// Byte-level BPE (`gpt2`), through Hugging Face `tokenizers`.
+    Bpe(Box<Tokenizer>),
+    /// SentencePiece (`llama`): the token types decide how ids decode (byte tokens are
+    /// bytes, "▁" is a space).
+    Spm { spm: Box<Spm>, types: Vec<i32> },
+}
+
+/// A GGUF's tokenizer: byte-level BPE or SentencePiece.
 #[derive(Debug, Clone)]
 pub struct GgufTokenizer {
-    inner: Tokenizer,
+    inner: Backend,
     tokens: Vec<String>,
     pre: String,
     bos_id: Option<u32>,
     eos_id: Option<u32>,
     /// Whether [`GgufTokenizer::encode`] prepends BOS. From `add_bos_token`; when
-    /// the key is absent, false, llama.cpp's default for BPE vocabularies.
+    /// the key is absent, llama.cpp's default: false for BPE, true for SentencePiece.
     add_bos: bool,
 }
 
@@ -123,10 +139,14 @@ impl GgufTokenizer {
     /// Builds the tokenizer from the file's `tokenizer.ggml.*` metadata.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let model = file.get_str(MODEL_KEY)?;
-        if model != "gpt2" {
-            return Err(TokenizerError::UnsupportedModel {
-                model: model.to_string(),
-            });
+        match model {
+            "gpt2" => {}
+            "llama" => return Self::from_gguf_spm(file),
+            _ => {
+                return Err(TokenizerError::UnsupportedModel {
+                    model: model.to_string(),
+                })
+            }
         }
         // llama.cpp treats a missing `pre` as "default", whose regexes differ from
         // both schemes below: refuse rather than guess.
@@ -134,15 +154,8 @@ impl GgufTokenizer {
         let pre_tokenizer = pre_tokenizer(&pre)
             .ok_or_else(|| TokenizerError::UnsupportedPre { pre: pre.clone() })?;
 
-        let tokens: Vec<String> = file
-            .get_str_array(TOKENS_KEY)?
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+        let tokens = read_tokens(file)?;
         let vocab_size = tokens.len();
-        if u32::try_from(vocab_size).is_err() {
-            return Err(TokenizerError::TooManyTokens { count: vocab_size });
-        }
         let mut vocab = Vocab::with_capacity(vocab_size);
         for (id, token) in (0u32..).zip(&tokens) {
             if let Some(first) = vocab.insert(token.clone(), id) {
@@ -168,22 +181,7 @@ impl GgufTokenizer {
             })
             .collect::<Result<Vec<_>>>()?;
 
-        let special_id = |key: &'static str| -> Result<Option<u32>> {
-            match file.get_u32_opt(key)? {
-                Some(id) if id as usize >= vocab_size => Err(TokenizerError::SpecialIdOutOfRange {
-                    key,
-                    id,
-                    vocab_size,
-                }),
-                id => Ok(id),
-            }
-        };
-        let bos_id = special_id(BOS_KEY)?;
-        let eos_id = special_id(EOS_KEY)?;
-        let add_bos = file.get_bool_opt(ADD_BOS_KEY)?.unwrap_or(false);
-        if add_bos && bos_id.is_none() {
-            return Err(TokenizerError::MissingBos);
-        }
+        let (bos_id, eos_id, add_bos) = specials(file, vocab_size, false)?;
 
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
@@ -219,9 +217,45 @@ impl GgufTokenizer {
         }
 
         Ok(Self {
-            inner,
+            inner: Backend::Bpe(Box::new(inner)),
             tokens,
             pre,
+            bos_id,
+            eos_id,
+            add_bos,
+        })
+    }
+
+    /// The SentencePiece (`llama`) vocabulary: tokens, their scores (the merge order)
+    /// and types (which tokens are bytes or special), no merges.
+    fn from_gguf_spm(file: &GgufFile) -> Result<Self> {
+        let tokens = read_tokens(file)?;
+        let vocab_size = tokens.len();
+        let scores = file.get_f32_array(SCORES_KEY)?;
+        let types = match file.get(TOKEN_TYPE_KEY) {
+            Some(_) => file.get_i32_array(TOKEN_TYPE_KEY)?,
+            None => vec![1; vocab_size],
+        };
+        for (key, len) in [(SCORES_KEY, scores.len()), (TOKEN_TYPE_KEY, types.len())] {
+            if len != vocab_size {
+                return Err(TokenizerError::LengthMismatch {
+                    key,
+                    len,
+                    vocab_size,
+                });
+            }
+        }
+        let (bos_id, eos_id, add_bos) = specials(file, vocab_size, true)?;
+        let unk_id = special_id(file, UNK_KEY, vocab_size)?;
+        let add_space_prefix = file.get_bool_opt(ADD_SPACE_PREFIX_KEY)?.unwrap_or(true);
+        let spm = Spm::new(&tokens, scores, &types, unk_id, add_space_prefix);
+        Ok(Self {
+            inner: Backend::Spm {
+                spm: Box::new(spm),
+                types,
+            },
+            tokens,
+            pre: file.get_str_opt(PRE_KEY)?.unwrap_or("default").to_string(),
             bos_id,
             eos_id,
             add_bos,
@@ -237,15 +271,19 @@ impl GgufTokenizer {
 
     /// Like [`GgufTokenizer::encode`], choosing explicitly whether to prepend BOS.
     pub fn encode_with_bos(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
-        let mut ids = Vec::with_capacity(encoding.len() + 1);
+        let mut ids = Vec::new();
         if add_bos {
             ids.push(self.bos_id.ok_or(TokenizerError::MissingBos)?);
         }
-        ids.extend_from_slice(encoding.get_ids());
+        match &self.inner {
+            Backend::Bpe(t) => {
+                let encoding = t
+                    .encode_fast(text, false)
+                    .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+                ids.extend_from_slice(encoding.get_ids());
+            }
+            Backend::Spm { spm, .. } => ids.extend(spm.encode(text)),
+        }
         Ok(ids)
     }
 
@@ -258,9 +296,25 @@ impl GgufTokenizer {
                 vocab_size: self.tokens.len(),
             });
         }
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| TokenizerError::Decode(e.to_string()))
+        match &self.inner {
+            Backend::Bpe(t) => t
+                .decode(ids, false)
+                .map_err(|e| TokenizerError::Decode(e.to_string())),
+            Backend::Spm { types, .. } => {
+                // Byte tokens are their byte; every other token its text with "▁" as
+                // a space. Bytes of one character may span several tokens, so the
+                // UTF-8 is decoded once at the end.
+                let mut bytes = Vec::new();
+                for &id in ids {
+                    let piece = &self.tokens[id as usize];
+                    match spm::parse_byte_piece(piece) {
+                        Some(b) if types[id as usize] == spm::TYPE_BYTE => bytes.push(b),
+                        _ => bytes.extend(piece.replace(spm::SPACE, " ").bytes()),
+                    }
+                }
+                Ok(String::from_utf8_lossy(&bytes).into_owned())
+            }
+        }
     }
 
     /// The decoded text of one token (`" Paris"`). A token holding part of a
@@ -269,14 +323,26 @@ impl GgufTokenizer {
         self.decode(&[id])
     }
 
-    /// The token as stored in the vocabulary, in byte-level form (`"ĠParis"`).
+    /// The token as stored in the vocabulary (`"ĠParis"` for byte-level BPE,
+    /// `"▁Paris"` for SentencePiece).
     pub fn token_piece(&self, id: u32) -> Option<&str> {
         self.tokens.get(id as usize).map(String::as_str)
     }
 
-    /// The id of a vocabulary entry given in byte-level form.
+    /// The id of a vocabulary entry given as stored.
     pub fn piece_id(&self, piece: &str) -> Option<u32> {
-        self.inner.token_to_id(piece)
+        match &self.inner {
+            Backend::Bpe(t) => t.token_to_id(piece),
+            Backend::Spm { spm, .. } => spm.piece_id(piece),
+        }
+    }
+
+    /// `gpt2` (byte-level BPE) or `llama` (SentencePiece).
+    pub fn model(&self) -> &'static str {
+        match self.inner {
+            Backend::Bpe(_) => "gpt2",
+            Backend::Spm { .. } => "llama",
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -299,4 +365,46 @@ impl GgufTokenizer {
     pub fn pre(&self) -> &str {
         &self.pre
     }
+}
+
+/// A special token id from `key`, checked against the vocabulary.
+fn special_id(file: &GgufFile, key: &'static str, vocab_size: usize) -> Result<Option<u32>> {
+    match file.get_u32_opt(key)? {
+        Some(id) if id as usize >= vocab_size => Err(TokenizerError::SpecialIdOutOfRange {
+            key,
+            id,
+            vocab_size,
+        }),
+        id => Ok(id),
+    }
+}
+
+/// BOS, EOS and whether to add BOS (`add_bos_default` when the key is absent).
+fn specials(
+    file: &GgufFile,
+    vocab_size: usize,
+    add_bos_default: bool,
+) -> Result<(Option<u32>, Option<u32>, bool)> {
+    let bos_id = special_id(file, BOS_KEY, vocab_size)?;
+    let eos_id = special_id(file, EOS_KEY, vocab_size)?;
+    let add_bos = file.get_bool_opt(ADD_BOS_KEY)?.unwrap_or(add_bos_default);
+    if add_bos && bos_id.is_none() {
+        return Err(TokenizerError::MissingBos);
+    }
+    Ok((bos_id, eos_id, add_bos))
+}
+
+/// `tokenizer.ggml.tokens`, at most as many as a u32 id can address.
+fn read_tokens(file: &GgufFile) -> Result<Vec<String>> {
+    let tokens: Vec<String> = file
+        .get_str_array(TOKENS_KEY)?
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    if u32::try_from(tokens.len()).is_err() {
+        return Err(TokenizerError::TooManyTokens {
+            count: tokens.len(),
+        });
+    }
+    Ok(tokens)
 }

@@ -136,13 +136,29 @@ impl GgmlType {
         self.entry().map(|e| (e.3, e.4))
     }
 
-    /// Whether [`crate::GgufFile::tensor_f32`] can decode this type and
-    /// [`crate::GgufWriter`] can encode it.
+    /// Whether [`crate::GgufFile::tensor_f32`] can decode this type. The writer encodes
+    /// the supported types except the k-quants (Q4_K, Q6_K), which it takes as raw bytes.
     pub fn is_supported(self) -> bool {
         matches!(
             self,
-            Self::F32 | Self::F16 | Self::BF16 | Self::Q8_0 | Self::Q4_0 | Self::Q4_1
+            Self::F32
+                | Self::F16
+                | Self::BF16
+                | Self::Q8_0
+                | Self::Q4_0
+                | Self::Q4_1
+                | Self::Q5_0
+                | Self::Q4_K
+                | Self::Q6_K
         )
+    }
+}
+
+impl GgmlType {
+    /// Whether [`crate::GgufWriter::add_tensor_f32`] can quantise to this type: the
+    /// decodable types but the k-quants (their reference quantisers search for scales).
+    pub fn is_encodable(self) -> bool {
+        self.is_supported() && !matches!(self, Self::Q4_K | Self::Q6_K)
     }
 }
 

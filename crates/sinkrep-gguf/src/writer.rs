@@ -61,8 +61,8 @@ impl GgufWriter {
     }
 
     /// Adds a tensor from f32 values in row-major order, encoding it as `ggml_type`
-    /// (F32, F16, BF16, or quantised Q8_0/Q4_0/Q4_1 with ggml's reference
-    /// quantisation).
+    /// (F32, F16, BF16, or quantised Q8_0/Q4_0/Q4_1/Q5_0 with ggml's reference
+    /// quantisation; k-quants go through `add_tensor_raw`).
     pub fn add_tensor_f32(
         &mut self,
         name: &str,
@@ -70,7 +70,7 @@ impl GgufWriter {
         ggml_type: GgmlType,
         data: &[f32],
     ) -> Result<&mut Self> {
-        if !ggml_type.is_supported() {
+        if !ggml_type.is_encodable() {
             return Err(GgufError::UnsupportedType {
                 name: name.to_string(),
                 ggml_type,

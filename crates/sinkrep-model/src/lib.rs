@@ -1,4 +1,5 @@
-//! sinkrep-model: an instrumented LLaMA-family decoder on tch (libtorch).
+//! sinkrep-model: instrumented decoders on tch (libtorch): the LLaMA family (`llama`) and
+//! Gemma-3 (`gemma3`), behind one `Decoder` trait for analysis code.
 //!
 //! - `Config` from GGUF metadata or by hand (`config`);
 //! - `Model` with `forward(tokens, &mut Hooks)` returning every position (`llama`);
@@ -8,11 +9,13 @@
 
 pub mod alloc;
 pub mod config;
+pub mod gemma3;
 pub mod hooks;
 pub mod interventions;
 pub mod llama;
 
 pub use config::{AttnVariant, Config, RopePairing};
+pub use gemma3::{Gemma3, Gemma3Config};
 pub use hooks::{Capture, Hooks, Probe, Site};
 pub use interventions::{
     Ablate, AblateKind, Amplify, AmplifyMode, CenterMean, Interventions, Layers, MaskSelf,
@@ -38,4 +41,34 @@ pub enum ModelError {
     BadInput(String),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+}
+
+/// What analysis needs from a decoder, whatever its family: a forward pass that shows
+/// the probe sites (`Site`) to the hooks and applies their interventions, the logits,
+/// and the FFN down-projections (for super-neuron columns).
+pub trait Decoder {
+    /// `llama` or `gemma3`.
+    fn family(&self) -> &'static str;
+    /// Sizes shared by every family (Gemma-3's extra conventions live in its own config).
+    fn config(&self) -> &Config;
+    fn device(&self) -> tch::Device;
+    fn precision(&self) -> Precision;
+    fn set_precision(&mut self, p: Precision, snapshot: bool);
+    /// Final normalised hidden states (B, T, D) of tokens (B, T), every position.
+    fn forward(&self, tokens: &tch::Tensor, hooks: &mut Hooks) -> Result<tch::Tensor, ModelError>;
+    fn logits(&self, hidden: &tch::Tensor) -> tch::Tensor;
+    /// Layer `layer`'s FFN down-projection (D, F).
+    fn down_proj(&self, layer: usize) -> &tch::Tensor;
+    /// Where this family's probe sites read a different tensor than LLaMA's (empty for
+    /// LLaMA), one sentence each, for reports.
+    fn site_notes(&self) -> Vec<String>;
+    fn attn_impl(&self) -> AttnImpl;
+}
+
+/// Loads a GGUF of any supported family (by `general.architecture`).
+pub fn load_gguf(file: &GgufFile, device: tch::Device) -> Result<Box<dyn Decoder>, ModelError> {
+    match file.architecture()? {
+        "gemma3" => Ok(Box::new(Gemma3::from_gguf(file, device)?)),
+        _ => Ok(Box::new(Model::from_gguf(file, device)?)),
+    }
 }

@@ -60,7 +60,7 @@ impl Precision {
 
     /// `x` cast for `mm` (bf16, or `x` itself in f32); cast once, use for every
     /// projection of the same input (Q, K, V; gate and up).
-    fn input(self, x: &Tensor) -> Tensor {
+    pub(crate) fn input(self, x: &Tensor) -> Tensor {
         match self {
             Precision::F32 => x.shallow_clone(),
             Precision::Bf16 => x.to_kind(Kind::BFloat16),
@@ -68,7 +68,7 @@ impl Precision {
     }
 
     /// `xc W^T` for `xc` from `input`, returned in f32.
-    fn mm(self, xc: &Tensor, w: &Weight) -> Tensor {
+    pub(crate) fn mm(self, xc: &Tensor, w: &Weight) -> Tensor {
         match self {
             Precision::F32 => xc.linear::<Tensor>(&w.w, None),
             Precision::Bf16 => {
@@ -86,7 +86,7 @@ impl Precision {
     }
 
     /// `x W^T` in this precision, returned in f32.
-    fn linear(self, x: &Tensor, w: &Weight) -> Tensor {
+    pub(crate) fn linear(self, x: &Tensor, w: &Weight) -> Tensor {
         self.mm(&self.input(x), w)
     }
 
@@ -102,31 +102,31 @@ impl Precision {
 /// A linear layer's weight (out, in) as the VarStore holds it, and an optional bf16
 /// snapshot of it for inference (`Model::snapshot_bf16`), so a bf16 forward does not
 /// cast every weight on every call. Training never snapshots: its weights change.
-struct Weight {
-    w: Tensor,
+pub(crate) struct Weight {
+    pub(crate) w: Tensor,
     bf16: Option<Tensor>,
 }
 
 impl Weight {
-    fn new(w: Tensor) -> Weight {
+    pub(crate) fn new(w: Tensor) -> Weight {
         Weight { w, bf16: None }
     }
 
-    fn snapshot(&mut self, on: bool) {
+    pub(crate) fn snapshot(&mut self, on: bool) {
         self.bf16 = on.then(|| self.w.detach().to_kind(Kind::BFloat16));
     }
 }
 
 /// How a forward pass runs: attention implementation and matmul precision.
 #[derive(Debug, Clone, Copy)]
-struct Exec {
-    imp: AttnImpl,
-    prec: Precision,
+pub(crate) struct Exec {
+    pub(crate) imp: AttnImpl,
+    pub(crate) prec: Precision,
 }
 
 /// Initial weights: N(0, min(0.02, 1/sqrt(fan_in))), or zeros when the weights are about
 /// to be replaced by a checkpoint's (`Config::zero_init`, cheap: no random numbers drawn).
-fn weight_init(fan_in: i64, cfg: &Config) -> nn::Init {
+pub(crate) fn weight_init(fan_in: i64, cfg: &Config) -> nn::Init {
     if cfg.zero_init {
         nn::Init::Const(0.0)
     } else {
@@ -137,21 +137,21 @@ fn weight_init(fan_in: i64, cfg: &Config) -> nn::Init {
     }
 }
 
-fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
+pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
     // As HF LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * w, in f32.
     let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
     x * (var + eps).rsqrt() * w
 }
 
 /// RoPE tables for positions 0..max_t: cos, sin of shape (T, Dh/2).
-struct Rope {
+pub(crate) struct Rope {
     cos: Tensor,
     sin: Tensor,
     pairing: RopePairing,
 }
 
 impl Rope {
-    fn new(cfg: &Config, max_t: usize, device: Device) -> Rope {
+    pub(crate) fn new(cfg: &Config, max_t: usize, device: Device) -> Rope {
         let half = cfg.head_dim / 2;
         let inv: Vec<f32> = (0..half)
             .map(|i| (1.0 / cfg.rope_base.powf(2.0 * i as f64 / cfg.head_dim as f64)) as f32)
@@ -166,8 +166,13 @@ impl Rope {
         }
     }
 
+    /// Positions the tables cover.
+    pub(crate) fn len(&self) -> usize {
+        self.cos.size()[0] as usize
+    }
+
     /// x: (B, H, T, Dh).
-    fn apply(&self, x: &Tensor) -> Tensor {
+    pub(crate) fn apply(&self, x: &Tensor) -> Tensor {
         let s = x.size();
         let (t, d) = (s[2], s[3]);
         let cos = self.cos.narrow(0, 0, t);
@@ -350,7 +355,7 @@ impl Attention {
 
 /// (T, T) boolean mask, true where attention is blocked: the causal mask, plus every key
 /// other than itself for the `self_only` query rows.
-fn causal_mask(t: i64, self_only: &[usize], device: Device) -> Tensor {
+pub(crate) fn causal_mask(t: i64, self_only: &[usize], device: Device) -> Tensor {
     let mask = Tensor::ones([t, t], (Kind::Bool, device)).triu(1);
     if self_only.is_empty() {
         return mask;
@@ -546,39 +551,7 @@ impl Model {
 
     /// Replaces every variable's data with the GGUF tensor of the same name.
     pub fn load_weights(&self, file: &GgufFile) -> Result<(), ModelError> {
-        use rayon::prelude::*;
-        let vars = self.vs.variables();
-        let mut wanted: Vec<(String, Vec<usize>)> = vars
-            .iter()
-            .map(|(n, t)| (n.clone(), t.size().iter().map(|&x| x as usize).collect()))
-            .collect();
-        wanted.sort();
-        // De-quantise in parallel across tensors; each is checked against the expected shape.
-        let loaded: Vec<Result<(String, Vec<f32>), ModelError>> = wanted
-            .par_iter()
-            .map(|(name, want)| {
-                let info = file.tensor_info(name)?;
-                if &info.shape != want {
-                    return Err(ModelError::ShapeMismatch {
-                        name: name.clone(),
-                        expected: want.clone(),
-                        found: info.shape.clone(),
-                    });
-                }
-                Ok((name.clone(), file.tensor_f32(name)?))
-            })
-            .collect();
-        tch::no_grad(|| {
-            for r in loaded {
-                let (name, data) = r?;
-                let mut var = vars[&name].shallow_clone();
-                let t = Tensor::from_slice(&data)
-                    .reshape(var.size())
-                    .to_device(var.device());
-                var.set_data(&t);
-            }
-            Ok(())
-        })
+        load_vars(&self.vs, file)
     }
 
     pub fn precision(&self) -> Precision {
@@ -669,5 +642,77 @@ impl Model {
                 }
             }
         });
+    }
+}
+
+/// Replaces the data of every variable of `vs` with the GGUF tensor of the same name,
+/// de-quantised in parallel; each is checked against the variable's shape first.
+pub(crate) fn load_vars(vs: &nn::VarStore, file: &GgufFile) -> Result<(), ModelError> {
+    use rayon::prelude::*;
+    let vars = vs.variables();
+
+    let mut wanted: Vec<(String, Vec<usize>)> = vars
+        .iter()
+        .map(|(n, t)| (n.clone(), t.size().iter().map(|&x| x as usize).collect()))
+        .collect();
+    wanted.sort();
+    // De-quantise in parallel across tensors; each is checked against the expected shape.
+    let loaded: Vec<Result<(String, Vec<f32>), ModelError>> = wanted
+        .par_iter()
+        .map(|(name, want)| {
+            let info = file.tensor_info(name)?;
+            if &info.shape != want {
+                return Err(ModelError::ShapeMismatch {
+                    name: name.clone(),
+                    expected: want.clone(),
+                    found: info.shape.clone(),
+                });
+            }
+            Ok((name.clone(), file.tensor_f32(name)?))
+        })
+        .collect();
+    tch::no_grad(|| {
+        for r in loaded {
+            let (name, data) = r?;
+            let mut var = vars[&name].shallow_clone();
+            let t = Tensor::from_slice(&data)
+                .reshape(var.size())
+                .to_device(var.device());
+            var.set_data(&t);
+        }
+        Ok(())
+    })
+}
+
+impl crate::Decoder for Model {
+    fn family(&self) -> &'static str {
+        "llama"
+    }
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn device(&self) -> Device {
+        Model::device(self)
+    }
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+    fn set_precision(&mut self, p: Precision, snapshot: bool) {
+        Model::set_precision(self, p, snapshot)
+    }
+    fn forward(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor, ModelError> {
+        Model::forward(self, tokens, hooks)
+    }
+    fn logits(&self, hidden: &Tensor) -> Tensor {
+        Model::logits(self, hidden)
+    }
+    fn down_proj(&self, layer: usize) -> &Tensor {
+        self.blocks[layer].mlp.down_proj()
+    }
+    fn site_notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn attn_impl(&self) -> AttnImpl {
+        self.attn_impl
     }
 }
