@@ -30,7 +30,7 @@
 #      BENCHMARKS section), runs.tar.gz (runs and reports, no checkpoints), env.json,
 #      compare.txt, verify-smoke.txt.
 # Every step has a time limit, a failed step never stops the script, and the summary is
-# printed last. Exit status: 0 when every step passed, 1 otherwise.
+# printed last. Exit status: 0 when every step but the gpu scale ran and passed, 1 otherwise.
 #
 # A dry run here, on CPU: `just gpu-check-dry` (SINKREP_GPU_CHECK_DEVICE=cpu; no gpu scale).
 set -uo pipefail
@@ -227,5 +227,10 @@ python3 "$ROOT/scripts/device/summary.py" --work "$WORK" --out "$OUT" --device "
     --seconds "$(($(date +%s) - T0))" >"$OUT/summary.md" 2>>"$LOG" ||
     log "gpu-check: summary.py failed (see above); steps: $(tr '\t\n' ' ;' <"$STEPS")"
 cat "$OUT/summary.md" | tee -a "$LOG"
-if grep -qv $'\tok\t' "$STEPS"; then exit 1; fi
+# Failed, timed out, or skipped for a missing model or a spent budget; a step skipped
+# by choice (nvidia-smi in a CPU dry run) is not a failure, and the gpu scale, sized
+# elsewhere, is reported in the summary but not judged here.
+if awk -F'\t' '$1 !~ /^gpu scale/ && $2 ~ /^(FAILED|TIMED OUT|skipped \((model|budget))/ { bad = 1 } END { exit !bad }' "$STEPS"; then
+    exit 1
+fi
 exit 0
