@@ -117,7 +117,8 @@ phase "RUNPATH check" bash scripts/device/check-runpath.sh "$BIN" "$DEVICE_TORCH
 
 export SINKREP_CACHE="$CACHE" SINKREP_PYTHON="$VENV/bin/python"
 "$BIN" env | sed 's/^/device-bundle:   /' >&2
-"$BIN" env --json | grep -q "\"libtorch_version\": \"$DEVICE_TORCH_VERSION" ||
+env_json=$("$BIN" env --json) || die "the bundle binary's 'sinkrep env --json' failed"
+grep -q "\"libtorch_version\": \"$DEVICE_TORCH_VERSION" <<<"$env_json" ||
     die "the bundle binary does not report libtorch $DEVICE_TORCH_VERSION"
 "$BIN" fetch shakespeare smollm2-135m-instruct
 
