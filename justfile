@@ -114,3 +114,44 @@ bench *ARGS: _venv
 # `just bench-compare --help` lists the options (e.g. --runs 5 --threads 1).
 bench-compare *ARGS: _venv
     bash scripts/bench/compare.sh "$@"
+
+# The device bundle: sinkrep built against libtorch 2.11 (the lent GPU machine's image),
+# with the pinned inputs and CPU reference reports, in bundle/ (README: "GPU / device bundle").
+device-bundle:
+    bash scripts/device/bundle.sh
+
+# The bundle on this machine, against the local 2.11 venv: its RUNPATH (and that the check
+# rejects a binary without one), every replication at smoke scale run from it and verified
+# against data/baselines/smoke, and the report comparator's self-test. Not part of `just
+# test`: a cold machine adds a second libtorch (~5 GB) and a second release build.
+device-bundle-check: device-bundle _venv
+    #!/usr/bin/env bash
+    set -euo pipefail
+    phase() { local name=$1; shift; local t0=$(date +%s); "$@"; echo "phase $name: $(( $(date +%s) - t0 ))s" >&2; }
+    bin=bundle/run/sinkrep
+    image_lib=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib
+    phase runpath bash scripts/device/check-runpath.sh "$bin" "$image_lib"
+    # The check must bite: the 2.13 build has no $ORIGIN nor the image's folder.
+    plain="${CARGO_TARGET_DIR:-{{justfile_directory()}}/target}/release/sinkrep"
+    cargo build --release --quiet --bin sinkrep
+    if bash scripts/device/check-runpath.sh "$plain" "$image_lib" 2>/dev/null; then
+        echo "check-runpath.sh accepted $plain, which lacks the device RUNPATH"; exit 1
+    fi
+    env -u LD_LIBRARY_PATH "$bin" env --json | python3 -c 'import json,sys; v=json.load(sys.stdin); assert v["libtorch_version"].startswith("2.11.0"), v; assert v["tch_version"] == "0.24.0", v'
+    runs=$(mktemp -d)
+    trap 'rm -rf "$runs"' EXIT
+    phase smoke-run env -u LD_LIBRARY_PATH "$bin" run all --scale smoke --threads 1 --device cpu --out "$runs"
+    phase smoke-verify "$bin" verify --scale smoke --runs "$runs" --baseline data/baselines
+    phase comparator python3 scripts/device/test_compare_reports.py bundle/run/cpu-reports
+
+# scripts/device/gpu-check.sh end to end on this CPU (stage, then run with
+# SINKREP_GPU_CHECK_DEVICE=cpu, no gpu scale); its $OUT lands in OUT or a temporary folder.
+gpu-check-dry: device-bundle
+    #!/usr/bin/env bash
+    set -uo pipefail
+    export OUT="${OUT:-$(mktemp -d)}" SINKREP_STAGE_DIR="$(mktemp -d)" SINKREP_GPU_CHECK_WORK="$(mktemp -d)"
+    export SINKREP_GPU_CHECK_DEVICE=cpu SINKREP_GPU_CHECK_BUDGET_S="${SINKREP_GPU_CHECK_BUDGET_S:-900}"
+    bash scripts/device/gpu-check.sh stage && bash scripts/device/gpu-check.sh run; rc=$?
+    rm -rf "$SINKREP_STAGE_DIR" "$SINKREP_GPU_CHECK_WORK"
+    echo "gpu-check-dry: exit $rc; files in $OUT:"; ls -l "$OUT"
+    exit $rc

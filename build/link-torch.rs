@@ -9,10 +9,20 @@
 //!
 //! `DEP_TCH_LIBTORCH_LIB` is exported by torch-sys and reaches only crates that depend on
 //! `torch-sys` directly, so each such crate lists it in `[dependencies]`.
+//!
+//! `SINKREP_EXTRA_RPATH` (colon-separated) puts more folders in the RUNPATH, searched
+//! before the build's own libtorch: the device bundle (scripts/device/bundle.sh) names
+//! `$ORIGIN` and the device image's torch/lib there.
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    println!("cargo:rerun-if-env-changed=SINKREP_EXTRA_RPATH");
+    println!("cargo:rustc-env=SINKREP_TCH_VERSION={}", tch_version());
     match std::env::var("DEP_TCH_LIBTORCH_LIB") {
         Ok(lib) => {
+            let extra = std::env::var("SINKREP_EXTRA_RPATH").unwrap_or_default();
+            for dir in extra.split(':').filter(|d| !d.is_empty()) {
+                println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+            }
             println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
             println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
             println!("cargo:rustc-link-arg=-ltorch");
@@ -37,4 +47,28 @@ fn main() {
             println!("cargo:rustc-env=SINKREP_LIBTORCH_VERSION=unknown");
         }
     }
+}
+
+/// The tch version Cargo.lock resolved (0.26.0 normally, 0.24.0 in the device bundle):
+/// the lock file is the nearest one above this crate, and is final when build scripts run.
+fn tch_version() -> String {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let lock = std::path::Path::new(&manifest)
+        .ancestors()
+        .map(|d| d.join("Cargo.lock"))
+        .find(|p| p.is_file());
+    let Some(lock) = lock else {
+        return "unknown".into();
+    };
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let text = std::fs::read_to_string(&lock).unwrap_or_default();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"tch\"" {
+            if let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = ")) {
+                return v.trim_matches('"').to_string();
+            }
+        }
+    }
+    "unknown".into()
 }

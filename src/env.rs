@@ -1,8 +1,12 @@
 //! `sinkrep env`: what this binary runs on.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 use std::process::Command;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+use crate::analyze::DeviceArg;
 
 /// libtorch version, read at build time from the headers torch-sys compiled against
 /// (see build/link-torch.rs).
@@ -18,6 +22,7 @@ pub struct EnvInfo {
     pub cuda_available: bool,
     pub cuda_device_count: i64,
     pub cuda_device_name: Option<String>,
+    pub cudnn_available: bool,
     pub threads: i32,
     /// `model name` of /proc/cpuinfo: absolute speeds and low bits differ between CPUs.
     pub cpu_model: String,
@@ -32,8 +37,13 @@ pub struct EnvInfo {
 pub use sinkrep_inputs::python;
 
 /// Git revision and dirty flag of the source tree this binary was built from, if it is
-/// still there.
+/// still there. A device bundle is built from a copy of the sources and runs where they
+/// are not, so its build records them (`SINKREP_BUILD_GIT_REV`, `SINKREP_BUILD_GIT_DIRTY`).
 pub fn git_state() -> (String, Option<bool>) {
+    if let Some(rev) = option_env!("SINKREP_BUILD_GIT_REV") {
+        let dirty = option_env!("SINKREP_BUILD_GIT_DIRTY").map(|d| d == "true");
+        return (rev.to_string(), dirty);
+    }
     let dir = env!("CARGO_MANIFEST_DIR");
     let rev = Command::new("git")
         .args(["-C", dir, "rev-parse", "HEAD"])
@@ -88,9 +98,10 @@ pub fn collect() -> EnvInfo {
         git_revision,
         git_dirty,
         libtorch_version: LIBTORCH_VERSION,
-        tch_version: "0.26.0",
+        tch_version: env!("SINKREP_TCH_VERSION"),
         cuda_available,
         cuda_device_count: tch::Cuda::device_count(),
+        cudnn_available: tch::Cuda::cudnn_is_available(),
         cuda_device_name: if cuda_available {
             cuda_device_name()
         } else {
@@ -105,10 +116,146 @@ pub fn collect() -> EnvInfo {
     }
 }
 
-pub fn print(json: bool) -> Result<()> {
+/// `sinkrep env` options.
+#[derive(Debug, clap::Args)]
+pub struct EnvArgs {
+    /// Emit JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also measure the matmul rate on --device, f32 and bf16 (n x n products, n = 8192
+    /// on CUDA, 1024 on CPU; best and median of 7 samples of 8 products after 3
+    /// warm-ups), and on CUDA the error of an f32 product against f64, which shows
+    /// whether TF32 is on.
+    #[arg(long)]
+    pub matmul_peak: bool,
+    /// Device for --matmul-peak.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    /// Matrix size for --matmul-peak (default 8192 on CUDA, 1024 on CPU).
+    #[arg(long, value_name = "N", requires = "matmul_peak", value_parser = clap::value_parser!(i64).range(1..=65536))]
+    pub matmul_n: Option<i64>,
+}
+
+/// One measured matmul rate.
+#[derive(Debug, Serialize)]
+pub struct MatmulPeak {
+    pub device: String,
+    pub dtype: &'static str,
+    pub n: i64,
+    pub gflops_best: f64,
+    pub gflops_median: f64,
+}
+
+/// What `--matmul-peak` reports.
+#[derive(Debug, Serialize)]
+pub struct MatmulReport {
+    pub rates: Vec<MatmulPeak>,
+    /// CUDA only: max |C_f32 - C_f64| / max |C_f64| of a 1024^3 product of the same
+    /// f32 inputs. About 1e-6 in f32; about 1e-3 when TF32 rounds the inputs.
+    pub f32_rel_error_vs_f64: Option<f64>,
+}
+
+impl MatmulReport {
+    /// TF32 rounds inputs to a 10-bit mantissa (relative error ~1e-3); plain f32 stays
+    /// near 1e-6, so 1e-4 separates the two.
+    pub fn tf32_suspected(&self) -> Option<bool> {
+        self.f32_rel_error_vs_f64.map(|e| e > 1e-4)
+    }
+}
+
+#[derive(Serialize)]
+struct EnvJson {
+    #[serde(flatten)]
+    info: EnvInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matmul_peak: Option<MatmulReport>,
+}
+
+fn device_label(d: Device) -> String {
+    match d {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    }
+}
+
+fn sync(d: Device) {
+    if let Device::Cuda(i) = d {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// Rate of n x n x n products of `kind` on `device` (2 n^3 flops each), in GFLOP/s.
+fn matmul_rate(device: Device, kind: Kind, n: i64) -> Result<MatmulPeak> {
+    let a = Tensor::f_randn([n, n], (kind, device))?;
+    let b = Tensor::f_randn([n, n], (kind, device))?;
+    for _ in 0..3 {
+        let _ = a.f_mm(&b)?;
+    }
+    sync(device);
+    let mut rates = Vec::with_capacity(7);
+    for _ in 0..7 {
+        let t0 = Instant::now();
+        for _ in 0..8 {
+            let _ = a.f_mm(&b)?;
+        }
+        sync(device);
+        rates.push(2.0 * (n as f64).powi(3) * 8.0 / t0.elapsed().as_secs_f64() / 1e9);
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(MatmulPeak {
+        device: device_label(device),
+        dtype: match kind {
+            Kind::BFloat16 => "bf16",
+            _ => "f32",
+        },
+        n,
+        gflops_best: rates[6],
+        gflops_median: rates[3],
+    })
+}
+
+/// The matmul rates of `device` for n x n products (`n`: 8192 on CUDA, 1024 on CPU when
+/// None) and, on CUDA, the f32-vs-f64 error (see `MatmulReport`).
+pub fn matmul_peak(device: Device, n: Option<i64>) -> Result<MatmulReport> {
+    let n = n.unwrap_or(if device.is_cuda() { 8192 } else { 1024 });
+    let mut rates = Vec::new();
+    for kind in [Kind::Float, Kind::BFloat16] {
+        rates.push(
+            matmul_rate(device, kind, n)
+                .with_context(|| format!("{kind:?} matmul on {}", device_label(device)))?,
+        );
+    }
+    let f32_rel_error_vs_f64 = if device.is_cuda() {
+        let a = Tensor::f_randn([1024, 1024], (Kind::Float, device))?;
+        let b = Tensor::f_randn([1024, 1024], (Kind::Float, device))?;
+        let exact = a.to_kind(Kind::Double).f_mm(&b.to_kind(Kind::Double))?;
+        let err = (a.f_mm(&b)?.to_kind(Kind::Double) - &exact)
+            .abs()
+            .max()
+            .double_value(&[]);
+        Some(err / exact.abs().max().double_value(&[]))
+    } else {
+        None
+    };
+    Ok(MatmulReport {
+        rates,
+        f32_rel_error_vs_f64,
+    })
+}
+
+pub fn print(a: &EnvArgs) -> Result<()> {
     let info = collect();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+    let peak = if a.matmul_peak {
+        Some(matmul_peak(a.device.resolve()?, a.matmul_n)?)
+    } else {
+        None
+    };
+    if a.json {
+        let out = EnvJson {
+            info,
+            matmul_peak: peak,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     let dirty = match info.git_dirty {
@@ -131,11 +278,33 @@ pub fn print(json: bool) -> Result<()> {
         }
         None => println!("cuda      no"),
     }
+    if info.cuda_available {
+        println!(
+            "cudnn     {}",
+            if info.cudnn_available { "yes" } else { "no" }
+        );
+    }
     println!("threads   {}", info.threads);
     println!("cpu       {} ({})", info.cpu_model, info.cpu_isa.join(", "));
     println!("cache     {}", info.cache_root);
     println!("inputs    {}", info.inputs_dir);
     println!("venv      {}", info.venv_dir);
+    if let Some(p) = &peak {
+        for r in &p.rates {
+            println!(
+                "matmul    {} {} n={}: {:.1} GFLOP/s best, {:.1} median",
+                r.device, r.dtype, r.n, r.gflops_best, r.gflops_median
+            );
+        }
+        if let (Some(e), Some(tf32)) = (p.f32_rel_error_vs_f64, p.tf32_suspected()) {
+            let what = if tf32 {
+                "TF32 ON: f32 products are rounded"
+            } else {
+                "TF32 off"
+            };
+            println!("f32 err   {e:.1e} relative to f64 ({what})");
+        }
+    }
     Ok(())
 }
 

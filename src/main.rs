@@ -20,12 +20,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print versions (sinkrep, git, libtorch), CUDA, threads and cache paths.
-    Env {
-        /// Emit JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Print versions (sinkrep, git, libtorch), CUDA, threads and cache paths; --matmul-peak
+    /// measures the matmul rate.
+    Env(env::EnvArgs),
     /// Per-layer sink report of a GGUF model: attention received, super neurons, massive dims.
     Analyze(analyze::AnalyzeArgs),
     /// The sink report with an intervention applied (mask-to-self, amplification, ablation).
@@ -58,7 +55,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Env { json } => env::print(json),
+        Command::Env(a) => env::print(&a),
         Command::Analyze(a) => analyze::run_analyze(&a),
         Command::Intervene(i) => analyze::run_intervene(&i),
         Command::List => runner_cmd::list(),

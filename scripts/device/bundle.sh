@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# `just device-bundle`: a sinkrep build for the lent GPU machine, in bundle/ (git-ignored).
+#
+# That machine's image has torch 2.11.0+cu130 in /opt/torch/.venv (Python 3.12), no Rust,
+# no network, and a 64 MiB limit on what travels. So the binary is built here against
+# PyPI's torch==2.11.0 (the same +cu130 build) and finds the image's libtorch through its
+# RUNPATH; the pinned inputs and the CPU reference reports travel beside it.
+#
+# Why tch 0.24.0 and not 0.26.0: tch 0.26's C++ wrapper (torch_api_generated.cpp) calls
+# ops that the 2.11 headers do not declare (_philox_normal, _upsample_lanczos2d_aa,
+# _flash_attention_forward_no_dropout_inplace, ...), so LIBTORCH_BYPASS_VERSION_CHECK
+# cannot help: it fails to compile. tch 0.24.0 is the release made for libtorch 2.11.0,
+# and its Rust API differs from 0.26's only in ops sinkrep does not call, so the sources
+# build unchanged. The workspace pins tch 0.26, so the bundle builds from a copy of the
+# working tree whose Cargo.toml pins 0.24 (Cargo.lock is re-resolved from the committed
+# one: only tch, torch-sys and their own new dependencies move).
+#
+# The build has its own target folder, so it never clobbers the 2.13 build and needs no
+# `cargo clean -p torch-sys` when switching. Idempotent: a second run rebuilds only what
+# changed and rewrites bundle/ through a temporary folder renamed into place.
+#
+# bundle/ holds two folders, each one device call's `carry` (at most 64 MiB a call, the
+# repository's ~5 MiB included; the SmolLM2 GGUF alone is 94 MiB and hardly compresses,
+# being 4- and 8-bit quantised: so two calls, see scripts/device/gpu-check.sh):
+#   stage-1/model.gguf.part1   the model's first STAGE_PART_MIB MiB
+#   run/sinkrep                stripped binary; RUNPATH $ORIGIN, the image's torch/lib, the local 2.11 venv
+#   run/model.gguf.part2       the rest of the model; run/model.txt: its cache path, size, sha256
+#   run/inputs.tar.gz          the texts and the inputs' verification stamps, as the cache holds them
+#   run/cpu-reports/           NAME.args and NAME.json: `sinkrep analyze|intervene` on CPU, for the
+#                              device's field-by-field check
+#   BUNDLE.txt                 what was built from what, sizes, sha256 of every file
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+DEVICE_TORCH_VERSION="2.11.0"
+DEVICE_TCH_VERSION="0.24.0"
+# The device image's libtorch (KINDS.md: torch 2.11.0+cu130 under /opt/torch/.venv).
+DEVICE_TORCH_LIB="/opt/torch/.venv/lib/python3.12/site-packages/torch/lib"
+CACHE="${SINKREP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sinkrep}"
+VENV="$CACHE/venv/torch-$DEVICE_TORCH_VERSION"
+SRC="$CACHE/bundle-src"
+TARGET="${SINKREP_BUNDLE_TARGET:-$CACHE/target-torch-$DEVICE_TORCH_VERSION}"
+BUNDLE="${SINKREP_BUNDLE_DIR:-$ROOT/bundle}"
+# What may travel in one call: the device tool carries 64 MiB in all, the repository's
+# files (~5 MiB tracked, plus whatever untracked-not-ignored files the checkout has) included.
+MAX_PART_MIB="${SINKREP_BUNDLE_MAX_PART_MIB:-54}"
+STAGE_PART_MIB="${SINKREP_BUNDLE_STAGE_MIB:-$MAX_PART_MIB}"
+
+say() { printf 'device-bundle: %s\n' "$*" >&2; }
+die() { printf 'device-bundle: error: %s\n' "$*" >&2; exit 1; }
+phase() {
+    local name=$1 t0
+    shift
+    t0=$(date +%s)
+    "$@"
+    say "$name: $(($(date +%s) - t0))s"
+}
+
+cd "$ROOT"
+command -v cargo >/dev/null || die "cargo not found: the bundle is built here, with Rust (see rust-toolchain.toml)"
+
+# 1. libtorch 2.11 (PyPI torch==2.11.0, +cu130 like the image) in its own cached venv.
+phase "libtorch $DEVICE_TORCH_VERSION venv" env SINKREP_TORCH_VERSION="$DEVICE_TORCH_VERSION" bash scripts/setup.sh
+
+# 2. A copy of the working tree (tracked and untracked-not-ignored files) with tch
+#    pinned to the 2.11 release. A file whose content is unchanged since the last copy
+#    keeps that copy's mtime and a changed one gets the current time, so cargo rebuilds
+#    exactly what changed (original mtimes could predate the last build and be missed).
+copy_sources() {
+    rm -rf "$SRC.tmp"
+    mkdir -p "$SRC.tmp"
+    git ls-files -z --cached --others --exclude-standard |
+        while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+        tar --null -T - -cf - | tar -xmf - -C "$SRC.tmp"
+    local manifest="$SRC.tmp/Cargo.toml"
+    grep -q '^tch = "=0.26.0"$' "$manifest" && grep -q '^torch-sys = "=0.26.0"$' "$manifest" ||
+        die "Cargo.toml no longer pins tch/torch-sys \"=0.26.0\"; update the pins in scripts/device/bundle.sh"
+    sed -i -e "s/^tch = \"=0.26.0\"$/tch = \"=$DEVICE_TCH_VERSION\"/" \
+        -e "s/^torch-sys = \"=0.26.0\"$/torch-sys = \"=$DEVICE_TCH_VERSION\"/" "$manifest"
+    # Cargo.lock: the committed one is the base; cargo re-resolves tch and torch-sys in
+    # the copy. Reuse the last re-resolved lock while the base is unchanged.
+    cp Cargo.lock "$SRC.tmp/Cargo.lock.base"
+    if [ -f "$SRC/Cargo.lock" ] && cmp -s "$SRC/Cargo.lock.base" Cargo.lock; then
+        cp -p "$SRC/Cargo.lock" "$SRC.tmp/Cargo.lock"
+    fi
+    if [ -d "$SRC" ]; then
+        (cd "$SRC.tmp" && find . -type f -print0) | while IFS= read -r -d '' f; do
+            if cmp -s "$SRC.tmp/$f" "$SRC/$f"; then touch -r "$SRC/$f" "$SRC.tmp/$f"; fi
+        done
+    fi
+    rm -rf "$SRC"
+    mv "$SRC.tmp" "$SRC"
+}
+phase "source copy" copy_sources
+
+# 3. Build. $ORIGIN first (libraries put beside the binary win), then the image's
+#    torch/lib, then (from link-torch.rs) the local 2.11 venv's, so the same file runs
+#    here and there with no LD_LIBRARY_PATH.
+rev=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+dirty=false
+[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && dirty=true
+build() {
+    (cd "$SRC" && env LIBTORCH_USE_PYTORCH=1 PATH="$VENV/bin:$PATH" CARGO_TARGET_DIR="$TARGET" \
+        SINKREP_EXTRA_RPATH="\$ORIGIN:$DEVICE_TORCH_LIB" \
+        SINKREP_BUILD_GIT_REV="$rev" SINKREP_BUILD_GIT_DIRTY="$dirty" \
+        cargo build --release --quiet --bin sinkrep)
+}
+phase "cargo build (tch $DEVICE_TCH_VERSION, libtorch $DEVICE_TORCH_VERSION, target $TARGET)" build ||
+    die "the bundle build failed (see above); sources in $SRC, target $TARGET"
+
+# 4. bundle/ through a temporary folder.
+rm -rf "$BUNDLE.tmp"
+mkdir -p "$BUNDLE.tmp/run/cpu-reports"
+BIN="$BUNDLE.tmp/run/sinkrep"
+strip -o "$BIN" "$TARGET/release/sinkrep"
+phase "RUNPATH check" bash scripts/device/check-runpath.sh "$BIN" "$DEVICE_TORCH_LIB"
+
+export SINKREP_CACHE="$CACHE" SINKREP_PYTHON="$VENV/bin/python"
+"$BIN" env | sed 's/^/device-bundle:   /' >&2
+env_json=$("$BIN" env --json) || die "the bundle binary's 'sinkrep env --json' failed"
+grep -q "\"libtorch_version\": \"$DEVICE_TORCH_VERSION" <<<"$env_json" ||
+    die "the bundle binary does not report libtorch $DEVICE_TORCH_VERSION"
+"$BIN" fetch shakespeare smollm2-135m-instruct
+
+# 5. The pinned inputs the runs read, as the cache holds them (stamps included, so the
+#    device's `sinkrep` finds them ready). The model does not fit in one call with the
+#    rest: its first bytes go to stage-1/ (carried by a first call that only stages them,
+#    see gpu-check.sh), the rest to run/.
+MODEL_REL="inputs/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+pack_inputs() {
+    local model="$CACHE/$MODEL_REL" size head_bytes
+    (cd "$CACHE" && tar --exclude="$MODEL_REL" -czf "$BUNDLE.tmp/run/inputs.tar.gz" inputs/shakespeare inputs/smollm2-135m-instruct)
+    size=$(stat -c %s "$model")
+    head_bytes=$((STAGE_PART_MIB * 1048576))
+    [ "$head_bytes" -lt "$size" ] || head_bytes=$size
+    mkdir -p "$BUNDLE.tmp/stage-1"
+    head -c "$head_bytes" "$model" >"$BUNDLE.tmp/stage-1/model.gguf.part1"
+    tail -c +$((head_bytes + 1)) "$model" >"$BUNDLE.tmp/run/model.gguf.part2"
+    printf '%s\n%s\n%s\n' "$MODEL_REL" "$size" "$(sha256sum "$model" | cut -c1-64)" >"$BUNDLE.tmp/run/model.txt"
+    cat "$BUNDLE.tmp/stage-1/model.gguf.part1" "$BUNDLE.tmp/run/model.gguf.part2" | cmp -s - "$model" ||
+        die "the model's two parts do not rejoin to $model"
+}
+phase "inputs" pack_inputs
+
+# 6. CPU reference reports for the device's CUDA-vs-CPU check: each NAME.args holds the
+#    arguments (one a line; @INPUTS@ is the cache's inputs folder), NAME.json the CPU
+#    report; gpu-check.sh reruns each with --device cuda and compares field by field.
+reports() {
+    local dir="$BUNDLE.tmp/run/cpu-reports" args name
+    printf '%s\n' analyze --random 100 --seq-len 64 --seed 0 >"$dir/random-100x64.args"
+    printf '%s\n' analyze --text-file @INPUTS@/shakespeare/hamlet_gut.txt --seq-len 128 --max-seqs 16 \
+        >"$dir/hamlet-16x128.args"
+    printf '%s\n' intervene --text-file @INPUTS@/shakespeare/sonnets_gut.txt --seq-len 64 --max-seqs 16 \
+        --sink-pos 5 --mask-self >"$dir/sonnets-mask-self-k5.args"
+    local prev="$BUNDLE/run/cpu-reports"
+    for args in "$dir"/*.args; do
+        name=$(basename "$args" .args)
+        # The same binary and arguments (and pinned inputs) give the same report.
+        if cmp -s "$BUNDLE/run/sinkrep" "$BIN" && cmp -s "$prev/$name.args" "$args" && [ -s "$prev/$name.json" ]; then
+            cp "$prev/$name.json" "$dir/$name.json"
+            continue
+        fi
+        mapfile -t argv < <(sed "s|@INPUTS@|$CACHE/inputs|g" "$args")
+        "$BIN" "${argv[@]}" --device cpu --json >"$dir/$name.json" || die "sinkrep ${argv[*]} failed"
+    done
+}
+phase "CPU reference reports" reports
+
+# 7. Description and checksums, then the size check, then into place.
+{
+    echo "sinkrep device bundle"
+    echo "git          $rev (dirty: $dirty)"
+    echo "built        $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m)"
+    echo "tch          $DEVICE_TCH_VERSION; libtorch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null)"
+    echo "runpath      $(readelf -d "$BIN" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')"
+    echo
+    echo "sha256, bytes, file:"
+    (cd "$BUNDLE.tmp" && find . -type f ! -name BUNDLE.txt -printf '%P\n' | sort |
+        while read -r f; do printf '%s  %10d  %s\n' "$(sha256sum "$f" | cut -c1-64)" "$(stat -c %s "$f")" "$f"; done)
+} >"$BUNDLE.tmp/run/BUNDLE.txt"
+mib() { echo $(($(du -sb "$1" | cut -f1) / 1048576)); }
+for part in stage-1 run; do
+    [ "$(mib "$BUNDLE.tmp/$part")" -le "$MAX_PART_MIB" ] ||
+        die "bundle/$part is $(mib "$BUNDLE.tmp/$part") MiB, over the $MAX_PART_MIB MiB one device call can carry (see $BUNDLE.tmp/run/BUNDLE.txt)"
+done
+rm -rf "$BUNDLE"
+mv "$BUNDLE.tmp" "$BUNDLE"
+say "wrote $BUNDLE: stage-1 $(mib "$BUNDLE/stage-1") MiB, run $(mib "$BUNDLE/run") MiB"
+sed 's/^/device-bundle:   /' "$BUNDLE/run/BUNDLE.txt" >&2
