@@ -74,7 +74,14 @@ fn smoke_run_is_reproducible_and_keeps_its_invariants() {
     assert_eq!(run.verdicts.total, 5);
     // The smoke run records exactly the names its plan promises.
     let mut promised: Vec<String> = metric_names(Scale::Smoke);
-    promised.extend(sinkrep_arbitrary_sinks::scratch::metric_names());
+    // The from-scratch metrics are seed families (mean, spread, interval, each seed).
+    let seeds = 0..sinkrep_subjects::SCRATCH_SEEDS as u64;
+    for base in sinkrep_arbitrary_sinks::scratch::metric_names() {
+        for part in ["", ".sd", ".ci95_lo", ".ci95_hi", ".n"] {
+            promised.push(format!("{base}{part}"));
+        }
+        promised.extend(seeds.clone().map(|s| format!("{base}.seed{s}")));
+    }
     let recorded: Vec<&String> = metrics.keys().collect();
     assert_eq!(recorded.len(), promised.len());
     assert!(promised.iter().all(|p| metrics.contains_key(p)));
