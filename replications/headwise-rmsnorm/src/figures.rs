@@ -285,20 +285,24 @@ fn grid_figure(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Result<Ve
             name: format!("{cfg} (mean)"),
             points: stat(m, mean),
         });
-        series.push(Series {
-            name: format!("{cfg} (95% lo)"),
-            points: ci(-1.0),
-        });
-        series.push(Series {
-            name: format!("{cfg} (95% hi)"),
-            points: ci(1.0),
-        });
+        // Intervals for the judged configuration and the gain's start only: the two
+        // the report discusses; more bands make the figure unreadable.
+        if cfg == "judged" || cfg == "gain-matched" {
+            series.push(Series {
+                name: format!("{cfg} (95% lo)"),
+                points: ci(-1.0),
+            });
+            series.push(Series {
+                name: format!("{cfg} (95% hi)"),
+                points: ci(1.0),
+            });
+        }
     }
     Ok(line_chart(
         style,
         &fig_dir.join("grid_paired_val_loss"),
         &LineChart {
-            title: "Head-wise − baseline validation loss by configuration (mean, 95% CI)",
+            title: "Head-wise − baseline val loss, by configuration",
             x_label: "step",
             y_label: "paired val-loss difference (nats/token)",
             series: &series,
