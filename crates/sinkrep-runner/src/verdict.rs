@@ -157,31 +157,24 @@ fn is_zero(n: &usize) -> bool {
 /// non-finite makes its check "does not hold", with a note saying why. An interval
 /// check (`interval = true`) judges `<metric>.ci95_lo ..= <metric>.ci95_hi`.
 pub fn evaluate(claim: &Claim, scale: Scale, metrics: &Metrics) -> Verdicts {
-    // Interval bounds are named `<metric>.ci95_lo/hi`; the metric itself is not.
-    fn claim_metric(name: &str) -> &str {
-        name.strip_suffix(".ci95_lo")
-            .or_else(|| name.strip_suffix(".ci95_hi"))
-            .map_or(name, |_| "")
-    }
-    let finite = |name: &str| -> Result<f64, String> {
+    // A point check's notes keep their old wording (verdicts.json bytes); an interval
+    // bound's note names the bound.
+    let finite = |name: &str, bound: bool| -> Result<f64, String> {
         match metrics.get(name) {
-            // The point check's notes keep their wording (verdicts.json bytes).
-            None if name == claim_metric(name) => Err("metric not recorded by the run".into()),
-            None => Err(format!("metric `{name}` not recorded by the run")),
             Some(Some(v)) if v.is_finite() => Ok(*v),
-            _ if name == claim_metric(name) => {
-                Err("value is not finite (NaN or infinite)".to_string())
-            }
-            _ => Err(format!("`{name}` is not finite (NaN or infinite)")),
+            None if bound => Err(format!("metric `{name}` not recorded by the run")),
+            None => Err("metric not recorded by the run".into()),
+            _ if bound => Err(format!("`{name}` is not finite (NaN or infinite)")),
+            _ => Err("value is not finite (NaN or infinite)".into()),
         }
     };
     let checks: Vec<CheckResult> = claim
         .checks_at(scale)
         .map(|c| {
-            let value = finite(&c.metric);
+            let value = finite(&c.metric, false);
             let (outcome, interval, note) = if c.interval {
-                let lo = finite(&format!("{}.ci95_lo", c.metric));
-                let hi = finite(&format!("{}.ci95_hi", c.metric));
+                let lo = finite(&format!("{}.ci95_lo", c.metric), true);
+                let hi = finite(&format!("{}.ci95_hi", c.metric), true);
                 match (value.clone(), lo, hi) {
                     (Ok(_), Ok(lo), Ok(hi)) => (
                         judge_interval(c.op, c.threshold, lo, hi),

@@ -85,25 +85,13 @@ pub struct SubjectSizes {
 impl SubjectSizes {
     /// This scale's subject sizes, from claim 4's claim file.
     pub fn at(scale: Scale) -> Result<SubjectSizes> {
+        // The other keys of the table are headwise-rmsnorm's (it reads them strictly).
         #[derive(Deserialize)]
-        struct Wrap {
+        struct Protocol {
             subject: SubjectSizes,
         }
-        let claim = Claim::parse(PROTOCOL_CLAIM, PROTOCOL_ORIGIN)?;
-        let table = claim
-            .scale_params
-            .get(scale.as_str())
-            .with_context(|| format!("{PROTOCOL_ORIGIN}: no [scale.{scale}] table"))?;
-        let sub = table
-            .get("subject")
-            .cloned()
-            .with_context(|| format!("{PROTOCOL_ORIGIN}: no [scale.{scale}.subject] table"))?;
-        let w: Wrap = toml::Value::Table(toml::Table::from_iter([("subject".into(), sub)]))
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                anyhow::anyhow!("{PROTOCOL_ORIGIN}: [scale.{scale}.subject]: {e}")
-            })?;
-        Ok(w.subject)
+        let p: Protocol = Claim::parse(PROTOCOL_CLAIM, PROTOCOL_ORIGIN)?.scale_params(scale)?;
+        Ok(p.subject)
     }
 
     pub fn tokenizer(&self) -> TokenizerKind {

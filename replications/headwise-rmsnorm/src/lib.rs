@@ -382,6 +382,7 @@ fn paired_metrics(
     let per_seed = |f: &dyn Fn(&Trained, &Trained) -> f64| -> Vec<(u64, f64)> {
         pairs.iter().map(|(b, o)| (b.seed, f(b, o))).collect()
     };
+    let mut speedups = Vec::with_capacity(PHASES.len());
     for (phase, step) in PHASES.iter().zip(steps) {
         let d = per_seed(&|b, o| o.val_at(step) - b.val_at(step));
         let name = format!("{prefix}paired.val_loss.{phase}.{other}_minus_baseline");
@@ -392,8 +393,14 @@ fn paired_metrics(
             &format!("{prefix}speedup.{phase}_target.{other}.unreached"),
             sp.iter().filter(|s| s.1.is_nan()).count() as f64,
         )?;
+        speedups.push(sp);
     }
-    let geo = per_seed(&|b, o| (speedup_at(b, o, steps[0]) * speedup_at(b, o, steps[1])).sqrt());
+    // Per seed, the geometric mean of the early and middle speed-ups recorded above.
+    let geo: Vec<(u64, f64)> = speedups[0]
+        .iter()
+        .zip(&speedups[1])
+        .map(|(&(seed, a), &(_, b))| (seed, (a * b).sqrt()))
+        .collect();
     ctx.metric_samples(&format!("{prefix}speedup.geomean.{other}"), &geo)?;
     if !structure {
         return Ok(());
