@@ -15,7 +15,6 @@ pub mod manifest;
 pub mod registry;
 pub mod report;
 pub mod runner;
-pub mod stats;
 pub mod table;
 pub mod testing;
 pub mod verdict;
@@ -34,7 +33,7 @@ pub use manifest::{
     check_integrity, compare_checksums, ChecksumComparison, FileRecord, Manifest, MANIFEST,
     METRICS, VERDICTS,
 };
-pub use registry::{Registry, Replication};
+pub use registry::{claim_origin, Embedded, Registry, Replication, Study};
 pub use report::{render_report, write_report};
 pub use runner::{
     git_state, run_dir, run_replications, run_replications_with, summary_table, RunEvent,

@@ -14,31 +14,25 @@ pub mod study;
 pub mod weights;
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sinkrep_analysis::{kendall_tau, SUPER_NEURON_ABS, SUPER_NEURON_MEDIAN_RATIO};
 use sinkrep_analysis::{pinned, random_tokens, SinkReport, SuperNeuron};
 use sinkrep_model::Model;
-use sinkrep_runner::{Cell, Claim, FigureStyle, Replication, RunContext, Scale};
+use sinkrep_runner::{Cell, Claim, FigureStyle, RunContext, Scale, Study};
+use sinkrep_stats::{max, mean, median, min, SINK_EPS};
 use std::path::{Path, PathBuf};
 use study::{Condition, EarlyCarriers, Eval};
-use weights::{median, DownProjLayer};
+use weights::DownProjLayer;
 
-const CLAIM: &str = include_str!("../claim.toml");
-const README: &str = include_str!("../README.md");
+/// The study `super-neurons`.
+pub struct SuperNeurons;
 
-/// The replication `super-neurons`.
-pub struct SuperNeurons {
-    claim: Claim,
-}
+sinkrep_runner::replication!(SuperNeurons);
 
-/// The registered replication, its claim parsed from the embedded claim.toml.
-pub fn replication() -> anyhow::Result<Box<dyn Replication>> {
-    let claim = Claim::parse(CLAIM, "replications/super-neurons/claim.toml")?;
-    Ok(Box::new(SuperNeurons { claim }))
-}
-
-/// How much is measured at each scale. Every window has `seq_len` tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How much is measured at each scale (`[scale.<s>]` of `claim.toml`). Every window has
+/// `seq_len` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Sizes {
     /// Random-token sequences of the census (Gu et al.: 100 of 64 tokens).
     pub random_seqs: usize,
@@ -55,34 +49,9 @@ pub struct Sizes {
 }
 
 impl Sizes {
-    pub fn for_scale(scale: Scale) -> Sizes {
-        match scale {
-            Scale::Smoke => Sizes {
-                random_seqs: 4,
-                text_seqs: 4,
-                heldout_seqs: 4,
-                seq_len: 64,
-                batch: 4,
-                heldout_batch: 4,
-            },
-            Scale::Cpu => Sizes {
-                random_seqs: 100,
-                text_seqs: 100,
-                heldout_seqs: 32,
-                seq_len: 64,
-                batch: 50,
-                heldout_batch: 16,
-            },
-            // The pinned texts give at most 196 windows of 64 tokens (4 per document).
-            Scale::Gpu => Sizes {
-                random_seqs: 1000,
-                text_seqs: 100,
-                heldout_seqs: 90,
-                seq_len: 64,
-                batch: 100,
-                heldout_batch: 30,
-            },
-        }
+    /// The sizes at `scale`: `[scale.<scale>]` of this crate's `claim.toml`.
+    pub fn at(scale: Scale) -> anyhow::Result<Sizes> {
+        Ok(claim()?.scale_params(scale)?)
     }
 }
 
@@ -90,15 +59,9 @@ impl Sizes {
 /// (the paper: "one or two hidden dimensions").
 pub const DOMINANT_DIMS: usize = 2;
 
-impl Replication for SuperNeurons {
-    fn claim(&self) -> &Claim {
-        &self.claim
-    }
-    fn readme(&self) -> &str {
-        README
-    }
-    fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
-        run(ctx)
+impl Study for SuperNeurons {
+    fn run(&self, claim: &Claim, ctx: &mut RunContext) -> anyhow::Result<()> {
+        run(ctx, &claim.scale_params(ctx.scale())?)
     }
     fn figures(
         &self,
@@ -152,7 +115,7 @@ fn sn_rows(
                 .feeds
                 .first()
                 .is_some_and(|f| dominant.contains(&f.channel));
-            let col = probe::to_vec(
+            let col = sinkrep_analysis::to_vec(
                 &model.blocks[sn.layer]
                     .mlp
                     .down_proj()
@@ -179,13 +142,13 @@ fn join<T: ToString>(v: &[T]) -> String {
     v.iter().map(T::to_string).collect::<Vec<_>>().join(";")
 }
 
-fn run(ctx: &mut RunContext) -> anyhow::Result<()> {
-    let sizes = Sizes::for_scale(ctx.scale());
+fn run(ctx: &mut RunContext, sizes: &Sizes) -> anyhow::Result<()> {
+    let sizes = *sizes;
     let device = pinned::device(ctx.device_name())?;
     let seed = ctx.seed();
     ctx.config("sizes", sizes)?;
     ctx.config("sink_pos", 0)?;
-    ctx.config("sink_eps", study::SINK_EPS)?;
+    ctx.config("sink_eps", SINK_EPS)?;
     ctx.config(
         "super_neuron_rule",
         format!(
@@ -814,8 +777,6 @@ fn sn_metrics(
     )?;
     // Channel sparsity of the down-projection columns.
     let top2: Vec<f64> = text.iter().map(|r| r.sn.top2_energy_share).collect();
-    let min = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::min);
-    let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
     ctx.metric("sn_top2_share_min", min(&top2))?;
     ctx.metric("sn_top2_share_median", median(&top2))?;
     // Weighted by the energy each neuron writes at position 0: a^2 x |column|^2.
@@ -875,7 +836,7 @@ fn sn_metrics(
         })
         .max();
     ctx.metric("sn_fire_last_position", last.map_or(f64::NAN, |p| p as f64))?;
-    ctx.metric("sn_fire_rate_rest_mean", study::mean(rates.iter().copied()))?;
+    ctx.metric("sn_fire_rate_rest_mean", mean(&rates))?;
     // Data-free agreement.
     let spikes: Vec<(usize, usize)> = down
         .iter()
