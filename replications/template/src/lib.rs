@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use sinkrep_runner::{line_chart, Claim, CsvTable, FigureStyle, LineChart, RunContext, Scale};
-use sinkrep_runner::{Series, Study};
+use sinkrep_runner::{Cell, Series, Study};
 use sinkrep_stats::{mean, SplitMix64};
 
 /// The study; it has no state of its own (a study that needs some keeps it here).
@@ -93,7 +93,7 @@ impl Study for Template {
             &["position", "variance"],
             var.iter()
                 .enumerate()
-                .map(|(t, v)| vec![t.into(), (*v).into()]),
+                .map(|(t, v)| [Cell::from(t), Cell::from(*v)]),
         )?;
         ctx.metric(
             "var_ratio_first_over_rest",
