@@ -8,7 +8,7 @@ torch_version := "2.13.0"
 cache := env("SINKREP_CACHE", env("XDG_CACHE_HOME", env("HOME") + "/.cache") + "/sinkrep")
 venv := cache + "/venv/torch-" + torch_version
 
-# torch-sys finds libtorch inside the venv's torch package (tech-notes: LIBTORCH_USE_PYTORCH).
+# torch-sys finds libtorch inside the venv's torch package (torch-sys's LIBTORCH_USE_PYTORCH).
 export LIBTORCH_USE_PYTORCH := "1"
 export PATH := venv + "/bin:" + env("PATH")
 export SINKREP_CACHE := cache

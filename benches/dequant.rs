@@ -12,18 +12,13 @@ use std::time::Duration;
 const ROWS: usize = 1024;
 const COLS: usize = 4096;
 
-/// Deterministic values in [-1, 1) (splitmix64), with a few large outliers per row the
+/// Deterministic values in [-1, 1) (SplitMix64), with a few large outliers per row the
 /// way real weights have them, so block scales vary as in a checkpoint.
 fn values(n: usize) -> Vec<f32> {
-    let mut state = 0u64;
+    let mut rng = sinkrep_stats::SplitMix64::new(0);
     (0..n)
         .map(|i| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            let u = (z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            let u = (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
             if i % 997 == 0 {
                 u * 30.0
             } else {

@@ -1,6 +1,6 @@
 //! Shared build script for every crate whose binaries, tests or benches link libtorch.
 //!
-//! Two link problems (see ../shared/tech-notes.md, verified on these machines):
+//! Two link problems (verified on these machines; README, "GPU / device bundle"):
 //! 1. rustc links with `--as-needed`, which drops `libtorch_cuda.so`, so CUDA is never
 //!    seen even on a GPU machine. `--no-as-needed -ltorch` keeps it (libtorch.so
 //!    depends on libtorch_cuda.so in the CUDA wheel).

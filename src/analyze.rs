@@ -66,7 +66,7 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value_t = 0)]
     pub sink_pos: usize,
     /// Threshold on alpha_K for Sink_K^eps, in (0, 1).
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = sinkrep_stats::SINK_EPS)]
     pub eps: f64,
     /// Sequences per forward pass.
     #[arg(long, default_value_t = 50)]

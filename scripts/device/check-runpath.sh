@@ -4,7 +4,7 @@
 #   - RUNPATH (not the old RPATH, which LD_LIBRARY_PATH cannot override) holds $ORIGIN
 #     and the image's torch/lib, in that order;
 #   - it NEEDs libtorch.so (kept by --no-as-needed: it is the library that NEEDs
-#     libtorch_cuda.so in the CUDA wheel; without it CUDA is never seen, tech-notes),
+#     libtorch_cuda.so in the CUDA wheel; without it CUDA is never seen, build/link-torch.rs),
 #     libtorch_cpu.so and libc10.so;
 #   - every library resolves here (ldd), libtorch_cuda.so among them, i.e. the local
 #     2.11 venv is in the RUNPATH too.

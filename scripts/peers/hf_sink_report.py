@@ -3,8 +3,9 @@
 
 Run with the peers venv: PY=$(scripts/peers/setup.sh); $PY scripts/peers/hf_sink_report.py ...
 Not a project dependency: it exists so the Rust numbers can be checked against a separate
-implementation (HF's GGUF loader, its own RoPE/GQA/eager attention). Definitions follow
-shared/paper.md; each field is computed in analyze().
+implementation (HF's GGUF loader, its own RoPE/GQA/eager attention). Definitions are
+those of crates/sinkrep-analysis (the paper's, arXiv 2605.06611); each field is computed
+in analyze().
 """
 import argparse
 import json

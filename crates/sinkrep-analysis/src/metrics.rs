@@ -1,6 +1,6 @@
 //! Scalar metrics on plain vectors.
 
-/// DomRatio(h) = max_j |h_j| / mean_k |h_k| (paper.md, "Definitions").
+/// DomRatio(h) = max_j |h_j| / mean_k |h_k| (the paper's definition, arXiv 2605.06611).
 pub fn dom_ratio(h: &[f64]) -> f64 {
     if h.is_empty() {
         return f64::NAN;

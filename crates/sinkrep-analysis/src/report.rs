@@ -4,6 +4,7 @@ use crate::probe::{to_vec, SinkProbe};
 use crate::AnalysisError;
 use serde::{Deserialize, Serialize};
 use sinkrep_model::{Decoder, Hooks, Interventions, Precision};
+use sinkrep_stats::ratio_at;
 use tch::Tensor;
 
 /// Super-neuron criterion (Sun et al. 2024's massive-activation rule, applied to the FFN
@@ -34,7 +35,7 @@ impl Default for AnalyzeOptions {
     fn default() -> Self {
         AnalyzeOptions {
             sink_pos: 0,
-            eps: 0.3,
+            eps: sinkrep_stats::SINK_EPS,
             batch: 50,
             interventions: Interventions::default(),
             top: 5,
@@ -182,13 +183,13 @@ pub struct ColumnMetric {
 }
 
 /// Runs the model over `seqs` (all of length T) with a `SinkProbe` and the interventions
-/// in `opts`, batch by batch, and builds the report. `on_batch` is called with the number
-/// of sequences done (for progress bars).
+/// in `opts`, batch by batch, and builds the report. After each batch, `on_progress` is
+/// called with the number of sequences done so far (a position for a progress bar).
 pub fn analyze(
     model: &dyn Decoder,
     seqs: &[Vec<i64>],
     opts: &AnalyzeOptions,
-    on_batch: &mut dyn FnMut(usize),
+    on_progress: &mut dyn FnMut(usize),
 ) -> Result<SinkReport, AnalysisError> {
     let t = seqs.first().map(|s| s.len()).unwrap_or(0);
     if t == 0 || seqs.iter().any(|s| s.len() != t) {
@@ -229,7 +230,7 @@ pub fn analyze(
                 last_hidden = Some(h.select(1, t as i64 - 1));
             }
             done += chunk.len();
-            on_batch(done);
+            on_progress(done);
         }
         Ok(())
     })?;
@@ -397,21 +398,6 @@ fn build_report(
         }),
         site_notes: model.site_notes(),
     }
-}
-
-/// v[k] / mean of v at the other positions.
-fn ratio_at(v: &[f64], k: usize) -> f64 {
-    if v.len() < 2 || k >= v.len() {
-        return f64::NAN;
-    }
-    let others: f64 = v
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != k)
-        .map(|(_, x)| x)
-        .sum::<f64>()
-        / (v.len() - 1) as f64;
-    v[k] / others
 }
 
 /// Indices and values of the `n` entries largest in magnitude, largest first (ties by index).

@@ -189,20 +189,13 @@ impl Interventions {
 }
 
 /// A fixed unit vector per head, from a seeded generator that does not depend on
-/// libtorch's global RNG (splitmix64 + Box-Muller), so the control is reproducible.
+/// libtorch's global RNG (SplitMix64 + Box-Muller), so the control is reproducible.
 fn seeded_unit(seed: u64, h: i64, d: i64, device: tch::Device) -> Tensor {
-    let mut s = seed;
-    let mut next = || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut g = sinkrep_stats::SplitMix64::new(seed);
     let n = (h * d) as usize;
     let mut v = Vec::with_capacity(n);
     while v.len() < n {
-        let (u1, u2) = (next().max(1e-300), next());
+        let (u1, u2) = (g.next_f64().max(1e-300), g.next_f64());
         let r = (-2.0 * u1.ln()).sqrt();
         v.push((r * (2.0 * std::f64::consts::PI * u2).cos()) as f32);
     }

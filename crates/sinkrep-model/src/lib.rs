@@ -23,6 +23,19 @@ pub use interventions::{
 pub use llama::{AttnImpl, Model, Precision};
 pub use sinkrep_gguf::{tokenizer::GgufTokenizer, GgufFile};
 
+/// Parses a device name as the CLI and the runner spell it: "cpu", "cuda" (device 0) or
+/// "cuda:N"; `None` for anything else (callers say what they expected).
+pub fn parse_device(name: &str) -> Option<tch::Device> {
+    match name {
+        "cpu" => Some(tch::Device::Cpu),
+        "cuda" => Some(tch::Device::Cuda(0)),
+        s => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(tch::Device::Cuda),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error(transparent)]

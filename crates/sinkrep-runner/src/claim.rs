@@ -276,7 +276,7 @@ impl Tolerance {
         }
         let se = sd / n.sqrt();
         let se_sd = sd / (2.0 * (n - 1.0)).sqrt();
-        let t = crate::stats::t975(n as usize);
+        let t = sinkrep_stats::t975(n as usize);
         let spread = k * match part {
             "mean" => se,
             "ci95_lo" | "ci95_hi" => se * (1.0 + t / (2.0 * (n - 1.0)).sqrt()),

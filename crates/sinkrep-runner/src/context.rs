@@ -3,6 +3,7 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use sinkrep_stats::MeanInterval;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::IsTerminal;
@@ -484,20 +485,13 @@ impl RunContext {
                 why: "no samples".into(),
             });
         }
-        let n = samples.len();
-        let mean = samples.iter().map(|s| s.1).sum::<f64>() / n as f64;
-        let sd = if n > 1 {
-            (samples.iter().map(|s| (s.1 - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-        } else {
-            f64::NAN
-        };
-        let t = crate::stats::t975(n);
-        let half = t * sd / (n as f64).sqrt();
-        self.metric(name, mean)?;
-        self.metric(&format!("{name}.sd"), sd)?;
-        self.metric(&format!("{name}.ci95_lo"), mean - half)?;
-        self.metric(&format!("{name}.ci95_hi"), mean + half)?;
-        self.metric(&format!("{name}.n"), n as f64)?;
+        let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
+        let ci = MeanInterval::of(&values);
+        self.metric(name, ci.mean)?;
+        self.metric(&format!("{name}.sd"), ci.sd)?;
+        self.metric(&format!("{name}.ci95_lo"), ci.lo())?;
+        self.metric(&format!("{name}.ci95_hi"), ci.hi())?;
+        self.metric(&format!("{name}.n"), ci.n as f64)?;
         for (seed, v) in samples {
             self.metric(&format!("{name}.seed{seed}"), *v)?;
         }

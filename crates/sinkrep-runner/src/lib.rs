@@ -15,7 +15,6 @@ pub mod manifest;
 pub mod registry;
 pub mod report;
 pub mod runner;
-pub mod stats;
 pub mod table;
 pub mod testing;
 pub mod verdict;
@@ -26,19 +25,18 @@ pub use context::{Cell, RunContext};
 pub use data::{read_metrics, read_verdicts, CsvTable};
 pub use error::{Error, Result};
 pub use figures::{
-    bar_chart, default_font_path, heatmap, histogram, line_chart, make_figures, BarChart, BarGroup,
-    ColourMap, FigureFiles, FigureStyle, FiguresSummary, Heatmap, HistSeries, Histogram, LineChart,
-    Series,
+    bar_chart, default_font_path, heatmap, histogram, line_chart, BarChart, BarGroup, ColourMap,
+    FigureFiles, FigureStyle, Heatmap, HistSeries, Histogram, LineChart, Series,
 };
 pub use manifest::{
     check_integrity, compare_checksums, ChecksumComparison, FileRecord, Manifest, MANIFEST,
     METRICS, VERDICTS,
 };
-pub use registry::{Registry, Replication};
+pub use registry::{claim_origin, Embedded, Registry, Replication, Study};
 pub use report::{render_report, write_report};
 pub use runner::{
-    git_state, run_dir, run_replications, run_replications_with, summary_table, RunEvent,
-    RunOptions, RunStatus, RunSummary,
+    git_state, make_figures, run_dir, run_replications, run_replications_with, summary_table,
+    FiguresSummary, RunEvent, RunOptions, RunStatus, RunSummary,
 };
 pub use verdict::{evaluate, CheckResult, Metrics, Outcome, Verdict, Verdicts};
 pub use verify::{verify, DriftRow, DriftStatus, VerdictChange, VerifyOutcome};

@@ -1,5 +1,5 @@
 //! `sinkrep run`: runs replications into `<out>/<scale>/<id>/`, judges their checks and
-//! writes the manifest last.
+//! writes the manifest last; `sinkrep figures`: draws each finished run's figures.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::claim::Scale;
 use crate::context::{json_bytes, RunContext};
 use crate::error::{io_err, Error, Result};
+use crate::figures::FigureStyle;
 use crate::manifest::{
     outputs_digest, Manifest, Timing, MANIFEST, MANIFEST_SCHEMA, METRICS, VERDICTS,
 };
@@ -341,4 +342,73 @@ pub fn git_state(repo: &Path) -> serde_json::Value {
         .and_then(|_| git(&["status", "--porcelain"]))
         .map(|s| !s.is_empty());
     serde_json::json!({ "git_rev": rev, "git_dirty": dirty })
+}
+
+/// What `sinkrep figures` did for one replication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiguresSummary {
+    pub id: String,
+    pub files: Vec<PathBuf>,
+    /// Why nothing was drawn (no finished run at this scale).
+    pub skipped: Option<String>,
+}
+
+/// `sinkrep figures`: for every replication with a finished run at `scale` under
+/// `runs_dir`, empties `<figures_dir>/<id>/` of old `.svg`/`.png` files and calls its
+/// `figures`. Replications without a finished run are skipped; one that fails is
+/// reported and the others still draw ([`Error::FiguresFailed`]).
+pub fn make_figures(
+    registry: &Registry,
+    runs_dir: &Path,
+    scale: Scale,
+    figures_dir: &Path,
+    style: &FigureStyle,
+) -> Result<Vec<FiguresSummary>> {
+    let mut out = Vec::new();
+    let mut failed = Vec::new();
+    for rep in registry.iter() {
+        let id = rep.claim().id.clone();
+        let rdir = run_dir(runs_dir, scale, &id);
+        if !rdir.join(MANIFEST).is_file() {
+            out.push(FiguresSummary {
+                id,
+                files: Vec::new(),
+                skipped: Some(format!("no finished run at {}", rdir.display())),
+            });
+            continue;
+        }
+        let fdir = figures_dir.join(&id);
+        let res = (|| -> anyhow::Result<Vec<PathBuf>> {
+            Manifest::load(&rdir)?;
+            if fdir.is_dir() {
+                for e in std::fs::read_dir(&fdir).map_err(io_err(&fdir))? {
+                    let p = e.map_err(io_err(&fdir))?.path();
+                    if p.extension().is_some_and(|x| x == "svg" || x == "png") {
+                        std::fs::remove_file(&p).map_err(io_err(&p))?;
+                    }
+                }
+            }
+            std::fs::create_dir_all(&fdir).map_err(io_err(&fdir))?;
+            rep.figures(&rdir, &fdir, style)
+        })();
+        match res {
+            Ok(mut files) => {
+                files.sort();
+                out.push(FiguresSummary {
+                    id,
+                    files,
+                    skipped: None,
+                });
+            }
+            Err(e) => failed.push((id, format!("{e:#}"))),
+        }
+    }
+    if failed.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::FiguresFailed {
+            total: registry.len(),
+            failed,
+        })
+    }
 }

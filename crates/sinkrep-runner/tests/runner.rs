@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use sinkrep_runner::*;
+use sinkrep_stats::SplitMix64;
 
 const CLAIM: &str = include_str!("data/claim.toml");
 const README: &str = include_str!("data/README.md");
@@ -36,16 +37,6 @@ impl Toy {
     }
 }
 
-/// splitmix64: a tiny deterministic generator, enough for a toy.
-fn next(state: &mut u64) -> f64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-}
-
 impl Replication for Toy {
     fn claim(&self) -> &Claim {
         &self.claim
@@ -59,7 +50,7 @@ impl Replication for Toy {
         ctx.config("len", len)?;
         ctx.config("distribution", "uniform(-1, 1)")?;
         let seeds = ctx.seeds(2);
-        let mut state = ctx.seed();
+        let mut rng = SplitMix64::new(ctx.seed());
         let var = ctx.stage("simulate", |ctx| {
             let pb = ctx.progress(batch as u64, "sequences");
             let mut sum = vec![0.0; len];
@@ -67,7 +58,7 @@ impl Replication for Toy {
             for _ in 0..batch {
                 let mut acc = 0.0;
                 for t in 0..len {
-                    acc += next(&mut state);
+                    acc += rng.next_f64() * 2.0 - 1.0;
                     let o = acc / (t + 1) as f64;
                     sum[t] += o;
                     sum2[t] += o * o;

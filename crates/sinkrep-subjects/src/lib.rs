@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use sinkrep_analysis::{analyze, effective_rank, pinned, AnalyzeOptions, SinkReport};
 use sinkrep_model::{AttnVariant, Config, Hooks, Model, Precision, RopePairing};
 use sinkrep_runner::{Claim, RunContext, Scale};
+use sinkrep_stats::{mean, ratio_at, SINK_EPS};
 use sinkrep_train::data::{EVAL_SEED, STREAM_EVAL};
 use sinkrep_train::{train, Corpus, RunOptions, Sampler, TokenData, TokenizerKind, TrainConfig};
 use tch::Tensor;
@@ -30,9 +31,6 @@ use tch::Tensor;
 const PROTOCOL_CLAIM: &str = include_str!("../../../replications/headwise-rmsnorm/claim.toml");
 const PROTOCOL_ORIGIN: &str = "replications/headwise-rmsnorm/claim.toml";
 
-/// A layer holds the sink when the mean attention later queries give position 0 exceeds
-/// this (Gu et al.'s eps, as in paper.md's Sink_k^eps).
-pub const SINK_EPS: f64 = 0.3;
 /// The validation windows the sink metrics are measured on are batch `ANALYSIS_STEP` of
 /// the fixed validation sampler: a step the validation loss (steps 0..eval_batches)
 /// never draws.
@@ -188,28 +186,6 @@ pub struct EvalPoint {
     pub report: Option<SinkReport>,
 }
 
-/// v[0] / mean(v[1..]); NaN with fewer than two entries.
-pub fn ratio_at0(v: &[f64]) -> f64 {
-    if v.len() < 2 {
-        return f64::NAN;
-    }
-    v[0] / (v[1..].iter().sum::<f64>() / (v.len() - 1) as f64)
-}
-
-/// Arithmetic mean; NaN when empty (NaN entries propagate).
-pub fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
-    let (mut s, mut n) = (0.0, 0usize);
-    for x in v {
-        s += x;
-        n += 1;
-    }
-    if n == 0 {
-        f64::NAN
-    } else {
-        s / n as f64
-    }
-}
-
 /// Measures one model on the analysis windows.
 pub fn measure(model: &Model, windows: &[Vec<i64>], step: usize) -> Result<EvalPoint> {
     let opts = AnalyzeOptions {
@@ -224,7 +200,7 @@ pub fn measure(model: &Model, windows: &[Vec<i64>], step: usize) -> Result<EvalP
     let last = ls.last().context("the model has no layers")?;
     let out_ratios: Vec<f64> = ls
         .iter()
-        .map(|l| ratio_at0(&l.attn_out_var_by_pos))
+        .map(|l| ratio_at(&l.attn_out_var_by_pos, 0))
         .collect();
     let eff_rank = final_hidden_eff_rank(model, windows)?;
     Ok(EvalPoint {

@@ -191,15 +191,6 @@ fn is_false(b: &bool) -> bool {
 
 /// "cpu", "cuda" (device 0) or "cuda:N".
 pub fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::Cuda(0)),
-        _ => s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Device::Cuda)
-            .ok_or_else(|| {
-                TrainError::BadConfig(format!("device `{s}`: expected cpu, cuda or cuda:N"))
-            }),
-    }
+    sinkrep_model::parse_device(s)
+        .ok_or_else(|| TrainError::BadConfig(format!("device `{s}`: expected cpu, cuda or cuda:N")))
 }

@@ -16,10 +16,10 @@
 //!   never crosses a document boundary; starts are uniform over all valid positions, so
 //!   documents are drawn in proportion to their length.
 
-use crate::rng::{derive, SplitMix64};
 use crate::{io_err, Result, TrainError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use sinkrep_stats::{derive, SplitMix64};
 use std::path::Path;
 use std::str::FromStr;
 use tch::{Device, Tensor};

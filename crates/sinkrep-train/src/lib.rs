@@ -16,7 +16,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod optim;
-pub mod rng;
 pub mod train;
 
 pub use checkpoint::{load_model, Checkpoint, CheckpointState};

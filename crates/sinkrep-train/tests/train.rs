@@ -2,7 +2,7 @@
 //! also reads the pinned corpus when it is in the cache). One binary: each links libtorch.
 
 use sinkrep_model::AttnVariant;
-use sinkrep_train::rng::SplitMix64;
+use sinkrep_stats::SplitMix64;
 use sinkrep_train::{
     init_model, load_model, resume, train, Checkpoint, Corpus, Document, RunOptions, Sampler,
     TextTokenizer, TokenData, TokenDoc, TokenizerKind, TrainConfig, TrainError,

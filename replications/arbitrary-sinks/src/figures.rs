@@ -9,19 +9,10 @@ use sinkrep_runner::{
     LineChart, Series,
 };
 
+use sinkrep_stats::mean;
+
 use crate::plan::{layers_label, Mode, PRIMARY_LAYERS};
 use crate::rows::{Row, ALPHA_CSV, CELLS_CSV, PER_LAYER_CSV};
-
-fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
-    let (s, n) = v
-        .into_iter()
-        .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-    if n == 0 {
-        f64::NAN
-    } else {
-        s / n as f64
-    }
-}
 
 /// Sorted distinct values.
 fn distinct<T: PartialOrd + Clone>(v: impl IntoIterator<Item = T>) -> Vec<T> {

@@ -19,23 +19,16 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use sinkrep_analysis::{analyze, pinned, random_tokens, AnalyzeOptions};
 use sinkrep_model::Model;
-use sinkrep_runner::{Cell, Claim, FigureStyle, Replication, RunContext};
+use sinkrep_runner::{Cell, Claim, FigureStyle, RunContext, Study};
 
-use plan::{InputKind, Plan, Spec, EPS, PRIMARY_LAYERS};
+use plan::{InputKind, Plan, Spec, PRIMARY_LAYERS};
 use rows::{alpha_cells, summarize, LayerRow, Row};
+use sinkrep_stats::SINK_EPS;
 
-const CLAIM: &str = include_str!("../claim.toml");
-const README: &str = include_str!("../README.md");
+/// The study: the plan's cells on the pinned model, then the from-scratch section.
+pub struct ArbitrarySinks;
 
-pub struct ArbitrarySinks {
-    claim: Claim,
-}
-
-/// The replication, with its embedded claim parsed (an unreadable claim is an error).
-pub fn replication() -> anyhow::Result<Box<dyn Replication>> {
-    let claim = Claim::parse(CLAIM, "replications/arbitrary-sinks/claim.toml")?;
-    Ok(Box::new(ArbitrarySinks { claim }))
-}
+sinkrep_runner::replication!(ArbitrarySinks);
 
 /// What one cell produced.
 pub struct Measured {
@@ -64,7 +57,7 @@ pub fn measure(
             .with_context(|| format!("no {} sequences were prepared", spec.kind.as_str()))?;
         let opts = AnalyzeOptions {
             sink_pos: spec.report_pos,
-            eps: EPS,
+            eps: SINK_EPS,
             // One batch: `centered-batch`'s mean is over all the kind's sequences.
             batch: seqs.len().max(1),
             interventions: spec.interventions(direction_seed),
@@ -90,17 +83,9 @@ pub fn measure(
     Ok(out)
 }
 
-impl Replication for ArbitrarySinks {
-    fn claim(&self) -> &Claim {
-        &self.claim
-    }
-
-    fn readme(&self) -> &str {
-        README
-    }
-
-    fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
-        let plan = Plan::for_scale(ctx.scale());
+impl Study for ArbitrarySinks {
+    fn run(&self, claim: &Claim, ctx: &mut RunContext) -> anyhow::Result<()> {
+        let plan: Plan = claim.scale_params(ctx.scale())?;
         let device = pinned::device(ctx.device_name())?;
         let (model, tok, model_path) = ctx.stage("load model", |_| pinned::load(device))?;
         ctx.input(&model_path)?;
@@ -140,7 +125,7 @@ impl Replication for ArbitrarySinks {
 
         ctx.config("model", "SmolLM2-135M-Instruct (Q4_1 GGUF, pinned)")?;
         ctx.config("plan", &plan)?;
-        ctx.config("eps", EPS)?;
+        ctx.config("eps", SINK_EPS)?;
         ctx.config("primary_layers", PRIMARY_LAYERS)?;
         ctx.config("cells", specs.len())?;
         ctx.config("text_seed", text_seed)?;
@@ -180,7 +165,7 @@ impl Replication for ArbitrarySinks {
             ctx.write_csv(
                 rows::CELLS_CSV,
                 &rows::ROW_HEADER,
-                measured.iter().map(|m| m.row.cells(EPS)),
+                measured.iter().map(|m| m.row.cells(SINK_EPS)),
             )?;
             ctx.write_csv(
                 rows::PER_LAYER_CSV,

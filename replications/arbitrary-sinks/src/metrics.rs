@@ -2,31 +2,10 @@
 //! `cells.csv`). Names are listed in the README; the checks use five of them.
 
 use sinkrep_analysis::kendall_tau;
+use sinkrep_stats::{max, mean, min};
 
 use crate::plan::{layers_label, InputKind, Mode, Plan, PRIMARY_LAYERS};
 use crate::rows::{LayerRow, Row};
-
-pub(crate) fn mean(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v.iter().sum::<f64>() / v.len() as f64
-    }
-}
-
-/// Min / max that propagate NaN (a missing cell must not vanish from a verdict).
-fn min(v: &[f64]) -> f64 {
-    if v.is_empty() || v.iter().any(|x| x.is_nan()) {
-        return f64::NAN;
-    }
-    v.iter().copied().fold(f64::INFINITY, f64::min)
-}
-fn max(v: &[f64]) -> f64 {
-    if v.is_empty() || v.iter().any(|x| x.is_nan()) {
-        return f64::NAN;
-    }
-    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-}
 
 /// Looks cells up by what they measured.
 struct Table<'a> {

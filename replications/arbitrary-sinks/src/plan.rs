@@ -1,20 +1,18 @@
 //! What is measured at each scale: the grid of (input kind, position, intervention)
 //! cells, each one `analyze` call. Every choice is explained in the README's Protocol.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sinkrep_model::{Amplify, AmplifyMode, CenterMean, Interventions, Layers, MaskSelf};
 use sinkrep_runner::Scale;
 
 /// Tokens per sequence (Gu et al.'s T = 64).
 pub const SEQ_LEN: usize = 64;
-/// The eps of Sink_k^eps (Gu et al.).
-pub const EPS: f64 = 0.3;
 /// Layers of the primary amplification: those before the pinned model's natural sink
 /// forms (its attention to position 0 jumps at layer 2; `sinkrep analyze`).
 pub const PRIMARY_LAYERS: [usize; 2] = [0, 1];
 
 /// Where the input sequences come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InputKind {
     /// Windows of the pinned natural texts (`pinned::text_windows`).
@@ -185,8 +183,9 @@ impl Spec {
     }
 }
 
-/// The sizes of one scale.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The sizes of one scale: `[scale.<s>]` of `claim.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
     /// Sequences per input kind; every cell uses the same ones, in one batch (so the
     /// batch mean of `centered-batch` is over all of them).
@@ -208,49 +207,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn for_scale(scale: Scale) -> Plan {
-        match scale {
-            Scale::Smoke => Plan {
-                n_seqs: 2,
-                seq_len: SEQ_LEN,
-                kinds: InputKind::ALL.to_vec(),
-                positions: vec![10],
-                mask_first: vec![2],
-                lambdas: vec![5.0, 50.0],
-                secondary_positions: vec![10],
-                secondary_lambdas: vec![50.0],
-                layer_choices: vec![vec![0], vec![0, 1, 2, 3]],
-            },
-            Scale::Cpu => Plan {
-                n_seqs: 4,
-                seq_len: SEQ_LEN,
-                kinds: InputKind::ALL.to_vec(),
-                positions: vec![5, 10, 20, 40],
-                mask_first: vec![2, 12],
-                lambdas: vec![2.0, 5.0, 10.0, 20.0, 50.0],
-                secondary_positions: vec![10, 40],
-                secondary_lambdas: vec![10.0, 50.0],
-                layer_choices: vec![vec![0], vec![1], vec![2], vec![3], vec![0, 1, 2, 3]],
-            },
-            Scale::Gpu => Plan {
-                n_seqs: 32,
-                seq_len: SEQ_LEN,
-                kinds: InputKind::ALL.to_vec(),
-                positions: vec![5, 10, 20, 40],
-                mask_first: vec![1, 2, 3, 12],
-                lambdas: vec![2.0, 5.0, 10.0, 20.0, 50.0],
-                secondary_positions: vec![5, 10, 20, 40],
-                secondary_lambdas: vec![2.0, 5.0, 10.0, 20.0, 50.0],
-                layer_choices: vec![
-                    vec![0],
-                    vec![1],
-                    vec![2],
-                    vec![3],
-                    vec![0, 1, 2],
-                    vec![0, 1, 2, 3],
-                ],
-            },
-        }
+    /// The plan at `scale`: `[scale.<scale>]` of this crate's `claim.toml`.
+    pub fn at(scale: Scale) -> anyhow::Result<Plan> {
+        Ok(crate::claim()?.scale_params(scale)?)
     }
 
     pub fn last_pos(&self) -> usize {

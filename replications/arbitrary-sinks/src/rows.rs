@@ -4,6 +4,7 @@
 use anyhow::Context;
 use sinkrep_analysis::SinkReport;
 use sinkrep_runner::{Cell, CsvTable};
+use sinkrep_stats::mean;
 use std::path::Path;
 
 use crate::plan::{layers_label, Spec};
@@ -114,17 +115,6 @@ pub const ALPHA_HEADER: [&str; 8] = [
     "head",
     "alpha",
 ];
-
-fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
-    let (s, n) = v
-        .into_iter()
-        .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-    if n == 0 {
-        f64::NAN
-    } else {
-        s / n as f64
-    }
-}
 
 /// Summarises one report. `last` is the last position (T-1): no query attends to it, so
 /// its attention mass is undefined (NaN) rather than the report's 0.

@@ -3,11 +3,11 @@
 //! sizes and procedure). At the CPU scales that model has formed no natural sink, which
 //! makes it a clean test of whether an intervention *creates* one.
 
-use crate::metrics::mean;
-use crate::plan::{Plan, EPS, PRIMARY_LAYERS};
+use crate::plan::{Plan, PRIMARY_LAYERS};
 use sinkrep_analysis::{analyze, random_tokens, AnalyzeOptions, SinkReport};
 use sinkrep_model::{Amplify, AmplifyMode, CenterMean, Interventions, Layers, MaskSelf, Model};
 use sinkrep_runner::{Cell, RunContext};
+use sinkrep_stats::{mean, SINK_EPS};
 use sinkrep_subjects::{from_scratch_stage, FromScratch, SCRATCH_SEEDS};
 
 /// The conditions, in table order.
@@ -45,7 +45,7 @@ fn report(
 ) -> anyhow::Result<SinkReport> {
     let opts = AnalyzeOptions {
         sink_pos: k,
-        eps: EPS,
+        eps: SINK_EPS,
         batch: seqs.len().max(1),
         interventions: iv,
         ..AnalyzeOptions::default()

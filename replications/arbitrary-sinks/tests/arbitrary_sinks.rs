@@ -9,7 +9,7 @@ use sinkrep_runner::{CsvTable, FigureStyle, Scale};
 
 /// The metric names a scale's plan records (computed on no cells: every value NaN).
 fn metric_names(scale: Scale) -> Vec<String> {
-    compute(&[], &[], &Plan::for_scale(scale))
+    compute(&[], &[], &Plan::at(scale).unwrap())
         .into_iter()
         .map(|(n, _)| n)
         .collect()
@@ -36,14 +36,14 @@ fn claim_tolerances_name_recorded_metrics() {
 /// forwards, ~0.2 s each on this machine.
 #[test]
 fn cpu_plan_fits_the_budget_and_every_scale_keeps_the_protocol() {
-    let cpu = Plan::for_scale(Scale::Cpu);
+    let cpu = Plan::at(Scale::Cpu).unwrap();
     let forwards: usize = cpu.specs().len() * cpu.n_seqs;
     assert!(
         forwards <= 1100,
         "cpu grid has {forwards} sequence forwards"
     );
     for scale in Scale::ALL {
-        let p = Plan::for_scale(scale);
+        let p = Plan::at(scale).unwrap();
         assert_eq!(p.seq_len, SEQ_LEN);
         assert!(p.positions.iter().all(|&k| k > 0 && k < p.last_pos()));
         assert!(p

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use sinkrep_runner::{line_chart, CsvTable, FigureStyle, LineChart, Series};
+use sinkrep_stats::{max, mean, min, MeanInterval};
 
 use crate::VARIANTS;
 
@@ -31,18 +32,8 @@ fn by_variant(table: &CsvTable, x: &str, col: &str) -> Result<Groups> {
         .collect())
 }
 
-fn stat(m: &BTreeMap<u64, Vec<f64>>, f: fn(&[f64]) -> f64) -> Vec<(f64, f64)> {
+fn stat(m: &BTreeMap<u64, Vec<f64>>, f: impl Fn(&[f64]) -> f64) -> Vec<(f64, f64)> {
     m.iter().map(|(x, v)| (*x as f64, f(v))).collect()
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
-}
-fn min(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::INFINITY, f64::min)
-}
-fn max(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }
 
 /// Mean over seeds, with the min and max over seeds as the band.
@@ -53,7 +44,7 @@ fn banded(groups: &Groups) -> Vec<Series> {
             [
                 Series {
                     name: format!("{name} (mean)"),
-                    points: stat(m, mean),
+                    points: stat(m, |v| mean(v)),
                 },
                 Series {
                     name: format!("{name} (min over seeds)"),
@@ -73,7 +64,7 @@ fn means(groups: &Groups) -> Vec<Series> {
         .iter()
         .map(|(name, m)| Series {
             name: name.clone(),
-            points: stat(m, mean),
+            points: stat(m, |v| mean(v)),
         })
         .collect()
 }
@@ -104,7 +95,7 @@ pub fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Result<Vec<P
     let series: Vec<Series> = groups
         .iter()
         .map(|(name, m)| {
-            let pts = stat(m, mean);
+            let pts = stat(m, |v| mean(v));
             let block = (pts.len() / 25).max(1);
             Series {
                 name: name.clone(),
@@ -271,19 +262,14 @@ fn grid_figure(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Result<Ve
         let ci = |sign: f64| -> Vec<(f64, f64)> {
             m.iter()
                 .map(|(x, v)| {
-                    let n = v.len();
-                    let mu = mean(v);
-                    let sd = (v.iter().map(|y| (y - mu).powi(2)).sum::<f64>()
-                        / (n.max(2) - 1) as f64)
-                        .sqrt();
-                    let t = sinkrep_runner::stats::t975(n);
-                    (*x as f64, mu + sign * t * sd / (n as f64).sqrt())
+                    let ci = MeanInterval::of(v);
+                    (*x as f64, ci.mean + sign * ci.half)
                 })
                 .collect()
         };
         series.push(Series {
             name: format!("{cfg} (mean)"),
-            points: stat(m, mean),
+            points: stat(m, |v| mean(v)),
         });
         // Intervals for the judged configuration and the gain's start only: the two
         // the report discusses; more bands make the figure unreadable.

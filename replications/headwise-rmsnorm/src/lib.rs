@@ -21,17 +21,13 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use sinkrep_analysis::pinned;
 use sinkrep_model::AttnVariant;
-use sinkrep_runner::{Cell, Claim, FigureStyle, Replication, RunContext, Scale};
-use sinkrep_subjects::ratio_at0;
+use sinkrep_runner::{Cell, Claim, FigureStyle, RunContext, Scale, Study};
+use sinkrep_stats::{ratio_at, SINK_EPS};
 pub use sinkrep_subjects::{
     analysis_windows, final_hidden_eff_rank, measure, EvalPoint, GainInit, SubjectSizes, Trained,
-    ANALYSIS_STEP, SINK_EPS,
+    ANALYSIS_STEP,
 };
 use sinkrep_train::TrainConfig;
-
-const CLAIM: &str = include_str!("../claim.toml");
-const README: &str = include_str!("../README.md");
-const ORIGIN: &str = "replications/headwise-rmsnorm/claim.toml";
 
 /// Massive dims have emerged when the first token's DomRatio (max over layers) exceeds
 /// this. A Gaussian vector of d = 128 has max|h|/mean|h| of about 3.5; 10 is well clear.
@@ -54,16 +50,10 @@ pub const VARIANTS: [(&str, AttnVariant); 4] = [
 /// The judged checkpoints of the loss curve, in order.
 pub const PHASES: [&str; 3] = ["early", "middle", "final"];
 
-/// The replication, for the `sinkrep` registry.
-pub fn replication() -> Result<Box<dyn Replication>> {
-    Ok(Box::new(HeadwiseRmsnorm {
-        claim: Claim::parse(CLAIM, ORIGIN)?,
-    }))
-}
+/// The study: every variant and grid neighbour trained over seeds, then measured.
+pub struct HeadwiseRmsnorm;
 
-pub struct HeadwiseRmsnorm {
-    claim: Claim,
-}
+sinkrep_runner::replication!(HeadwiseRmsnorm);
 
 /// One neighbour of the judged configuration in the sensitivity grid: the judged
 /// subject with some fields changed. Reported, never judged.
@@ -118,7 +108,7 @@ pub struct Sizes {
 
 impl Sizes {
     pub fn at(scale: Scale) -> Result<Sizes> {
-        let s: Sizes = Claim::parse(CLAIM, ORIGIN)?.scale_params(scale)?;
+        let s: Sizes = claim()?.scale_params(scale)?;
         s.validate()?;
         Ok(s)
     }
@@ -313,7 +303,7 @@ fn write_tables(ctx: &mut RunContext, judged: &[&RunResult], all: &[RunResult]) 
                     Cell::from(l.sink_frac),
                     Cell::from(l.dom_ratio),
                     Cell::from(l.agg_var_ratio),
-                    Cell::from(ratio_at0(&l.attn_out_var_by_pos)),
+                    Cell::from(ratio_at(&l.attn_out_var_by_pos, 0)),
                 ]
             })
         }),
@@ -549,17 +539,9 @@ pub fn design(s: &Sizes, seeds: &[u64], device: &str) -> Vec<(String, &'static s
     out
 }
 
-impl Replication for HeadwiseRmsnorm {
-    fn claim(&self) -> &Claim {
-        &self.claim
-    }
-
-    fn readme(&self) -> &str {
-        README
-    }
-
-    fn run(&self, ctx: &mut RunContext) -> Result<()> {
-        let s: Sizes = self.claim.scale_params(ctx.scale())?;
+impl Study for HeadwiseRmsnorm {
+    fn run(&self, claim: &Claim, ctx: &mut RunContext) -> Result<()> {
+        let s: Sizes = claim.scale_params(ctx.scale())?;
         s.validate()?;
         let device = ctx.device_name().to_string();
         pinned::device(&device)?;

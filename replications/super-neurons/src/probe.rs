@@ -6,15 +6,6 @@
 use sinkrep_model::{Probe, Site};
 use tch::{Kind, Tensor};
 
-/// A tensor as a flat `Vec<f64>` on the CPU.
-pub(crate) fn to_vec(t: &Tensor) -> Vec<f64> {
-    let t = t
-        .to_kind(Kind::Double)
-        .to_device(tch::Device::Cpu)
-        .flatten(0, -1);
-    Vec::<f64>::try_from(&t).unwrap_or_default()
-}
-
 fn scalar(t: &Tensor) -> f64 {
     t.to_kind(Kind::Double).sum(Kind::Double).double_value(&[])
 }

@@ -3,7 +3,9 @@
 //! subject: claim 4's judged configuration), on random byte sequences and on validation
 //! windows, for `SCRATCH_SEEDS` independently trained models.
 
-use crate::{census_metrics, study, write_census_to, Sizes};
+use crate::metrics::census_metrics;
+use crate::rows::write_census_to;
+use crate::{study, Sizes};
 use sinkrep_analysis::{random_tokens, SinkReport};
 use sinkrep_runner::RunContext;
 use sinkrep_subjects::{from_scratch_stage, SCRATCH_SEEDS};

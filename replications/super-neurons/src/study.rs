@@ -4,21 +4,21 @@
 //! ablations, and the search for the early channels that carry the first token's
 //! disparity before the first super-neuron layer.
 
-use crate::probe::{to_vec, FirstTokenProbe, OnlySites};
+use crate::probe::{FirstTokenProbe, OnlySites};
+use sinkrep_analysis::to_vec;
 use sinkrep_analysis::{analyze, AnalyzeOptions, SinkProbe, SinkReport, SUPER_NEURON_ABS};
 use sinkrep_model::{Ablate, AblateKind, Hooks, Interventions, Model, Site};
+use sinkrep_stats::{mean, SINK_EPS};
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
-/// Gu et al.'s threshold on alpha_0 for Sink_1^eps (their position 1 is our position 0).
-pub const SINK_EPS: f64 = 0.3;
-
-/// The census of Gu et al. on `seqs` (each of the same length), sink position 0.
+/// The census of Gu et al. on `seqs` (each of the same length), sink position 0;
+/// `on_progress` as in `analyze` (sequences done so far).
 pub fn census(
     model: &Model,
     seqs: &[Vec<i64>],
     batch: usize,
-    on_batch: &mut dyn FnMut(usize),
+    on_progress: &mut dyn FnMut(usize),
 ) -> anyhow::Result<SinkReport> {
     let opts = AnalyzeOptions {
         sink_pos: 0,
@@ -26,7 +26,7 @@ pub fn census(
         batch,
         ..AnalyzeOptions::default()
     };
-    Ok(analyze(model, seqs, &opts, on_batch)?)
+    Ok(analyze(model, seqs, &opts, on_progress)?)
 }
 
 /// One layer of a held-out evaluation, position 0 against the rest.
@@ -74,21 +74,14 @@ impl Eval {
     }
 }
 
-pub(crate) fn mean(v: impl Iterator<Item = f64>) -> f64 {
-    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-    if n == 0 {
-        f64::NAN
-    } else {
-        s / n as f64
-    }
-}
-
 /// Runs `model` over `seqs` in batches of `batch` with `interventions`, reducing the sink
 /// census (`SinkProbe`), the first token's residual statistics and the firing of the
 /// `watch`ed FFN channels elsewhere (`FirstTokenProbe`), and the language-model loss;
 /// with `with_ffn`, also the mean FFN intermediate at position 0 (`Eval::mean_a0`).
 /// Mean ablation replaces a channel by its mean over the other positions of the current
-/// batch, so results depend on `batch` (recorded in the config).
+/// batch, so results depend on `batch` (recorded in the config). After each batch,
+/// `on_batch_done` is called with the number of sequences in that batch (an increment,
+/// unlike `analyze`'s `on_progress`, so several evaluations can share one progress bar).
 pub fn evaluate(
     model: &Model,
     seqs: &[Vec<i64>],
@@ -96,7 +89,7 @@ pub fn evaluate(
     interventions: &Interventions,
     watch: &[(usize, usize)],
     with_ffn: bool,
-    on_batch: &mut dyn FnMut(usize),
+    on_batch_done: &mut dyn FnMut(usize),
 ) -> anyhow::Result<Eval> {
     let t = seqs.first().map(Vec::len).unwrap_or(0);
     anyhow::ensure!(
@@ -140,7 +133,7 @@ pub fn evaluate(
                 loss_sum += ce * (t - 1) as f64;
                 loss_tokens += t - 1;
             }
-            on_batch(chunk.len());
+            on_batch_done(chunk.len());
         }
         Ok(())
     })?;

@@ -3,9 +3,10 @@
 //! (input channel) maxima of |W_down| meets a spike in its row (output dim) maxima.
 //! Here only the weights are read: no forward pass.
 
-use crate::probe::to_vec;
 use sinkrep_analysis::down_proj_sparsity;
+use sinkrep_analysis::to_vec;
 use sinkrep_model::Model;
+use sinkrep_stats::median;
 
 /// A column (or row) counts as a spike when its max |W| exceeds this many times the
 /// median of its layer's column (row) maxima. Chosen before looking: an order of
@@ -38,21 +39,6 @@ impl DownProjLayer {
     pub fn col_rank(&self, c: usize) -> usize {
         let v = self.col_max.get(c).copied().unwrap_or(f64::NAN);
         1 + self.col_max.iter().filter(|&&x| x > v).count()
-    }
-}
-
-/// Median of a slice (mean of the two middle values for even lengths); NaN when empty.
-pub fn median(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        0.5 * (s[n / 2 - 1] + s[n / 2])
     }
 }
 
@@ -125,10 +111,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn median_and_argmax() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(&[]).is_nan());
+    fn argmax_takes_the_first_largest() {
         assert_eq!(argmax(&[1.0, 5.0, 5.0, 2.0]), (1, 5.0));
     }
 }

@@ -145,5 +145,12 @@ fn evaluate_matches_the_census_without_interventions() {
         &mut |_| {}
     )
     .is_err());
-    let _ = Sizes::for_scale(Scale::Smoke);
+}
+
+/// The sizes of every scale live in claim.toml and deserialise (unknown keys rejected).
+#[test]
+fn every_scale_has_sizes_in_the_claim_file() {
+    for scale in [Scale::Smoke, Scale::Cpu, Scale::Gpu] {
+        Sizes::at(scale).unwrap_or_else(|e| panic!("{scale:?}: {e:#}"));
+    }
 }

@@ -297,7 +297,7 @@ pub(crate) fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Resul
         ),
         &layers,
         "attn_mass",
-        Some(("eps = 0.3", crate::SINK_EPS)),
+        Some(("eps = 0.3", sinkrep_stats::SINK_EPS)),
         false,
     )?);
     files.extend(tau_figure(

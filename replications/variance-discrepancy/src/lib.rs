@@ -14,38 +14,27 @@ pub mod theory;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sinkrep_analysis::{analyze, kendall_tau, pinned, random_tokens, AnalyzeOptions, SinkReport};
 use sinkrep_model::{AttnVariant, Config, Model, RopePairing};
-use sinkrep_runner::{Cell, Claim, FigureStyle, Replication, RunContext, Scale};
+use sinkrep_runner::{Cell, Claim, FigureStyle, RunContext, Scale, Study};
 
-use crate::stats::{finite_mean, finite_median, strict_max, strict_min, Profile};
+use crate::stats::Profile;
 use crate::theory::Attention;
-
-const CLAIM: &str = include_str!("../claim.toml");
-const README: &str = include_str!("../README.md");
-const ORIGIN: &str = "replications/variance-discrepancy/claim.toml";
+use sinkrep_stats::{finite_mean, finite_median, max, min, SINK_EPS};
 
 /// Logit scales s of the random-softmax theory check (logits ~ N(0, s^2)).
 pub const SOFTMAX_SCALES: [f64; 3] = [0.5, 1.0, 2.0];
 
-/// A layer has formed the sink when the mean attention that later queries give position 0
-/// (`LayerReport::attn_mass`) exceeds this: Gu et al.'s eps for Sink_k^eps (paper.md).
-pub const SINK_EPS: f64 = 0.3;
+/// The study: theory simulation, pinned model, randomly initialised models.
+pub struct VarianceDiscrepancy;
 
-/// The replication, for the `sinkrep` registry.
-pub fn replication() -> Result<Box<dyn Replication>> {
-    Ok(Box::new(VarianceDiscrepancy {
-        claim: Claim::parse(CLAIM, ORIGIN)?,
-    }))
-}
+sinkrep_runner::replication!(VarianceDiscrepancy);
 
-pub struct VarianceDiscrepancy {
-    claim: Claim,
-}
-
-/// Sizes of one scale; everything else is the same at every scale.
-#[derive(Debug, Clone, Serialize)]
+/// Sizes of one scale (`[scale.<s>]` of `claim.toml`); everything else is the same at
+/// every scale.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Sizes {
     /// Theory: trials, positions and channels of the simulated values.
     pub theory_trials: usize,
@@ -68,62 +57,9 @@ pub struct Sizes {
 }
 
 impl Sizes {
-    pub fn at(scale: Scale) -> Sizes {
-        match scale {
-            Scale::Smoke => Sizes {
-                theory_trials: 2_000,
-                theory_len: 32,
-                theory_channels: 8,
-                n_random: 8,
-                n_natural: 8,
-                seq_len: 32,
-                batch: 8,
-                init_seeds: 2,
-                init_seqs: 16,
-                init_seq_len: 32,
-                init_d_model: 64,
-                init_layers: 2,
-                init_heads: 2,
-                init_d_ff: 192,
-                init_vocab: 256,
-            },
-            Scale::Cpu => Sizes {
-                theory_trials: 20_000,
-                theory_len: 64,
-                theory_channels: 16,
-                n_random: 100,
-                n_natural: 100,
-                seq_len: 64,
-                batch: 50,
-                init_seeds: 3,
-                init_seqs: 100,
-                init_seq_len: 64,
-                init_d_model: 256,
-                init_layers: 4,
-                init_heads: 4,
-                init_d_ff: 704,
-                init_vocab: 512,
-            },
-            Scale::Gpu => Sizes {
-                theory_trials: 50_000,
-                theory_len: 128,
-                theory_channels: 16,
-                n_random: 1_000,
-                // `pinned::text_windows` cuts at most 4 windows per pinned document
-                // (48 documents): 192 is every window there is, not 1000.
-                n_natural: 192,
-                seq_len: 128,
-                batch: 100,
-                init_seeds: 5,
-                init_seqs: 1_000,
-                init_seq_len: 128,
-                init_d_model: 512,
-                init_layers: 8,
-                init_heads: 8,
-                init_d_ff: 1_376,
-                init_vocab: 2_048,
-            },
-        }
+    /// The sizes at `scale`: `[scale.<scale>]` of this crate's `claim.toml`.
+    pub fn at(scale: Scale) -> Result<Sizes> {
+        Ok(claim()?.scale_params(scale)?)
     }
 
     /// The LLaMA-style config of the randomly initialised models (head_dim = d/heads,
@@ -311,7 +247,7 @@ fn model_metrics(ctx: &mut RunContext, p: &str, layers: &[LayerStats]) -> Result
     m(ctx, "first_sink_layer", sink.map_or(f64::NAN, |s| s as f64))?;
     m(ctx, "pre_sink.layers", pre.len() as f64)?;
     let pre_ratios: Vec<f64> = pre.iter().map(|l| l.z.ratio_first).collect();
-    m(ctx, "pre_sink.min_ratio_first", strict_min(&pre_ratios))?;
+    m(ctx, "pre_sink.min_ratio_first", min(&pre_ratios))?;
     m(
         ctx,
         "post_sink.median_ratio_first",
@@ -337,7 +273,7 @@ fn model_metrics(ctx: &mut RunContext, p: &str, layers: &[LayerStats]) -> Result
         finite_mean(layers.iter().map(|l| l.tau_wo)),
     )?;
     let taus: Vec<f64> = layers.iter().map(|l| l.tau_wo).collect();
-    m(ctx, "tau_wo.min", strict_min(&taus))?;
+    m(ctx, "tau_wo.min", min(&taus))?;
     m(
         ctx,
         "tau_wo.pre_sink_mean",
@@ -403,14 +339,7 @@ fn run_theory(ctx: &mut RunContext, s: &Sizes) -> Result<()> {
 
 /// Registers the pinned texts (what `pinned::text_windows` reads) as inputs.
 fn register_texts(ctx: &mut RunContext) -> Result<()> {
-    let dir = sinkrep_inputs::ensure("shakespeare")?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-        .collect();
-    files.sort();
-    for f in files {
+    for f in pinned::text_files()? {
         ctx.input(&f)?;
     }
     Ok(())
@@ -496,8 +425,8 @@ fn run_init(ctx: &mut RunContext, s: &Sizes) -> Result<()> {
         &per_seed(&|ls| finite_mean(ls.iter().map(|l| l.tau_wo))),
     )?;
     let vals = |v: &[(u64, f64)]| v.iter().map(|x| x.1).collect::<Vec<f64>>();
-    ctx.metric("init.l0.first_over_max_rest.min", strict_min(&vals(&fmr)))?;
-    ctx.metric("init.l0.slope.max", strict_max(&vals(&slope)))?;
+    ctx.metric("init.l0.first_over_max_rest.min", min(&vals(&fmr)))?;
+    ctx.metric("init.l0.slope.max", max(&vals(&slope)))?;
     ctx.write_csv(
         "init_layers.csv",
         &header("seed", &LAYER_COLUMNS),
@@ -513,17 +442,9 @@ fn run_init(ctx: &mut RunContext, s: &Sizes) -> Result<()> {
     Ok(())
 }
 
-impl Replication for VarianceDiscrepancy {
-    fn claim(&self) -> &Claim {
-        &self.claim
-    }
-
-    fn readme(&self) -> &str {
-        README
-    }
-
-    fn run(&self, ctx: &mut RunContext) -> Result<()> {
-        let s = Sizes::at(ctx.scale());
+impl Study for VarianceDiscrepancy {
+    fn run(&self, claim: &Claim, ctx: &mut RunContext) -> Result<()> {
+        let s: Sizes = claim.scale_params(ctx.scale())?;
         ctx.config("sizes", &s)?;
         ctx.config("softmax_logit_scales", SOFTMAX_SCALES)?;
         ctx.config("sink_eps", SINK_EPS)?;

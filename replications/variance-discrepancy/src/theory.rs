@@ -1,5 +1,5 @@
 //! The theory check: causal value aggregation of i.i.d. values, simulated in plain Rust
-//! with the analysis crate's SplitMix64 (no libtorch RNG, so the numbers are the same on
+//! with the shared SplitMix64 (sinkrep-stats) (no libtorch RNG, so the numbers are the same on
 //! every machine up to libm's last bits).
 //!
 //! Each trial draws values v[s][c] ~ N(0, 1) for positions s < T and channels c < D, and
@@ -13,7 +13,7 @@
 //! output.
 
 use rayon::prelude::*;
-use sinkrep_analysis::SplitMix64;
+use sinkrep_stats::SplitMix64;
 
 /// The attention weights of the simulation.
 #[derive(Debug, Clone, Copy, PartialEq)]

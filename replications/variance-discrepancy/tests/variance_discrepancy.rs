@@ -116,7 +116,7 @@ fn smoke_run_is_reproducible_and_complete() {
     }
 
     // Invariants of the protocol.
-    let s = Sizes::at(Scale::Smoke);
+    let s = Sizes::at(Scale::Smoke).expect("smoke sizes");
     let m = |k: &str| metrics[k].unwrap();
     // var0 / max(rest) <= var0 / mean(rest).
     assert!(m("random.l0.first_over_max_rest") <= m("random.l0.ratio_first"));
@@ -149,4 +149,12 @@ fn smoke_run_is_reproducible_and_complete() {
         .expect("figures");
     assert_eq!(files.len(), 9, "{files:?}");
     assert!(files.iter().all(|f| f.is_file()));
+}
+
+/// The sizes of every scale live in claim.toml and deserialise (unknown keys rejected).
+#[test]
+fn every_scale_has_sizes_in_the_claim_file() {
+    for scale in [Scale::Smoke, Scale::Cpu, Scale::Gpu] {
+        Sizes::at(scale).unwrap_or_else(|e| panic!("{scale:?}: {e:#}"));
+    }
 }

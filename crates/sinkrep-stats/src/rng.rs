@@ -1,17 +1,17 @@
-//! A small, platform-independent random number generator for data order.
+//! SplitMix64 (Steele, Lea & Flood, "Fast splittable pseudorandom number generators",
+//! OOPSLA 2014), with the constants of Vigna's reference implementation `splitmix64.c`.
 //!
-//! Data order must be the same on every machine and for every model variant, so it is
-//! drawn here with pure 64-bit integer arithmetic, never with libtorch's generator (whose
-//! stream differs between CPU and CUDA and moves whenever a model draws its init).
+//! Every seeded draw that must be the same on every machine goes through it: random
+//! token ids (also reimplemented by the Python oracle in scripts/peers), text windows,
+//! training data order, random intervention directions. libtorch's generator is never
+//! used for these: its stream differs between CPU and CUDA.
 
-/// SplitMix64 (Steele, Lea & Flood, "Fast splittable pseudorandom number generators",
-/// OOPSLA 2014), with the constants of Vigna's reference implementation.
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
 #[derive(Debug, Clone)]
 pub struct SplitMix64 {
     state: u64,
 }
-
-const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// The SplitMix64 output function: a bijective mixer of 64-bit words.
 pub fn mix64(mut z: u64) -> u64 {
@@ -34,6 +34,11 @@ impl SplitMix64 {
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(GOLDEN_GAMMA);
         mix64(self.state)
+    }
+
+    /// Uniform in [0, 1) with 53 bits.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Uniform in `0..n` without modulo bias (Lemire, "Fast random integer generation in

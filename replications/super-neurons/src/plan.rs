@@ -1,0 +1,34 @@
+//! What is measured at each scale: `[scale.<s>]` of `claim.toml`.
+
+use serde::{Deserialize, Serialize};
+use sinkrep_runner::Scale;
+
+/// How much is measured at each scale (`[scale.<s>]` of `claim.toml`). Every window has
+/// `seq_len` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sizes {
+    /// Random-token sequences of the census (Gu et al.: 100 of 64 tokens).
+    pub random_seqs: usize,
+    /// Natural-text windows of the census; super neurons are flagged on these.
+    pub text_seqs: usize,
+    /// Further natural-text windows for the ablations and the loss (never used to flag).
+    pub heldout_seqs: usize,
+    pub seq_len: usize,
+    /// Sequences per forward pass in the census.
+    pub batch: usize,
+    /// Sequences per forward pass of the held-out evaluations (mean ablation averages
+    /// over the other positions of one batch).
+    pub heldout_batch: usize,
+}
+
+impl Sizes {
+    /// The sizes at `scale`: `[scale.<scale>]` of this crate's `claim.toml`.
+    pub fn at(scale: Scale) -> anyhow::Result<Sizes> {
+        Ok(crate::claim()?.scale_params(scale)?)
+    }
+}
+
+/// How many of the largest |mean h_0| dims count as the first token's dominant dims
+/// (the paper: "one or two hidden dimensions").
+pub const DOMINANT_DIMS: usize = 2;
