@@ -522,9 +522,8 @@ impl Model {
         let vars = model.vs.variables();
         for (path, names) in wanted {
             let bytes = fs::read(&path).map_err(|e| file_err(&path, e))?;
-            let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-                file_err(&path, format!("not a complete safetensors file ({e})"))
-            })?;
+            let st = safetensors::SafeTensors::deserialize(&bytes)
+                .map_err(|e| file_err(&path, format!("not a complete safetensors file ({e})")))?;
             for (name, hf_name) in names {
                 let view = st.tensor(&hf_name).map_err(|e| file_err(&path, e))?;
                 let mut var = vars[&name].shallow_clone();
