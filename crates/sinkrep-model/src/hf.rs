@@ -510,9 +510,10 @@ impl Model {
                 .push((name.clone(), hf_name));
         }
         // A tied model may still ship lm_head (transformers saves it in some versions).
-        let extra = files.keys().find(|t| {
-            !used.contains(*t) && !ignorable(t) && !(cfg.tied_embeddings && *t == "lm_head.weight")
-        });
+        let expected = |t: &str| {
+            used.contains(t) || ignorable(t) || (cfg.tied_embeddings && t == "lm_head.weight")
+        };
+        let extra = files.keys().find(|t| !expected(t));
         if let Some(t) = extra {
             return Err(file_err(
                 &files[t],
