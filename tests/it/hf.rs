@@ -37,7 +37,7 @@ fn model_of(cfg: &Config, seed: i64) -> Model {
     tch::no_grad(|| {
         for (name, mut v) in m.vs.variables() {
             if name.contains("norm") {
-                let _ = v.copy_(&(Tensor::rand_like(&v) + 0.5));
+                v.copy_(&(Tensor::rand_like(&v) + 0.5));
             }
         }
     });
@@ -151,7 +151,7 @@ fn hf_sharded_bf16_folder_loads() {
     tch::no_grad(|| {
         for (_, mut v) in m.vs.variables() {
             let r = v.to_kind(Kind::BFloat16).to_kind(Kind::Float);
-            let _ = v.copy_(&r);
+            v.copy_(&r);
         }
     });
     let dir = tempfile::tempdir().unwrap();
