@@ -1,5 +1,6 @@
 //! `sinkrep analyze` and `sinkrep intervene`: the per-layer sink report of a GGUF model.
 
+use crate::models::Source;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -37,7 +38,9 @@ impl DeviceArg {
 /// What to analyse and how.
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
-    /// A GGUF checkpoint (LLaMA family or Gemma-3), or a pinned model's alias:
+    /// A GGUF checkpoint (LLaMA family or Gemma-3), an HF checkpoint folder (LLaMA
+    /// family: config.json, safetensors, tokenizer.json), a `sinkrep train` run or
+    /// checkpoint folder, or a pinned model's alias:
     /// `smollm2-135m` (SmolLM2-135M-Instruct, the default) or `gemma3-270m` (Gemma-3-270M,
     /// under Google's Gemma terms); an alias is fetched and checksum-verified on first use.
     #[arg(long, value_name = "PATH|ALIAS")]
@@ -161,32 +164,6 @@ pub struct Loaded {
     pub path: PathBuf,
 }
 
-/// The GGUF that `--model` names: a pinned alias (fetched and verified on first use, its
-/// notice printed then) or a path; the pinned SmolLM2 when absent.
-pub fn model_path(model: Option<&str>) -> Result<PathBuf> {
-    use sinkrep_analysis::pinned::MODEL_ALIASES;
-    let name = model.unwrap_or(MODEL_ALIASES[0].0);
-    match MODEL_ALIASES.iter().find(|a| a.0 == name) {
-        Some((_, input, file)) => {
-            crate::fetch_inputs(&[input.to_string()])?;
-            let dir = sinkrep_inputs::present(input)
-                .with_context(|| format!("pinned input `{input}` is not ready after fetching"))?;
-            Ok(dir.join(file))
-        }
-        None => {
-            let p = PathBuf::from(name);
-            if !p.is_file() {
-                let aliases: Vec<&str> = MODEL_ALIASES.iter().map(|a| a.0).collect();
-                bail!(
-                    "--model {name}: no such file, and not a pinned model (aliases: {})",
-                    aliases.join(", ")
-                );
-            }
-            Ok(p)
-        }
-    }
-}
-
 /// Loads the model of `a` on its device, in its precision.
 pub fn load_for(a: &AnalyzeArgs) -> Result<Loaded> {
     let mut loaded = load(a.model.as_deref(), a.device.resolve()?)?;
@@ -195,7 +172,16 @@ pub fn load_for(a: &AnalyzeArgs) -> Result<Loaded> {
 }
 
 pub fn load(model: Option<&str>, device: tch::Device) -> Result<Loaded> {
-    let path = model_path(model)?;
+    let src = crate::models::resolve(model)?;
+    let path = src.path().to_path_buf();
+    let Source::Gguf(_) = src else {
+        let (model, tokenizer) = crate::models::load_llama(&src, device)?;
+        return Ok(Loaded {
+            model: Box::new(model),
+            tokenizer,
+            path,
+        });
+    };
     let file = GgufFile::open(&path).context("loading the model")?;
     let tokenizer = GgufTokenizer::from_gguf(&file)
         .with_context(|| format!("tokenizer of {}", path.display()))?;

@@ -5,13 +5,15 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod env;
+mod models;
 mod runner_cmd;
+mod train_cmd;
 
 #[derive(Parser)]
 #[command(
     name = "sinkrep",
     version,
-    about = "Reproduce 'The Structural Origin of Attention Sink' (arXiv 2605.06611) and analyse sinks in LLaMA-family GGUF models"
+    about = "Reproduce 'The Structural Origin of Attention Sink' (arXiv 2605.06611) and analyse sinks in LLaMA-family and Gemma-3 models (GGUF, HF folders)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,6 +29,12 @@ enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// The sink report with an intervention applied (mask-to-self, amplification, ablation).
     Intervene(analyze::InterveneArgs),
+    /// Write a model sinkrep loads (GGUF, HF folder, training checkpoint) as an HF
+    /// checkpoint folder.
+    Export(models::ExportArgs),
+    /// Train a model from scratch (claim 4's architecture and variants) into a run folder
+    /// that ends with an HF export.
+    Train(train_cmd::TrainArgs),
     /// List the registered replications (one per paper claim).
     List,
     /// Run replications; writes artifacts, metrics, verdicts and a manifest per run.
@@ -58,6 +66,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Env(a) => env::print(&a),
         Command::Analyze(a) => analyze::run_analyze(&a),
         Command::Intervene(i) => analyze::run_intervene(&i),
+        Command::Export(a) => models::run_export(&a),
+        Command::Train(a) => train_cmd::run(&a),
         Command::List => runner_cmd::list(),
         Command::Run(a) => runner_cmd::run(&a),
         Command::Verify(a) => runner_cmd::verify_cmd(&a),

@@ -2,6 +2,7 @@
 
 mod cli;
 mod foundation;
+mod hf;
 mod model;
 
 use std::path::PathBuf;

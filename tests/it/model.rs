@@ -8,7 +8,7 @@ use sinkrep_model::{
 };
 use tch::{Device, Kind, Tensor};
 
-fn tiny_config() -> Config {
+pub(crate) fn tiny_config() -> Config {
     Config {
         vocab_size: 61,
         d_model: 32,
@@ -33,12 +33,12 @@ fn tiny_model(seed: i64) -> Model {
     Model::new(&tiny_config(), Device::Cpu).unwrap()
 }
 
-fn tokens(b: i64, t: i64) -> Tensor {
+pub(crate) fn tokens(b: i64, t: i64) -> Tensor {
     let ids: Vec<i64> = (0..b * t).map(|i| (i * 7 + 3) % 61).collect();
     Tensor::from_slice(&ids).reshape([b, t])
 }
 
-fn run(model: &Model, x: &Tensor, hooks: &mut Hooks) -> Tensor {
+pub(crate) fn run(model: &Model, x: &Tensor, hooks: &mut Hooks) -> Tensor {
     tch::no_grad(|| model.forward(x, hooks)).unwrap()
 }
 

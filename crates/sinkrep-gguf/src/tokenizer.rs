@@ -93,6 +93,12 @@ pub enum TokenizerError {
 
     #[error("cannot decode tokens: {0}")]
     Decode(String),
+
+    #[error("tokenizer.json: {0}")]
+    HfJson(String),
+
+    #[error("only a byte-level BPE tokenizer can be written as tokenizer.json; this one is SentencePiece")]
+    NotBpe,
 }
 
 type Result<T> = std::result::Result<T, TokenizerError>;
@@ -224,6 +230,106 @@ impl GgufTokenizer {
             eos_id,
             add_bos,
         })
+    }
+
+    /// A Hugging Face `tokenizer.json` (what HF checkpoint folders ship). `bos_id` and
+    /// `eos_id` come from the folder's configs; `add_bos` from `tokenizer_config.json`'s
+    /// `add_bos_token` when it says, else from the file's post-processor (does encoding
+    /// with special tokens put `bos_id` first?). Encoding never runs the post-processor:
+    /// the BOS is added here, as for GGUF tokenizers.
+    pub fn from_hf_json(
+        json: &str,
+        bos_id: Option<u32>,
+        eos_id: Option<u32>,
+        add_bos: Option<bool>,
+    ) -> Result<Self> {
+        let inner: Tokenizer = json
+            .parse()
+            .map_err(|e: tokenizers::Error| TokenizerError::HfJson(e.to_string()))?;
+        let vocab = inner.get_vocab(true);
+        let mut tokens = vec![None; vocab.len()];
+        for (piece, id) in vocab {
+            match tokens.get_mut(id as usize) {
+                Some(slot) => *slot = Some(piece),
+                None => {
+                    return Err(TokenizerError::HfJson(format!(
+                        "token id {id} is past the {} entries of the vocabulary",
+                        tokens.len()
+                    )))
+                }
+            }
+        }
+        let tokens = tokens
+            .into_iter()
+            .enumerate()
+            .map(|(id, t)| t.ok_or_else(|| TokenizerError::HfJson(format!("no token has id {id}"))))
+            .collect::<Result<Vec<String>>>()?;
+        for (what, id) in [("bos", bos_id), ("eos", eos_id)] {
+            if let Some(id) = id.filter(|&id| id as usize >= tokens.len()) {
+                return Err(TokenizerError::HfJson(format!(
+                    "the {what} token id {id} is outside its vocabulary of {} tokens",
+                    tokens.len()
+                )));
+            }
+        }
+        let add_bos = match (add_bos, bos_id) {
+            (Some(a), _) => a,
+            (None, None) => false,
+            (None, Some(bos)) => {
+                let first = |special: bool| {
+                    inner
+                        .encode_fast("a", special)
+                        .map(|e| e.get_ids().first().copied())
+                        .map_err(|e| TokenizerError::Encode(e.to_string()))
+                };
+                first(true)? == Some(bos) && first(false)? != Some(bos)
+            }
+        };
+        if add_bos && bos_id.is_none() {
+            return Err(TokenizerError::MissingBos);
+        }
+        Ok(Self {
+            inner: Backend::Bpe(Box::new(inner)),
+            tokens,
+            pre: "tokenizer.json".into(),
+            bos_id,
+            eos_id,
+            add_bos,
+        })
+    }
+
+    /// The byte vocabulary of models sinkrep trains on bytes (id = byte value), as a
+    /// byte-level BPE without merges, so it can be written as a `tokenizer.json` that HF
+    /// loads too. Each byte's piece is its GPT-2 byte-level character.
+    pub fn bytes() -> Self {
+        let tokens: Vec<String> = gpt2_byte_chars().iter().map(|c| c.to_string()).collect();
+        let vocab: Vocab = (0u32..).zip(&tokens).map(|(i, t)| (t.clone(), i)).collect();
+        // 256 distinct one-character pieces and no merges: the builder cannot fail.
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, Vec::new())
+            .build()
+            .unwrap_or_default();
+        let mut inner = Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, false)));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        Self {
+            inner: Backend::Bpe(Box::new(inner)),
+            tokens,
+            pre: "bytes".into(),
+            bos_id: None,
+            eos_id: None,
+            add_bos: false,
+        }
+    }
+
+    /// The tokenizer as a Hugging Face `tokenizer.json` (byte-level BPE only).
+    pub fn to_hf_json(&self) -> Result<String> {
+        match &self.inner {
+            Backend::Bpe(t) => t
+                .to_string(true)
+                .map_err(|e| TokenizerError::HfJson(e.to_string())),
+            Backend::Spm { .. } => Err(TokenizerError::NotBpe),
+        }
     }
 
     /// The SentencePiece (`llama`) vocabulary: tokens, their scores (the merge order)
@@ -365,6 +471,23 @@ impl GgufTokenizer {
     pub fn pre(&self) -> &str {
         &self.pre
     }
+}
+
+/// GPT-2's byte-to-character table (`bytes_to_unicode` in its `encoder.py`): printable
+/// Latin-1 bytes are themselves, the other 68 map to U+0100 onwards in byte order.
+fn gpt2_byte_chars() -> [char; 256] {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut out = ['\0'; 256];
+    let mut next = 256u32;
+    for b in 0..=255u8 {
+        out[b as usize] = if printable(b) {
+            char::from(b)
+        } else {
+            next += 1;
+            char::from_u32(next - 1).unwrap_or('\u{FFFD}')
+        };
+    }
+    out
 }
 
 /// A special token id from `key`, checked against the vocabulary.

@@ -5,11 +5,13 @@
 //! - `Model` with `forward(tokens, &mut Hooks)` returning every position (`llama`);
 //! - `Hooks`: probes that see named sites and reduce on the fly, and `Interventions`
 //!   (mask-to-self, value-aggregation amplification, FFN ablation, head-norm switch);
+//! - HF checkpoint folders read and written (`hf`);
 //! - `Tokenizer` and GGUF loading re-exported from `sinkrep-gguf`.
 
 pub mod alloc;
 pub mod config;
 pub mod gemma3;
+pub mod hf;
 pub mod hooks;
 pub mod interventions;
 pub mod llama;
@@ -49,6 +51,11 @@ pub enum ModelError {
         name: String,
         expected: Vec<usize>,
         found: Vec<usize>,
+    },
+    #[error("{}: {msg}", .path.display())]
+    File {
+        path: std::path::PathBuf,
+        msg: String,
     },
     #[error("bad input: {0}")]
     BadInput(String),
