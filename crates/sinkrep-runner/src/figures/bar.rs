@@ -27,11 +27,10 @@ pub struct BarChart<'a> {
     pub groups: &'a [BarGroup],
 }
 
+/// Draws grouped bars (one colour per group, one cluster per category).
 pub fn bar_chart(style: &FigureStyle, path_stem: &Path, chart: &BarChart) -> Result<FigureFiles> {
     render(style, path_stem, chart)
 }
-
-/// Draws overlaid histograms with shared bins.
 
 impl Figure for BarChart<'_> {
     fn draw<DB: DrawingBackend>(&self, c: &Canvas<'_, DB>, notes: &mut Vec<String>) -> DrawResult {

@@ -36,11 +36,10 @@ pub struct Heatmap<'a> {
     pub log: bool,
 }
 
+/// Draws a heatmap with a colour-scale legend.
 pub fn heatmap(style: &FigureStyle, path_stem: &Path, chart: &Heatmap) -> Result<FigureFiles> {
     render(style, path_stem, chart)
 }
-
-/// Draws grouped bars (one colour per group, one cluster per category).
 
 fn viridis(t: f64) -> RGBColor {
     const V: [(u8, u8, u8); 9] = [

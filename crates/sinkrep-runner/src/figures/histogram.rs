@@ -26,8 +26,7 @@ pub struct Histogram<'a> {
     pub log_y: bool,
 }
 
-/// Draws a line chart to `<path_stem>.svg` (and `.png`).
-
+/// Draws overlaid histograms with shared bins.
 pub fn histogram(style: &FigureStyle, path_stem: &Path, chart: &Histogram) -> Result<FigureFiles> {
     render(style, path_stem, chart)
 }

@@ -25,11 +25,10 @@ pub struct LineChart<'a> {
     pub log_y: bool,
 }
 
+/// Draws a line chart to `<path_stem>.svg` (and `.png`).
 pub fn line_chart(style: &FigureStyle, path_stem: &Path, chart: &LineChart) -> Result<FigureFiles> {
     render(style, path_stem, chart)
 }
-
-/// Draws a heatmap with a colour-scale legend.
 
 impl Figure for LineChart<'_> {
     fn draw<DB: DrawingBackend>(&self, c: &Canvas<'_, DB>, notes: &mut Vec<String>) -> DrawResult {
