@@ -74,7 +74,7 @@ fn curve(
     let ys: Vec<f64> = xs
         .iter()
         .map(|&l| {
-            mean(&over(
+            mean(over(
                 cells,
                 |kd, k| t.amp(kd, k, mode, layers, l),
                 |r| r.sink,
@@ -131,17 +131,17 @@ pub fn compute(rows: &[Row], layers: &[Vec<LayerRow>], plan: &Plan) -> Vec<(Stri
     put("baseline.sink_k.mean".into(), mean(&sink_k));
     put(
         "baseline.attn_mass_k.mean".into(),
-        mean(&over(&cells, base, |r| r.attn_mass)),
+        mean(over(&cells, base, |r| r.attn_mass)),
     );
     put(
         "baseline.peak_max_abs_k.mean".into(),
-        mean(&over(&cells, base, |r| r.peak_max_abs)),
+        mean(over(&cells, base, |r| r.peak_max_abs)),
     );
     let base0 = over(&cells, |kd, _| t.baseline(kd, 0), |r| r.sink);
     put("baseline.sink_0.mean".into(), mean(&base0));
     put(
         "baseline.peak_max_abs_0.mean".into(),
-        mean(&over(&cells, |kd, _| t.baseline(kd, 0), |r| r.peak_max_abs)),
+        mean(over(&cells, |kd, _| t.baseline(kd, 0), |r| r.peak_max_abs)),
     );
 
     // Mask-to-self in every layer, reported at k and at 0.
@@ -153,36 +153,36 @@ pub fn compute(rows: &[Row], layers: &[Vec<LayerRow>], plan: &Plan) -> Vec<(Stri
         let kc: Vec<(InputKind, usize)> = cells.iter().copied().filter(|c| c.0 == kind).collect();
         put(
             format!("mask_self.sink_k.{}.mean", kind.as_str()),
-            mean(&over(&kc, mk, |r| r.sink)),
+            mean(over(&kc, mk, |r| r.sink)),
         );
     }
     // k as a sink next to the natural one: its Sink_k against the natural Sink_0.
     put(
         "mask_self.sink_k_over_natural_sink_0".into(),
-        mean(&s) / mean(&over(&cells, |kd, _| t.baseline(kd, 0), |r| r.sink)),
+        mean(&s) / mean(over(&cells, |kd, _| t.baseline(kd, 0), |r| r.sink)),
     );
     put(
         "mask_self.attn_mass_k.mean".into(),
-        mean(&over(&cells, mk, |r| r.attn_mass)),
+        mean(over(&cells, mk, |r| r.attn_mass)),
     );
     put(
         "mask_self.peak_max_abs_k.mean".into(),
-        mean(&over(&cells, mk, |r| r.peak_max_abs)),
+        mean(over(&cells, mk, |r| r.peak_max_abs)),
     );
     put(
         "mask_self.peak_dom_ratio_k.mean".into(),
-        mean(&over(&cells, mk, |r| r.peak_dom_ratio)),
+        mean(over(&cells, mk, |r| r.peak_dom_ratio)),
     );
     put(
         "mask_self.super_neurons_k.mean".into(),
-        mean(&over(&cells, mk, |r| r.super_neurons as f64)),
+        mean(over(&cells, mk, |r| r.super_neurons as f64)),
     );
     let m0 = over(&cells, |kd, k| t.group("mask-all", kd, k, 0), |r| r.sink);
     put("mask_self.sink_0.mean".into(), mean(&m0));
     put("mask_self.sink_0_drop".into(), mean(&base0) - mean(&m0));
     put(
         "mask_self.attn_mass_0.mean".into(),
-        mean(&over(
+        mean(over(
             &cells,
             |kd, k| t.group("mask-all", kd, k, 0),
             |r| r.attn_mass,
@@ -190,13 +190,13 @@ pub fn compute(rows: &[Row], layers: &[Vec<LayerRow>], plan: &Plan) -> Vec<(Stri
     );
     put(
         "baseline.attn_mass_0.mean".into(),
-        mean(&over(&cells, |kd, _| t.baseline(kd, 0), |r| r.attn_mass)),
+        mean(over(&cells, |kd, _| t.baseline(kd, 0), |r| r.attn_mass)),
     );
     // How k and 0 share the attention under mask-to-self.
     put(
         "mask_self.attn_mass_k_plus_0.mean".into(),
-        mean(&over(&cells, mk, |r| r.attn_mass))
-            + mean(&over(
+        mean(over(&cells, mk, |r| r.attn_mass))
+            + mean(over(
                 &cells,
                 |kd, k| t.group("mask-all", kd, k, 0),
                 |r| r.attn_mass,
@@ -211,12 +211,12 @@ pub fn compute(rows: &[Row], layers: &[Vec<LayerRow>], plan: &Plan) -> Vec<(Stri
         put(format!("mask_self_first{n}.sink_k.mean"), mean(&s));
         put(
             format!("mask_self_first{n}.peak_max_abs_k.mean"),
-            mean(&over(&cells, get, |r| r.peak_max_abs)),
+            mean(over(&cells, get, |r| r.peak_max_abs)),
         );
         // Persistence: attention to k in the layers left unmasked (>= n), as a share of
         // what the all-layer mask gives in the same layers (1 = the sink persists).
-        let part = mean(&over(&cells, get, |r| mass_from(r, n)));
-        let full = mean(&over(&cells, mk, |r| mass_from(r, n)));
+        let part = mean(over(&cells, get, |r| mass_from(r, n)));
+        let full = mean(over(&cells, mk, |r| mass_from(r, n)));
         put(format!("mask_self_first{n}.persistence"), part / full);
     }
 
@@ -237,11 +237,11 @@ pub fn compute(rows: &[Row], layers: &[Vec<LayerRow>], plan: &Plan) -> Vec<(Stri
         put(format!("amp.{name}.sink_k.max_over_lambda"), max(&ys[1..]));
         put(
             format!("amp.{name}.attn_mass_k_at_max_lambda.mean"),
-            mean(&over(&cells, get, |r| r.attn_mass)),
+            mean(over(&cells, get, |r| r.attn_mass)),
         );
         put(
             format!("amp.{name}.peak_max_abs_k_at_max_lambda.mean"),
-            mean(&over(&cells, get, |r| r.peak_max_abs)),
+            mean(over(&cells, get, |r| r.peak_max_abs)),
         );
     }
     put(
@@ -257,15 +257,15 @@ pub fn compute(rows: &[Row], layers: &[Vec<LayerRow>], plan: &Plan) -> Vec<(Stri
         let get = |kd, k| t.amp(kd, k, mode, &primary, lmax);
         put(
             format!("amp_modes.{name}.sink_k_at_max_lambda.mean"),
-            mean(&over(&cells2, get, |r| r.sink)),
+            mean(over(&cells2, get, |r| r.sink)),
         );
         put(
             format!("amp_modes.{name}.attn_mass_k_at_max_lambda.mean"),
-            mean(&over(&cells2, get, |r| r.attn_mass)),
+            mean(over(&cells2, get, |r| r.attn_mass)),
         );
         put(
             format!("amp_modes.{name}.peak_max_abs_k_at_max_lambda.mean"),
-            mean(&over(&cells2, get, |r| r.peak_max_abs)),
+            mean(over(&cells2, get, |r| r.peak_max_abs)),
         );
     }
 
@@ -288,7 +288,7 @@ pub fn compute(rows: &[Row], layers: &[Vec<LayerRow>], plan: &Plan) -> Vec<(Stri
                     "amp_layers.{tag}.{}.sink_k_at_max_lambda.mean",
                     mode.metric_name()
                 ),
-                mean(&over(
+                mean(over(
                     &cells2,
                     |kd, k| t.amp(kd, k, mode, layers, lmax),
                     |r| r.sink,
@@ -302,26 +302,26 @@ pub fn compute(rows: &[Row], layers: &[Vec<LayerRow>], plan: &Plan) -> Vec<(Stri
     let lasts: Vec<(InputKind, usize)> = plan.kinds.iter().map(|&kd| (kd, last)).collect();
     put(
         "last_pos.baseline.alpha.mean".into(),
-        mean(&over(&lasts, base, |r| r.alpha)),
+        mean(over(&lasts, base, |r| r.alpha)),
     );
     put(
         "last_pos.baseline.peak_max_abs.mean".into(),
-        mean(&over(&lasts, base, |r| r.peak_max_abs)),
+        mean(over(&lasts, base, |r| r.peak_max_abs)),
     );
     for mode in [Mode::CenteredPositions, Mode::Plain] {
         let name = mode.metric_name();
         let get = |kd, k| t.amp(kd, k, mode, &primary, lmax);
         put(
             format!("last_pos.{name}.alpha_at_max_lambda.mean"),
-            mean(&over(&lasts, get, |r| r.alpha)),
+            mean(over(&lasts, get, |r| r.alpha)),
         );
         put(
             format!("last_pos.{name}.peak_max_abs_at_max_lambda.mean"),
-            mean(&over(&lasts, get, |r| r.peak_max_abs)),
+            mean(over(&lasts, get, |r| r.peak_max_abs)),
         );
         put(
             format!("last_pos.{name}.peak_dom_ratio_at_max_lambda.mean"),
-            mean(&over(&lasts, get, |r| r.peak_dom_ratio)),
+            mean(over(&lasts, get, |r| r.peak_dom_ratio)),
         );
     }
     m

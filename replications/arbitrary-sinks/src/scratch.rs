@@ -101,7 +101,7 @@ fn one(ctx: &mut RunContext, plan: &Plan, fs: &FromScratch, tables: bool) -> any
                 for (ci, cond) in CONDITIONS.iter().enumerate() {
                     let at_k = report(&fs.model, seqs, k, interventions(cond, k, lambda))?;
                     let at_0 = report(&fs.model, seqs, 0, interventions(cond, k, lambda))?;
-                    let mass = mean(&at_k.layers.iter().map(|l| l.attn_mass).collect::<Vec<_>>());
+                    let mass = mean(at_k.layers.iter().map(|l| l.attn_mass).collect::<Vec<_>>());
                     let max_abs = at_k
                         .layers
                         .iter()
@@ -129,7 +129,7 @@ fn one(ctx: &mut RunContext, plan: &Plan, fs: &FromScratch, tables: bool) -> any
     let names = metric_names();
     let mut values = vec![fs.final_val_loss];
     for samples in &acc {
-        let m = |f: fn(&(f64, f64, f64)) -> f64| mean(&samples.iter().map(f).collect::<Vec<_>>());
+        let m = |f: fn(&(f64, f64, f64)) -> f64| mean(samples.iter().map(f).collect::<Vec<_>>());
         values.extend([m(|s| s.0), m(|s| s.1), m(|s| s.2)]);
     }
     for (name, v) in names.iter().zip(values) {
