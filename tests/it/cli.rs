@@ -180,7 +180,9 @@ fn out_of_range_flags_are_refused_in_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("no such file or folder, and not a pinned model (aliases: smollm2-135m, gemma3-270m)"),
+        err.contains(
+            "no such file or folder, and not a pinned model (aliases: smollm2-135m, gemma3-270m)"
+        ),
         "{err}"
     );
 }
