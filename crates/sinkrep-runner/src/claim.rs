@@ -122,6 +122,10 @@ pub struct Check {
     /// the whole interval is on the threshold's side, does not hold when the whole
     /// interval is on the other side, and is *undecided* when it straddles.
     pub interval: bool,
+    /// The pretrained model this check judges, for a check written once with
+    /// `per_model = true` and expanded to every model of the claim's `models` (see
+    /// [`Claim::parse`]); `None` for a check of no particular model.
+    pub model: Option<String>,
 }
 
 impl Check {
@@ -313,6 +317,11 @@ pub struct Claim {
     /// The paper's statement, as the paper makes it.
     pub statement: String,
     pub scales: Vec<Scale>,
+    /// The pinned pretrained models the claim's model sections run on, primary first
+    /// (`smollm2-135m`, `gemma3-270m`; empty for a claim on no pretrained model). The
+    /// primary model's metrics keep their plain names; another model `m`'s are named
+    /// `m.<name>` (see [`model_metric`]).
+    pub models: Vec<String>,
     pub checks: Vec<Check>,
     pub tolerance: Tolerance,
     pub changelog: Vec<ChangelogEntry>,
@@ -336,6 +345,8 @@ struct RawClaim {
     statement: String,
     scales: Vec<String>,
     #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
     check: Vec<RawCheck>,
     tolerance: Tolerance,
     #[serde(default)]
@@ -356,6 +367,18 @@ struct RawCheck {
     scales: Vec<String>,
     #[serde(default)]
     interval: bool,
+    #[serde(default)]
+    per_model: bool,
+}
+
+/// The name model `model` records metric `name` under: the plain name for the primary
+/// (first) model of `models`, else `<model>.<name>`.
+pub fn model_metric(models: &[String], model: &str, name: &str) -> String {
+    if models.first().is_some_and(|m| m == model) {
+        name.to_string()
+    } else {
+        format!("{model}.{name}")
+    }
 }
 
 /// Replication ids become folder names: lowercase ASCII letters, digits, `-`, `_`.
@@ -396,7 +419,7 @@ impl Claim {
                     .map_err(|m| err(format!("field `{at}.op`: {m}")))?;
             let check_scales =
                 parse_scales(&c.scales).map_err(|m| err(format!("field `{at}.scales`: {m}")))?;
-            checks.push(Check {
+            let check = Check {
                 id: c.id,
                 metric: c.metric,
                 op,
@@ -404,7 +427,41 @@ impl Claim {
                 description: c.description,
                 scales: check_scales,
                 interval: c.interval,
-            });
+                model: None,
+            };
+            if !c.per_model {
+                checks.push(check);
+                continue;
+            }
+            if raw.models.is_empty() {
+                return Err(err(format!(
+                    "field `{at}.per_model`: the claim lists no `models`"
+                )));
+            }
+            // One check per model, with the same threshold: the primary model's keeps
+            // its id and metric, another model's are suffixed / prefixed with its name.
+            for (k, m) in raw.models.iter().enumerate() {
+                let mut c = check.clone();
+                c.model = Some(m.clone());
+                if k > 0 {
+                    c.id = format!("{}-{m}", check.id);
+                    c.metric = model_metric(&raw.models, m, &check.metric);
+                    c.description = format!("{m}: {}", check.description);
+                }
+                checks.push(c);
+            }
+        }
+        // A tolerance override of a per-model metric applies to every model's copy.
+        let mut tolerance = raw.tolerance;
+        let overrides: Vec<(String, MetricTolerance)> = tolerance
+            .metrics
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        for m in raw.models.iter().skip(1) {
+            for (k, v) in &overrides {
+                tolerance.metrics.entry(format!("{m}.{k}")).or_insert(*v);
+            }
         }
         let version = u32::try_from(raw.version).map_err(|_| {
             err(format!(
@@ -419,8 +476,9 @@ impl Claim {
             claim: raw.claim,
             statement: raw.statement,
             scales,
+            models: raw.models,
             checks,
-            tolerance: raw.tolerance,
+            tolerance,
             changelog: raw.changelog,
             scale_params: raw.scale,
             origin: origin.to_string(),
@@ -478,6 +536,15 @@ impl Claim {
         }
         if self.checks.is_empty() {
             return fail("check", "a claim needs at least one [[check]]".into());
+        }
+        let mut models = BTreeSet::new();
+        for m in &self.models {
+            if !is_valid_id(m) || !models.insert(m.as_str()) {
+                return fail(
+                    "models",
+                    format!("`{m}` must be a unique model name of lowercase ASCII letters, digits, `-` or `_`"),
+                );
+            }
         }
         let mut ids = BTreeSet::new();
         for (i, c) in self.checks.iter().enumerate() {

@@ -29,6 +29,9 @@ pub struct RunContext {
     jobs: usize,
     /// While [`RunContext::per_seed`] runs one seed: the metrics it records.
     capture: Option<BTreeMap<String, f64>>,
+    /// While [`RunContext::for_model`] runs a non-primary model: its name, which
+    /// prefixes metric names, config keys and stage names (`m.`) and artifact paths (`m/`).
+    scope: Option<String>,
     pub(crate) config: BTreeMap<String, serde_json::Value>,
     pub(crate) stages: Vec<StageTiming>,
     pub(crate) inputs: BTreeMap<String, FileRecord>,
@@ -66,6 +69,7 @@ impl RunContext {
             show_progress,
             jobs: 1,
             capture: None,
+            scope: None,
             config: BTreeMap::new(),
             stages: Vec::new(),
             inputs: BTreeMap::new(),
@@ -129,9 +133,43 @@ impl RunContext {
         &self.out_dir
     }
 
+    /// Runs `f` for pretrained model `model` of a claim's `models` (primary first).
+    /// For the primary model nothing changes; for another one, everything `f` records
+    /// is that model's: metric names and config keys get the prefix `model.`, stage
+    /// names `model: `, and artifacts land under `model/` (so a section written once
+    /// writes each model's tables and metrics side by side, as
+    /// [`crate::claim::model_metric`] names them).
+    pub fn for_model<T>(
+        &mut self,
+        models: &[String],
+        model: &str,
+        f: impl FnOnce(&mut Self) -> T,
+    ) -> T {
+        let primary = models.first().is_some_and(|m| m == model);
+        let prev = std::mem::replace(&mut self.scope, (!primary).then(|| model.to_string()));
+        let out = f(self);
+        self.scope = prev;
+        out
+    }
+
+    /// The model [`RunContext::for_model`] scoped this context to (`None`: the primary
+    /// model, or no model).
+    pub fn model_scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+
+    /// `name` inside the current model scope, joined with `sep`.
+    fn scoped(&self, name: &str, sep: &str) -> String {
+        match &self.scope {
+            Some(m) => format!("{m}{sep}{name}"),
+            None => name.to_string(),
+        }
+    }
+
     /// Records one resolved configuration value (model, sequence length, batch, ...).
     /// Setting a key twice to different values is an error.
     pub fn config(&mut self, key: &str, value: impl Serialize) -> Result<()> {
+        let key = &self.scoped(key, ".");
         let v = serde_json::to_value(value).map_err(|e| Error::Config {
             key: key.to_string(),
             why: e.to_string(),
@@ -152,6 +190,7 @@ impl RunContext {
     /// Runs `f`, recording its wall time under `name` in the manifest (also when `f`
     /// returns an error). `f` gets the context back so it can write outputs.
     pub fn stage<T>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> T) -> T {
+        let name = &self.scoped(name, ": ");
         let t0 = Instant::now();
         let out = f(self);
         self.stages.push(StageTiming {
@@ -205,6 +244,7 @@ impl RunContext {
     /// The path an artifact `name` would have, for code that must write a file itself
     /// (then call [`RunContext::register_file`]). Prefer the `write_*` methods.
     pub fn artifact_path(&self, name: &str) -> Result<PathBuf> {
+        let name = &self.scoped(name, "/");
         let p = self.artifact_target(name)?;
         if let Some(dir) = p.parent() {
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -214,6 +254,7 @@ impl RunContext {
 
     /// Registers a file already written (atomically!) under the run folder as an artifact.
     pub fn register_file(&mut self, name: &str) -> Result<FileRecord> {
+        let name = &self.scoped(name, "/");
         let path = self.artifact_target(name)?;
         let size = std::fs::metadata(&path).map_err(io_err(&path))?.len();
         let rec = FileRecord {
@@ -239,6 +280,7 @@ impl RunContext {
 
     /// Writes bytes as artifact `name` (atomically) and records it.
     pub fn write_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+        let name = &self.scoped(name, "/");
         self.artifact_target(name)?;
         self.write_artifact_unchecked(name, bytes)
     }
@@ -261,6 +303,7 @@ impl RunContext {
         T: Serialize + Default,
         R: IntoIterator<Item = T>,
     {
+        let name = &self.scoped(name, "/");
         let target = self.artifact_target(name)?;
         let bytes = encode_rows(rows).map_err(|msg| Error::Csv { path: target, msg })?;
         self.write_artifact_unchecked(name, &bytes)
@@ -276,6 +319,7 @@ impl RunContext {
         R::Item: IntoIterator<Item = C>,
         C: Into<Cell>,
     {
+        let name = &self.scoped(name, "/");
         let target = self.artifact_target(name)?;
         let bytes = encode_cells(header, rows).map_err(|msg| Error::Csv { path: target, msg })?;
         self.write_artifact_unchecked(name, &bytes)
@@ -285,6 +329,11 @@ impl RunContext {
     /// (written as `null`) and makes any check on it "does not hold". Recording the same
     /// name twice is an error.
     pub fn metric(&mut self, name: &str, value: f64) -> Result<()> {
+        let name = &self.scoped(name, ".");
+        self.record_metric(name, value)
+    }
+
+    fn record_metric(&mut self, name: &str, value: f64) -> Result<()> {
         if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(Error::Metric {
                 name: name.to_string(),
@@ -348,7 +397,8 @@ impl RunContext {
                 .zip(&runs)
                 .map(|(&s, m)| (s, m[&name]))
                 .collect();
-            self.metric_samples(&name, &samples)?;
+            // Captured names are already scoped.
+            self.record_samples(&name, &samples)?;
         }
         Ok(())
     }
@@ -358,6 +408,11 @@ impl RunContext {
     /// (Student-t 95% interval of the mean), `<name>.n`, and `<name>.seed<S>` per seed.
     /// With one sample the spread is unknown and recorded as `null`.
     pub fn metric_samples(&mut self, name: &str, samples: &[(u64, f64)]) -> Result<()> {
+        let name = &self.scoped(name, ".");
+        self.record_samples(name, samples)
+    }
+
+    fn record_samples(&mut self, name: &str, samples: &[(u64, f64)]) -> Result<()> {
         if samples.is_empty() {
             return Err(Error::Metric {
                 name: name.to_string(),
@@ -366,13 +421,13 @@ impl RunContext {
         }
         let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
         let ci = MeanInterval::of(&values);
-        self.metric(name, ci.mean)?;
-        self.metric(&format!("{name}.sd"), ci.sd)?;
-        self.metric(&format!("{name}.ci95_lo"), ci.lo())?;
-        self.metric(&format!("{name}.ci95_hi"), ci.hi())?;
-        self.metric(&format!("{name}.n"), ci.n as f64)?;
+        self.record_metric(name, ci.mean)?;
+        self.record_metric(&format!("{name}.sd"), ci.sd)?;
+        self.record_metric(&format!("{name}.ci95_lo"), ci.lo())?;
+        self.record_metric(&format!("{name}.ci95_hi"), ci.hi())?;
+        self.record_metric(&format!("{name}.n"), ci.n as f64)?;
         for (seed, v) in samples {
-            self.metric(&format!("{name}.seed{seed}"), *v)?;
+            self.record_metric(&format!("{name}.seed{seed}"), *v)?;
         }
         Ok(())
     }

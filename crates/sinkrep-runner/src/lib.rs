@@ -23,7 +23,7 @@ pub mod testing;
 pub mod verdict;
 pub mod verify;
 
-pub use claim::{Check, Claim, ClaimError, Op, Scale, Tol, TolRule, Tolerance};
+pub use claim::{model_metric, Check, Claim, ClaimError, Op, Scale, Tol, TolRule, Tolerance};
 pub use context::RunContext;
 pub use csv_out::Cell;
 pub use data::{read_metrics, read_rows, read_verdicts, CsvTable};
@@ -42,5 +42,5 @@ pub use runner::{
     git_state, make_figures, run_dir, run_replications, run_replications_with, summary_table,
     FiguresSummary, RunEvent, RunOptions, RunStatus, RunSummary,
 };
-pub use verdict::{evaluate, CheckResult, Metrics, Outcome, Verdict, Verdicts};
+pub use verdict::{evaluate, CheckResult, Metrics, ModelVerdict, Outcome, Verdict, Verdicts};
 pub use verify::{verify, DriftRow, DriftStatus, VerdictChange, VerifyOutcome};

@@ -3,13 +3,14 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::claim::Scale;
+use crate::claim::{Claim, Scale};
 use crate::data::{read_metrics, read_verdicts};
 use crate::error::{io_err, Result};
 use crate::manifest::{Manifest, MANIFEST};
 use crate::registry::{Registry, Replication};
 use crate::runner::run_dir;
 use crate::table::{fmt_num, fmt_seconds, TextTable};
+use crate::verdict::Verdicts;
 
 /// The body of the first Markdown section whose heading contains `key`
 /// (case-insensitive), up to the next heading of the same or a higher level. Headings
@@ -266,6 +267,9 @@ fn claim_section(
             ]);
         }
         s.push_str(&t.markdown());
+        if !verdicts.by_model.is_empty() {
+            s.push_str(&models_side_by_side(claim, &verdicts));
+        }
         s.push_str("\n### Our numbers\n\n");
         let mut t = TextTable::new(&["metric", "value"]);
         for (k, v) in &metrics {
@@ -275,25 +279,23 @@ fn claim_section(
         s.push('\n');
 
         let fdir = figures_dir.join(&claim.id);
-        let mut svgs: Vec<PathBuf> = Vec::new();
-        if fdir.is_dir() {
-            for e in std::fs::read_dir(&fdir).map_err(io_err(&fdir))? {
-                let p = e.map_err(io_err(&fdir))?.path();
-                if p.extension().is_some_and(|x| x == "svg") {
-                    svgs.push(p);
-                }
-            }
+        let mut svgs = svgs_in(&fdir)?;
+        // Another model's figures are drawn into a folder of its name.
+        for m in claim.models.iter().skip(1) {
+            svgs.extend(svgs_in(&fdir.join(m))?);
         }
-        svgs.sort();
         s.push_str("### Figures\n\n");
         if svgs.is_empty() {
             s.push_str("_No figures (run `sinkrep figures`)._\n\n");
         }
         for p in &svgs {
-            let name = p
+            let mut name = p
                 .file_stem()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            if let Some(m) = p.parent().filter(|d| *d != fdir).and_then(|d| d.file_name()) {
+                name = format!("{}: {name}", m.to_string_lossy());
+            }
             s.push_str(&format!("![{name}]({})\n\n", relative_link(p, report_dir)));
         }
 
@@ -346,4 +348,57 @@ fn claim_section(
     );
     s.push_str("\n\n");
     Ok(s)
+}
+
+/// The `.svg` files directly in `dir` (none when it does not exist), sorted.
+fn svgs_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut svgs = Vec::new();
+    if dir.is_dir() {
+        for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
+            let p = e.map_err(io_err(dir))?.path();
+            if p.extension().is_some_and(|x| x == "svg") {
+                svgs.push(p);
+            }
+        }
+    }
+    svgs.sort();
+    Ok(svgs)
+}
+
+/// Each model's verdict, then every per-model check with one column per model (same
+/// threshold for all: thresholds are not tuned per model).
+fn models_side_by_side(claim: &Claim, v: &Verdicts) -> String {
+    let mut s = String::from("\n**By model.** ");
+    let parts: Vec<String> = v
+        .by_model
+        .iter()
+        .map(|m| format!("`{}`: {} ({} of {})", m.model, m.verdict, m.passed, m.total))
+        .collect();
+    s.push_str(&parts.join("; "));
+    s.push_str(".\n\n");
+    let mut header = vec!["check".to_string(), "condition".to_string()];
+    header.extend(claim.models.iter().map(|m| format!("`{m}`")));
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut t = TextTable::new(&header);
+    let primary = claim.models.first().map(String::as_str);
+    for c in v.checks.iter().filter(|c| c.model.as_deref() == primary) {
+        let mut row = vec![
+            format!("`{}`", c.id),
+            format!("{} {}", c.op, fmt_num(c.threshold, 6)),
+        ];
+        for (k, m) in claim.models.iter().enumerate() {
+            let id = if k == 0 {
+                c.id.clone()
+            } else {
+                format!("{}-{m}", c.id)
+            };
+            row.push(match v.checks.iter().find(|x| x.id == id) {
+                Some(x) => format!("{} ({})", value_text(x.value), x.outcome()),
+                None => "not judged".into(),
+            });
+        }
+        t.row(row);
+    }
+    s.push_str(&t.markdown());
+    s
 }

@@ -103,6 +103,9 @@ pub struct CheckResult {
     pub description: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The pretrained model the check judges (claims on several models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl CheckResult {
@@ -147,6 +150,19 @@ pub struct Verdicts {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub undecided: usize,
     pub checks: Vec<CheckResult>,
+    /// For a claim on several pretrained models: the verdict of each model's checks
+    /// alone, in the claim's model order (checks of no model are left out of these).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_model: Vec<ModelVerdict>,
+}
+
+/// The verdict of one pretrained model's checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelVerdict {
+    pub model: String,
+    pub verdict: Verdict,
+    pub passed: usize,
+    pub total: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -203,6 +219,7 @@ pub fn evaluate(claim: &Claim, scale: Scale, metrics: &Metrics) -> Verdicts {
                 interval,
                 description: c.description.clone(),
                 note,
+                model: c.model.clone(),
             }
         })
         .collect();
@@ -211,6 +228,23 @@ pub fn evaluate(claim: &Claim, scale: Scale, metrics: &Metrics) -> Verdicts {
         .iter()
         .filter(|c| c.outcome() == Outcome::Undecided)
         .count();
+    let by_model = claim
+        .models
+        .iter()
+        .filter_map(|m| {
+            let mine: Vec<&CheckResult> = checks
+                .iter()
+                .filter(|c| c.model.as_deref() == Some(m.as_str()))
+                .collect();
+            let passed = mine.iter().filter(|c| c.holds).count();
+            (!mine.is_empty()).then(|| ModelVerdict {
+                model: m.clone(),
+                verdict: Verdict::from_counts(passed, mine.len()),
+                passed,
+                total: mine.len(),
+            })
+        })
+        .collect();
     Verdicts {
         id: claim.id.clone(),
         claim_version: claim.version,
@@ -220,5 +254,6 @@ pub fn evaluate(claim: &Claim, scale: Scale, metrics: &Metrics) -> Verdicts {
         total: checks.len(),
         undecided,
         checks,
+        by_model,
     }
 }

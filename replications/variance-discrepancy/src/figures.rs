@@ -249,16 +249,21 @@ fn tau_figure(style: &FigureStyle, stem: &Path, groups: &Grouped) -> Result<Vec<
     Ok(f.paths())
 }
 
-pub(crate) fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Result<Vec<PathBuf>> {
-    let mut files = theory_figure(style, run_dir, fig_dir).context("theory figure")?;
-
+/// The figures of one pretrained model's tables (`model_*.csv` in `run_dir`).
+fn model_figures(
+    run_dir: &Path,
+    fig_dir: &Path,
+    style: &FigureStyle,
+    who: &str,
+) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
     let pos = Grouped::read(&run_dir.join("model_variance_by_position.csv"), "input")?;
     let layers = Grouped::read(&run_dir.join("model_layers.csv"), "input")?;
     for (key, what) in [("random", "random tokens"), ("natural", "natural text")] {
         files.extend(variance_figure(
             style,
             &fig_dir.join(format!("variance_by_position_{key}")),
-            &format!("SmolLM2-135M value-aggregation variance, {what}"),
+            &format!("{who} value-aggregation variance, {what}"),
             &pos,
             key,
             false,
@@ -268,7 +273,7 @@ pub(crate) fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Resul
         style,
         &fig_dir.join("ratio_by_layer"),
         (
-            "SmolLM2-135M: Var(z_0) / mean Var(z_t), t >= 1",
+            &format!("{who}: Var(z_0) / mean Var(z_t), t >= 1"),
             "variance ratio, position 0 / rest",
         ),
         &layers,
@@ -280,7 +285,7 @@ pub(crate) fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Resul
         style,
         &fig_dir.join("slope_by_layer"),
         (
-            "SmolLM2-135M: decay of Var(z_t) with position (t >= 1)",
+            &format!("{who}: decay of Var(z_t) with position (t >= 1)"),
             "log-log slope vs t + 1",
         ),
         &layers,
@@ -292,7 +297,7 @@ pub(crate) fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Resul
         style,
         &fig_dir.join("attn_mass_by_layer"),
         (
-            "SmolLM2-135M: attention on position 0 (where the sink forms)",
+            &format!("{who}: attention on position 0 (where the sink forms)"),
             "mean attention from queries t > 0",
         ),
         &layers,
@@ -305,6 +310,24 @@ pub(crate) fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Resul
         &fig_dir.join("tau_wo_by_layer"),
         &layers,
     )?);
+
+    Ok(files)
+}
+
+pub(crate) fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Result<Vec<PathBuf>> {
+    let mut files = theory_figure(style, run_dir, fig_dir).context("theory figure")?;
+    // Each pinned model's tables: the primary's in the run folder, another's in a
+    // folder of its name (`RunContext::for_model`).
+    let claim = crate::claim()?;
+    for (k, alias) in claim.models.iter().enumerate() {
+        let who = sinkrep_analysis::pinned::pinned_model(alias)?.short;
+        let (run, fig) = if k == 0 {
+            (run_dir.to_path_buf(), fig_dir.to_path_buf())
+        } else {
+            (run_dir.join(alias), fig_dir.join(alias))
+        };
+        files.extend(model_figures(&run, &fig, style, who).with_context(|| format!("{alias} figures"))?);
+    }
 
     let ipos = Grouped::read(&run_dir.join("init_variance_by_position.csv"), "seed")?;
     let ilayers = Grouped::read(&run_dir.join("init_layers.csv"), "seed")?;

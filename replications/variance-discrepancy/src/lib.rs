@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sinkrep_analysis::{analyze, kendall_tau, pinned, random_tokens, AnalyzeOptions, SinkReport};
-use sinkrep_model::{AttnVariant, Config, Model, RopePairing};
+use sinkrep_model::{AttnVariant, Config, Decoder, Model, RopePairing};
 use sinkrep_runner::{Cell, Claim, FigureStyle, RunContext, Scale, Study};
 
 use crate::stats::Profile;
@@ -259,7 +259,7 @@ fn write_layer_tables<K: Serialize + Copy + Default>(
 /// Runs `analyze` over `seqs` with the attention output reduced too, and a progress bar.
 fn measure(
     ctx: &RunContext,
-    model: &Model,
+    model: &dyn Decoder,
     seqs: &[Vec<i64>],
     batch: usize,
     what: &str,
@@ -399,23 +399,29 @@ fn register_texts(ctx: &mut RunContext) -> Result<()> {
     Ok(())
 }
 
-fn run_model(ctx: &mut RunContext, s: &Sizes) -> Result<()> {
+/// The pretrained-model section for pinned model `alias`, inside its
+/// [`RunContext::for_model`] scope. A BOS-adding model (Gemma-3) reads BOS + text, as it
+/// was trained, so its position 0 is the BOS.
+fn run_model(ctx: &mut RunContext, s: &Sizes, alias: &str) -> Result<()> {
     let device = pinned::device(ctx.device_name())?;
-    let (model, tok, path) = ctx.stage("load pinned model", |_| pinned::load(device))?;
+    let (model, tok, path) =
+        ctx.stage("load pinned model", |_| pinned::load_pinned(alias, device))?;
     ctx.input(&path)?;
     register_texts(ctx)?;
-    ctx.config("model", "SmolLM2-135M-Instruct (pinned Q4_1 GGUF)")?;
-    ctx.config("model_layers", model.config.n_layers)?;
+    ctx.config("model", pinned::pinned_model(alias)?.name)?;
+    ctx.config("model_layers", model.config().n_layers)?;
+    ctx.config("bos_prefix", pinned::bos_prefix(&tok))?;
     let seed = ctx.seed();
-    let random = random_tokens(s.n_random, s.seq_len, model.config.vocab_size, seed);
+    let vocab = model.config().vocab_size;
+    let random = pinned::model_sequences(&tok, s.n_random, s.seq_len, seed, Some(vocab))?;
     let natural = ctx.stage("cut natural-text windows", |_| {
-        pinned::text_windows(&tok, s.n_natural, s.seq_len, seed)
+        pinned::model_sequences(&tok, s.n_natural, s.seq_len, seed, None)
     })?;
     let mut by_input = Vec::new();
     for (name, seqs) in [("random", &random), ("natural", &natural)] {
         let what = format!("{name} sequences");
         let layers = ctx.stage(&format!("pinned model, {what}"), |ctx| {
-            measure(ctx, &model, seqs, s.batch, &what)
+            measure(ctx, &*model, seqs, s.batch, &what)
         })?;
         model_metrics(ctx, name, &layers)?;
         by_input.push((name, layers));
@@ -487,7 +493,9 @@ impl Study for VarianceDiscrepancy {
             "least squares of ln var on ln(t+1), positions 1..T-1",
         )?;
         ctx.stage("theory simulation", |ctx| run_theory(ctx, &s))?;
-        run_model(ctx, &s)?;
+        for alias in &claim.models {
+            ctx.for_model(&claim.models, alias, |ctx| run_model(ctx, &s, alias))?;
+        }
         ctx.stage("random-init models", |ctx| run_init(ctx, &s))?;
         Ok(())
     }
