@@ -113,7 +113,10 @@ pub fn model_sequences(
         Some(v) => crate::random_tokens(n, t - bos.len(), v, seed),
         None => text_windows(tok, n, t - bos.len(), seed)?,
     };
-    Ok(body.into_iter().map(|s| [bos.as_slice(), &s].concat()).collect())
+    Ok(body
+        .into_iter()
+        .map(|s| [bos.as_slice(), &s].concat())
+        .collect())
 }
 
 /// Path of the pinned model named by `alias` (see `MODEL_ALIASES`), fetching and

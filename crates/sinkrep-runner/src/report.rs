@@ -293,7 +293,11 @@ fn claim_section(
                 .file_stem()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if let Some(m) = p.parent().filter(|d| *d != fdir).and_then(|d| d.file_name()) {
+            if let Some(m) = p
+                .parent()
+                .filter(|d| *d != fdir)
+                .and_then(|d| d.file_name())
+            {
                 name = format!("{}: {name}", m.to_string_lossy());
             }
             s.push_str(&format!("![{name}]({})\n\n", relative_link(p, report_dir)));

@@ -326,7 +326,9 @@ pub(crate) fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Resul
         } else {
             (run_dir.join(alias), fig_dir.join(alias))
         };
-        files.extend(model_figures(&run, &fig, style, who).with_context(|| format!("{alias} figures"))?);
+        files.extend(
+            model_figures(&run, &fig, style, who).with_context(|| format!("{alias} figures"))?,
+        );
     }
 
     let ipos = Grouped::read(&run_dir.join("init_variance_by_position.csv"), "seed")?;
