@@ -1309,3 +1309,146 @@ fn scale_params_deserialise_strictly() {
     let e = Claim::parse(&with("[scale.gpu]\nsteps = 7\n"), "claim.toml").unwrap_err();
     assert!(e.to_string().contains("scale.gpu"), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Claims on several pretrained models
+
+/// The sample claim with two models and its first check judged per model.
+fn two_model_claim(id: &str) -> Claim {
+    let text = CLAIM
+        .replace("id = \"toy-variance\"", &format!("id = \"{id}\""))
+        .replace(
+            "scales = [\"smoke\", \"cpu\", \"gpu\"]\n",
+            "scales = [\"smoke\", \"cpu\", \"gpu\"]\nmodels = [\"small\", \"big\"]\n",
+        )
+        .replacen(
+            "description = \"Var(o_0) exceeds",
+            "per_model = true\ndescription = \"Var(o_0) exceeds",
+            1,
+        )
+        .replace(
+            "log_slope = { abs = 0.01 }",
+            "log_slope = { abs = 0.01 }\nvar_ratio_first_over_rest = { abs = 0.5 }",
+        );
+    Claim::parse(&text, "tests/data/claim.toml").unwrap()
+}
+
+#[test]
+fn a_per_model_check_is_judged_on_every_model_with_the_same_threshold() {
+    let c = two_model_claim("toy-variance");
+    assert_eq!(c.models, ["small", "big"]);
+    let ids: Vec<&str> = c.checks.iter().map(|k| k.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "first-is-max",
+            "first-is-max-big",
+            "decay-exponent",
+            "long-context"
+        ]
+    );
+    let big = &c.checks[1];
+    assert_eq!(big.metric, "big.var_ratio_first_over_rest");
+    assert_eq!(big.model.as_deref(), Some("big"));
+    assert_eq!(
+        (big.op, big.threshold),
+        (c.checks[0].op, c.checks[0].threshold)
+    );
+    assert_eq!(c.checks[0].model.as_deref(), Some("small"));
+    assert_eq!(c.checks[2].model, None);
+    // The override of the primary's metric covers the other model's copy.
+    assert_eq!(
+        c.tolerance.for_metric("big.var_ratio_first_over_rest").abs,
+        0.5
+    );
+    assert_eq!(sinkrep_runner::model_metric(&c.models, "small", "m"), "m");
+    assert_eq!(sinkrep_runner::model_metric(&c.models, "big", "m"), "big.m");
+    // per_model without models is refused, naming the field.
+    let text = CLAIM.replacen(
+        "description = \"Var(o_0) exceeds",
+        "per_model = true\ndescription = \"Var(o_0) exceeds",
+        1,
+    );
+    let err = Claim::parse(&text, "c.toml").unwrap_err().to_string();
+    assert!(err.contains("per_model") && err.contains("models"), "{err}");
+}
+
+/// Records the same section for each model of its claim, through `for_model`.
+struct TwoModels {
+    claim: Claim,
+}
+
+impl Replication for TwoModels {
+    fn claim(&self) -> &Claim {
+        &self.claim
+    }
+    fn readme(&self) -> &str {
+        README
+    }
+    fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
+        let models = self.claim.models.clone();
+        for (k, m) in models.iter().enumerate() {
+            ctx.for_model(&models, m, |ctx| -> anyhow::Result<()> {
+                assert_eq!(ctx.model_scope(), (k > 0).then_some(m.as_str()));
+                // "small" passes the check (3 > 2), "big" does not (1).
+                ctx.metric("var_ratio_first_over_rest", if k == 0 { 3.0 } else { 1.0 })?;
+                ctx.config("model", m)?;
+                ctx.write_text("table.csv", "x\n1\n")?;
+                Ok(())
+            })?;
+        }
+        assert_eq!(ctx.model_scope(), None);
+        ctx.metric("log_slope", -1.0)?;
+        Ok(())
+    }
+    fn figures(&self, _: &Path, _: &Path, _: &FigureStyle) -> anyhow::Result<Vec<PathBuf>> {
+        Ok(vec![])
+    }
+}
+
+#[test]
+fn for_model_scopes_metrics_config_and_artifacts_and_verdicts_go_by_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(vec![Box::new(TwoModels {
+        claim: two_model_claim("two"),
+    })]);
+    let out = dir.path().join("runs");
+    run_replications(&reg, &all(), &opts(&out, Scale::Smoke)).unwrap();
+    let rd = run_dir(&out, Scale::Smoke, "two");
+    assert!(rd.join("table.csv").is_file() && rd.join("big/table.csv").is_file());
+    let m = Manifest::load(&rd).unwrap();
+    assert!(m.artifacts.contains_key("big/table.csv"));
+    assert_eq!(m.config["model"], "small");
+    assert_eq!(m.config["big.model"], "big");
+    let v = sinkrep_runner::read_verdicts(&rd).unwrap();
+    let by: Vec<(&str, Verdict, usize, usize)> = v
+        .by_model
+        .iter()
+        .map(|b| (b.model.as_str(), b.verdict, b.passed, b.total))
+        .collect();
+    assert_eq!(
+        by,
+        [
+            ("small", Verdict::Holds, 1, 1),
+            ("big", Verdict::DoesNotHold, 0, 1)
+        ]
+    );
+    // The report shows the models side by side, same threshold in one row.
+    let report = sinkrep_runner::render_report(
+        &reg,
+        &out,
+        Scale::Smoke,
+        &dir.path().join("figures"),
+        &dir.path().join("REPORT.md"),
+    )
+    .unwrap();
+    assert!(report.contains("**By model.**"), "{report}");
+    let row = report
+        .lines()
+        .find(|l| l.contains("`first-is-max`") && l.contains("(holds)"))
+        .expect("side-by-side row");
+    assert!(
+        row.contains("3 (holds)") && row.contains("1 (does not hold"),
+        "{row}"
+    );
+}
