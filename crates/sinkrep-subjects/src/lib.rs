@@ -12,6 +12,8 @@
 //! The protocol sizes (model, data, optimisation) of each scale's subject are claim 4's
 //! judged configuration: `replications/headwise-rmsnorm/claim.toml`, `[scale.<s>.subject]`.
 
+pub mod imported;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};

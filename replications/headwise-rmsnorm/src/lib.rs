@@ -13,6 +13,7 @@
 //! `claim.toml` (`[scale.*]`).
 
 mod figures;
+pub mod from_runs;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
