@@ -2,6 +2,7 @@
 
 mod cli;
 mod foundation;
+mod from_runs;
 mod hf;
 mod model;
 
