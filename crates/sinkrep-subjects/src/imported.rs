@@ -228,7 +228,7 @@ impl ModelAt {
 fn tokens_per_step(dir: &Path, train: &[StepRecord], val: &[ValRecord]) -> Result<usize> {
     let first = &train[0];
     ensure!(
-        first.step > 0 && first.tokens % first.step as u64 == 0,
+        first.step > 0 && first.tokens.is_multiple_of(first.step as u64),
         "{}: step {} has {} tokens, not a whole number per step",
         dir.join(TRAIN_CSV).display(),
         first.step,
