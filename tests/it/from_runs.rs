@@ -10,6 +10,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use crate::{sinkrep, stderr};
+
 use sinkrep_model::{Hooks, Model};
 use sinkrep_runner::{CsvTable, Manifest};
 use sinkrep_subjects::SubjectSizes;
@@ -18,17 +20,6 @@ use sinkrep_train::{Corpus, Sampler, TokenData, TokenizerKind};
 use tch::Device;
 
 const ID: &str = "headwise-rmsnorm";
-
-fn sinkrep(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sinkrep"))
-        .args(args)
-        .output()
-        .expect("run sinkrep")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn corpus_present() -> bool {
     let ok = sinkrep_analysis::pinned::text_files().is_ok();
