@@ -4,134 +4,18 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use sinkrep_stats::MeanInterval;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::IsTerminal;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use crate::claim::Scale;
+use crate::csv_out::{encode_cells, encode_rows, Cell};
 use crate::error::{io_err, Error, Result};
+use crate::files::cached_file_record;
+use crate::json::{canonical_json, json_bytes};
 use crate::manifest::{FileRecord, StageTiming, MANIFEST, METRICS, VERDICTS};
-
-/// One CSV cell. Floats are written with Rust's `Display`, the shortest text that parses
-/// back to the same value (`NaN`, `inf`, `-inf` for non-finite values).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
-    F64(f64),
-    F32(f32),
-    Int(i64),
-    UInt(u64),
-    Bool(bool),
-    Text(String),
-}
-
-impl fmt::Display for Cell {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Cell::F64(v) => write!(f, "{v}"),
-            Cell::F32(v) => write!(f, "{v}"),
-            Cell::Int(v) => write!(f, "{v}"),
-            Cell::UInt(v) => write!(f, "{v}"),
-            Cell::Bool(v) => write!(f, "{v}"),
-            Cell::Text(v) => f.write_str(v),
-        }
-    }
-}
-
-macro_rules! cell_from {
-    ($($t:ty => $v:ident as $c:ty),* $(,)?) => {$(
-        impl From<$t> for Cell {
-            fn from(x: $t) -> Cell { Cell::$v(x as $c) }
-        }
-    )*};
-}
-cell_from!(f64 => F64 as f64, f32 => F32 as f32, i64 => Int as i64, i32 => Int as i64,
-    u64 => UInt as u64, u32 => UInt as u64, usize => UInt as u64);
-
-impl From<bool> for Cell {
-    fn from(x: bool) -> Cell {
-        Cell::Bool(x)
-    }
-}
-impl From<&str> for Cell {
-    fn from(x: &str) -> Cell {
-        Cell::Text(x.to_string())
-    }
-}
-impl From<String> for Cell {
-    fn from(x: String) -> Cell {
-        Cell::Text(x)
-    }
-}
-impl From<&String> for Cell {
-    fn from(x: &String) -> Cell {
-        Cell::Text(x.clone())
-    }
-}
-
-/// (canonical path, size, mtime) of a file whose hash is cached.
-type HashKey = (PathBuf, u64, SystemTime);
-
-/// Cache of input hashes for this process, so a large model used by several
-/// replications is hashed once per `sinkrep run`.
-fn hash_cache() -> &'static Mutex<HashMap<HashKey, String>> {
-    static CACHE: OnceLock<Mutex<HashMap<HashKey, String>>> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
-}
-
-/// Hashes a file, reusing the hash computed earlier in this process when the file's
-/// path, size and modification time are unchanged.
-pub fn cached_file_record(path: &Path) -> Result<FileRecord> {
-    let canon = path.canonicalize().map_err(io_err(path))?;
-    let md = std::fs::metadata(&canon).map_err(io_err(path))?;
-    let mtime = md.modified().map_err(io_err(path))?;
-    let key = (canon, md.len(), mtime);
-    if let Some(sha) = hash_cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
-        return Ok(FileRecord {
-            sha256: sha,
-            size: md.len(),
-        });
-    }
-    let sha = sinkrep_inputs::sha256_file(path)?;
-    if let Ok(mut c) = hash_cache().lock() {
-        c.insert(key, sha.clone());
-    }
-    Ok(FileRecord {
-        sha256: sha,
-        size: md.len(),
-    })
-}
-
-/// Rebuilds a JSON value with object keys in sorted order at every depth, whatever map
-/// type serde_json was built with (`preserve_order` keeps insertion order).
-pub(crate) fn canonical_json(v: serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match v {
-        Value::Object(m) => {
-            let sorted: BTreeMap<String, Value> =
-                m.into_iter().map(|(k, v)| (k, canonical_json(v))).collect();
-            Value::Object(sorted.into_iter().collect())
-        }
-        Value::Array(a) => Value::Array(a.into_iter().map(canonical_json).collect()),
-        other => other,
-    }
-}
-
-/// Pretty JSON with sorted keys and a final newline. Non-finite floats become `null`.
-pub(crate) fn json_bytes<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Vec<u8>> {
-    let v = serde_json::to_value(value).map_err(|e| Error::Json {
-        path: PathBuf::from(what),
-        source: e,
-    })?;
-    let mut s = serde_json::to_string_pretty(&canonical_json(v)).map_err(|e| Error::Json {
-        path: PathBuf::from(what),
-        source: e,
-    })?;
-    s.push('\n');
-    Ok(s.into_bytes())
-}
 
 /// The run of one replication at one scale.
 pub struct RunContext {
@@ -369,9 +253,23 @@ impl RunContext {
         self.write_bytes(name, &bytes)
     }
 
-    /// Writes a CSV table: `header`, then one record per row; every row must have as many
-    /// cells as the header. Rows may be `Vec<f64>`, `[f64; N]` or `Vec<Cell>` for mixed
-    /// columns (`vec![Cell::from(layer), Cell::from(value)]`).
+    /// Writes a CSV table of rows of a flat `#[derive(Serialize)]` struct; the header
+    /// is its field names. The way to write a table whose columns are known at compile
+    /// time (see [`crate::csv_out`] for the formatting).
+    pub fn write_rows<T, R>(&mut self, name: &str, rows: R) -> Result<PathBuf>
+    where
+        T: Serialize + Default,
+        R: IntoIterator<Item = T>,
+    {
+        let target = self.artifact_target(name)?;
+        let bytes = encode_rows(rows).map_err(|msg| Error::Csv { path: target, msg })?;
+        self.write_artifact_unchecked(name, &bytes)
+    }
+
+    /// Writes a CSV table whose columns are only known at run time (one per layer, say):
+    /// `header`, then one record per row; every row must have as many cells as the
+    /// header. Rows may be `Vec<f64>`, `[f64; N]` or `Vec<Cell>` for mixed columns
+    /// (`vec![Cell::from(layer), Cell::from(value)]`). Fixed columns: [`Self::write_rows`].
     pub fn write_csv<R, C>(&mut self, name: &str, header: &[&str], rows: R) -> Result<PathBuf>
     where
         R: IntoIterator,
@@ -379,26 +277,7 @@ impl RunContext {
         C: Into<Cell>,
     {
         let target = self.artifact_target(name)?;
-        let csv_err = |msg: String| Error::Csv {
-            path: target.clone(),
-            msg,
-        };
-        let mut w = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_writer(Vec::new());
-        w.write_record(header).map_err(|e| csv_err(e.to_string()))?;
-        for (i, row) in rows.into_iter().enumerate() {
-            let cells: Vec<String> = row.into_iter().map(|c| c.into().to_string()).collect();
-            if cells.len() != header.len() {
-                return Err(csv_err(format!(
-                    "row {i} has {} cells, the header has {}",
-                    cells.len(),
-                    header.len()
-                )));
-            }
-            w.write_record(&cells).map_err(|e| csv_err(e.to_string()))?;
-        }
-        let bytes = w.into_inner().map_err(|e| csv_err(e.to_string()))?;
+        let bytes = encode_cells(header, rows).map_err(|msg| Error::Csv { path: target, msg })?;
         self.write_artifact_unchecked(name, &bytes)
     }
 

@@ -71,6 +71,20 @@ impl CsvTable {
 }
 
 /// `metrics.json` of a run folder.
+/// Reads a CSV artifact written by [`crate::RunContext::write_rows`] back into its row
+/// struct (columns matched by name; `NaN`, `inf`, `-inf` parse as floats).
+pub fn read_rows<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let err = |msg: String| Error::Csv {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let mut r = csv::Reader::from_path(path).map_err(|e| err(e.to_string()))?;
+    r.deserialize()
+        .enumerate()
+        .map(|(i, row)| row.map_err(|e| err(format!("row {i}: {e}"))))
+        .collect()
+}
+
 pub fn read_metrics(run_dir: &Path) -> Result<Metrics> {
     read_json(&run_dir.join(METRICS))
 }

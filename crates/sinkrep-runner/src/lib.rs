@@ -8,9 +8,12 @@
 
 pub mod claim;
 pub mod context;
+pub mod csv_out;
 pub mod data;
 pub mod error;
 pub mod figures;
+pub mod files;
+pub mod json;
 pub mod manifest;
 pub mod registry;
 pub mod report;
@@ -21,8 +24,9 @@ pub mod verdict;
 pub mod verify;
 
 pub use claim::{Check, Claim, ClaimError, Op, Scale, Tol, TolRule, Tolerance};
-pub use context::{Cell, RunContext};
-pub use data::{read_metrics, read_verdicts, CsvTable};
+pub use context::RunContext;
+pub use csv_out::Cell;
+pub use data::{read_metrics, read_rows, read_verdicts, CsvTable};
 pub use error::{Error, Result};
 pub use figures::{
     bar_chart, default_font_path, heatmap, histogram, line_chart, BarChart, BarGroup, ColourMap,

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::claim::Scale;
-use crate::context::{json_bytes, RunContext};
+use crate::context::RunContext;
 use crate::error::{io_err, Error, Result};
 use crate::figures::FigureStyle;
+use crate::json::json_bytes;
 use crate::manifest::{
     outputs_digest, Manifest, Timing, MANIFEST, MANIFEST_SCHEMA, METRICS, VERDICTS,
 };

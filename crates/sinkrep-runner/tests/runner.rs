@@ -728,6 +728,26 @@ impl Replication for Probe {
         sinkrep_inputs::write_atomic(&p, b"blob")?;
         ctx.register_file("raw/blob.bin")?;
         ctx.write_csv("f32.csv", &["x"], [[0.1f32], [f32::NAN]])?;
+        ctx.write_rows(
+            "rows.csv",
+            [
+                CsvRow {
+                    name: "a,b".into(),
+                    n: 3,
+                    x: 0.1,
+                    y: None,
+                    ok: true,
+                },
+                CsvRow {
+                    name: "c".into(),
+                    n: 0,
+                    x: f64::NAN,
+                    y: Some(f64::NEG_INFINITY),
+                    ok: false,
+                },
+            ],
+        )?;
+        ctx.write_rows("empty.csv", Vec::<CsvRow>::new())?;
         Ok(())
     }
     fn figures(&self, _: &Path, _: &Path, _: &FigureStyle) -> anyhow::Result<Vec<PathBuf>> {
@@ -758,6 +778,48 @@ fn inputs_are_hashed_into_the_manifest_and_names_are_checked() {
         std::fs::read_to_string(run_dir(&out, Scale::Smoke, "probe").join("f32.csv")).unwrap();
     assert_eq!(csv, "x\n0.1\nNaN\n");
     assert_eq!(m.verdict, Verdict::DoesNotHold);
+}
+
+/// A table row for `write_rows` / `read_rows`.
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct CsvRow {
+    name: String,
+    n: usize,
+    #[serde(rename = "x.value")]
+    x: f64,
+    y: Option<f64>,
+    ok: bool,
+}
+
+#[test]
+fn rows_write_their_field_names_as_the_header_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("model.bin");
+    std::fs::write(&input, b"hello").unwrap();
+    let claim = Claim::parse(&CLAIM.replace("toy-variance", "probe"), "claim.toml").unwrap();
+    let reg = registry(vec![Box::new(Probe { claim, input })]);
+    let out = dir.path().join("runs");
+    run_replications(&reg, &all(), &opts(&out, Scale::Smoke)).unwrap();
+    let rd = run_dir(&out, Scale::Smoke, "probe");
+    let text = std::fs::read_to_string(rd.join("rows.csv")).unwrap();
+    assert_eq!(
+        text,
+        "name,n,x.value,y,ok\n\"a,b\",3,0.1,,true\nc,0,NaN,-inf,false\n"
+    );
+    // A table without rows still has its header.
+    let empty = std::fs::read_to_string(rd.join("empty.csv")).unwrap();
+    assert_eq!(empty, "name,n,x.value,y,ok\n");
+    let back: Vec<CsvRow> = sinkrep_runner::read_rows(&rd.join("rows.csv")).unwrap();
+    assert_eq!(back.len(), 2);
+    assert_eq!(back[0].name, "a,b");
+    assert_eq!((back[0].x, back[0].y), (0.1, None));
+    assert!(back[1].x.is_nan() && back[1].y == Some(f64::NEG_INFINITY) && !back[1].ok);
+    assert!(sinkrep_runner::read_rows::<CsvRow>(&rd.join("empty.csv"))
+        .unwrap()
+        .is_empty());
+    // A table that lacks a column of the struct is refused with the file's name.
+    let err = sinkrep_runner::read_rows::<CsvRow>(&rd.join("f32.csv")).unwrap_err();
+    assert!(err.to_string().contains("f32.csv"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1204,7 +1266,7 @@ fn figures_and_report_come_from_run_outputs_alone() {
 /// and a change of size or mtime invalidates it.
 #[test]
 fn input_hashes_are_cached_by_path_size_and_mtime() {
-    use sinkrep_runner::context::cached_file_record;
+    use sinkrep_runner::files::cached_file_record;
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("weights.bin");
     std::fs::write(&p, b"hello").unwrap();

@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use sinkrep_analysis::{analyze, pinned, random_tokens, AnalyzeOptions};
 use sinkrep_model::Model;
-use sinkrep_runner::{Cell, Claim, FigureStyle, RunContext, Study};
+use sinkrep_runner::{Claim, FigureStyle, RunContext, Study};
 
 use plan::{InputKind, Plan, Spec, PRIMARY_LAYERS};
-use rows::{alpha_cells, summarize, LayerRow, Row};
+use rows::{alpha_rows, summarize, LayerRow, Row};
 use sinkrep_stats::SINK_EPS;
 
 /// The study: the plan's cells on the pinned model, then the from-scratch section.
@@ -35,7 +35,7 @@ pub struct Measured {
     pub row: Row,
     pub layers: Vec<LayerRow>,
     /// Per-head alpha rows (baseline and mask-to-self cells only).
-    pub alpha: Vec<Vec<Cell>>,
+    pub alpha: Vec<rows::AlphaRow>,
 }
 
 /// Runs every cell of `specs` on `model`: `inputs` gives the sequences of each kind (all
@@ -73,7 +73,7 @@ pub fn measure(
         })?;
         let (row, layers) = summarize(i, spec, &rep, plan.last_pos());
         let alpha = if spec.amp.is_none() {
-            alpha_cells(&row, &rep)
+            alpha_rows(&row, &rep)
         } else {
             Vec::new()
         };
@@ -162,21 +162,15 @@ impl Study for ArbitrarySinks {
         })?;
 
         ctx.stage("write", |ctx| -> anyhow::Result<()> {
-            ctx.write_csv(
-                rows::CELLS_CSV,
-                &rows::ROW_HEADER,
-                measured.iter().map(|m| m.row.cells(SINK_EPS)),
-            )?;
-            ctx.write_csv(
+            ctx.write_rows(rows::CELLS_CSV, measured.iter().map(|m| m.row.clone()))?;
+            ctx.write_rows(
                 rows::PER_LAYER_CSV,
-                &rows::LAYER_HEADER,
                 measured
                     .iter()
-                    .flat_map(|m| m.layers.iter().map(|l| l.cells(&m.row))),
+                    .flat_map(|m| m.layers.iter().map(|l| l.csv(&m.row))),
             )?;
-            ctx.write_csv(
+            ctx.write_rows(
                 rows::ALPHA_CSV,
-                &rows::ALPHA_HEADER,
                 measured.iter().flat_map(|m| m.alpha.iter().cloned()),
             )?;
             let rows: Vec<Row> = measured.iter().map(|m| m.row.clone()).collect();

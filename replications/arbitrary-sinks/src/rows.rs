@@ -1,9 +1,8 @@
 //! One row per cell (`cells.csv`) and per (cell, layer) (`per_layer.csv`): the summary of
 //! a `SinkReport`, and the same rows read back for figures. The CSV schema lives here.
 
-use anyhow::Context;
+use serde::{Deserialize, Serialize};
 use sinkrep_analysis::SinkReport;
-use sinkrep_runner::{Cell, CsvTable};
 use sinkrep_stats::mean;
 use std::path::Path;
 
@@ -13,8 +12,8 @@ pub const CELLS_CSV: &str = "cells.csv";
 pub const PER_LAYER_CSV: &str = "per_layer.csv";
 pub const ALPHA_CSV: &str = "alpha_per_head.csv";
 
-/// The summary of one cell.
-#[derive(Debug, Clone, PartialEq)]
+/// The summary of one cell: one row of `cells.csv`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Row {
     pub cell: usize,
     pub group: String,
@@ -51,30 +50,9 @@ pub struct Row {
     /// (`l11c1229`), and that activation.
     pub top_ffn: String,
     pub top_ffn_value: f64,
+    /// The eps of Sink_k^eps.
+    pub eps: f64,
 }
-
-pub const ROW_HEADER: [&str; 20] = [
-    "cell",
-    "group",
-    "kind",
-    "k",
-    "report_pos",
-    "mask",
-    "mode",
-    "amp_layers",
-    "lambda",
-    "sink",
-    "attn_mass",
-    "alpha",
-    "peak_max_abs",
-    "peak_layer",
-    "peak_dom_ratio",
-    "peak_max_abs_others",
-    "super_neurons",
-    "top_ffn",
-    "top_ffn_value",
-    "eps",
-];
 
 /// One layer of one cell.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,32 +67,36 @@ pub struct LayerRow {
     pub norm: f64,
 }
 
-pub const LAYER_HEADER: [&str; 13] = [
-    "cell",
-    "group",
-    "kind",
-    "k",
-    "report_pos",
-    "layer",
-    "attn_mass",
-    "sink_frac",
-    "alpha",
-    "dom_ratio",
-    "max_abs",
-    "max_abs_others",
-    "norm",
-];
+/// One row of `per_layer.csv`: a layer of a cell, with the cell's key.
+#[derive(Debug, Serialize, Default)]
+pub struct PerLayerCsv<'a> {
+    cell: usize,
+    group: &'a str,
+    kind: &'a str,
+    k: usize,
+    report_pos: usize,
+    layer: usize,
+    attn_mass: f64,
+    sink_frac: f64,
+    alpha: f64,
+    dom_ratio: f64,
+    max_abs: f64,
+    max_abs_others: f64,
+    norm: f64,
+}
 
-pub const ALPHA_HEADER: [&str; 8] = [
-    "cell",
-    "group",
-    "kind",
-    "k",
-    "report_pos",
-    "layer",
-    "head",
-    "alpha",
-];
+/// One row of `alpha_per_head.csv` (owned: rows are kept until the tables are written).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct AlphaRow {
+    cell: usize,
+    group: String,
+    kind: String,
+    k: usize,
+    report_pos: usize,
+    layer: usize,
+    head: usize,
+    alpha: f64,
+}
 
 /// Summarises one report. `last` is the last position (T-1): no query attends to it, so
 /// its attention mass is undefined (NaN) rather than the report's 0.
@@ -198,135 +180,57 @@ pub fn summarize(cell: usize, spec: &Spec, rep: &SinkReport, last: usize) -> (Ro
             .count(),
         top_ffn,
         top_ffn_value,
+        eps: rep.eps,
     };
     (row, layers)
 }
 
 impl Row {
-    pub fn cells(&self, eps: f64) -> Vec<Cell> {
-        vec![
-            self.cell.into(),
-            self.group.clone().into(),
-            self.kind.clone().into(),
-            self.k.into(),
-            self.report_pos.into(),
-            self.mask.clone().into(),
-            self.mode.clone().into(),
-            self.amp_layers.clone().into(),
-            self.lambda.into(),
-            self.sink.into(),
-            self.attn_mass.into(),
-            self.alpha.into(),
-            self.peak_max_abs.into(),
-            self.peak_layer.into(),
-            self.peak_dom_ratio.into(),
-            self.peak_max_abs_others.into(),
-            self.super_neurons.into(),
-            self.top_ffn.clone().into(),
-            self.top_ffn_value.into(),
-            eps.into(),
-        ]
-    }
-
     /// Reads `cells.csv` back.
     pub fn read_all(path: &Path) -> anyhow::Result<Vec<Row>> {
-        let t = CsvTable::read(path)?;
-        let s = |c: &str| -> anyhow::Result<Vec<String>> {
-            Ok(t.column(c)?.into_iter().map(str::to_string).collect())
-        };
-        let f = |c: &str| t.column_f64(c);
-        let u = |c: &str| -> anyhow::Result<Vec<usize>> {
-            t.column(c)?
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.parse::<usize>().with_context(|| {
-                        format!("{}: row {i}, column `{c}`: `{v}`", path.display())
-                    })
-                })
-                .collect()
-        };
-        let (cell, group, kind, k, report_pos) = (
-            u("cell")?,
-            s("group")?,
-            s("kind")?,
-            u("k")?,
-            u("report_pos")?,
-        );
-        let (mask, mode, amp_layers, lambda) =
-            (s("mask")?, s("mode")?, s("amp_layers")?, f("lambda")?);
-        let (sink, attn_mass, alpha) = (f("sink")?, f("attn_mass")?, f("alpha")?);
-        let (peak_max_abs, peak_layer, peak_dom_ratio, peak_max_abs_others) = (
-            f("peak_max_abs")?,
-            u("peak_layer")?,
-            f("peak_dom_ratio")?,
-            f("peak_max_abs_others")?,
-        );
-        let (super_neurons, top_ffn, top_ffn_value) =
-            (u("super_neurons")?, s("top_ffn")?, f("top_ffn_value")?);
-        Ok((0..t.rows.len())
-            .map(|i| Row {
-                cell: cell[i],
-                group: group[i].clone(),
-                kind: kind[i].clone(),
-                k: k[i],
-                report_pos: report_pos[i],
-                mask: mask[i].clone(),
-                mode: mode[i].clone(),
-                amp_layers: amp_layers[i].clone(),
-                lambda: lambda[i],
-                sink: sink[i],
-                attn_mass: attn_mass[i],
-                alpha: alpha[i],
-                peak_max_abs: peak_max_abs[i],
-                peak_layer: peak_layer[i],
-                peak_dom_ratio: peak_dom_ratio[i],
-                peak_max_abs_others: peak_max_abs_others[i],
-                super_neurons: super_neurons[i],
-                top_ffn: top_ffn[i].clone(),
-                top_ffn_value: top_ffn_value[i],
-            })
-            .collect())
+        Ok(sinkrep_runner::read_rows(path)?)
     }
 }
 
 impl LayerRow {
-    pub fn cells(&self, row: &Row) -> Vec<Cell> {
-        vec![
-            row.cell.into(),
-            row.group.clone().into(),
-            row.kind.clone().into(),
-            row.k.into(),
-            row.report_pos.into(),
-            self.layer.into(),
-            self.attn_mass.into(),
-            self.sink_frac.into(),
-            self.alpha.into(),
-            self.dom_ratio.into(),
-            self.max_abs.into(),
-            self.max_abs_others.into(),
-            self.norm.into(),
-        ]
+    /// This layer as a `per_layer.csv` row of cell `row`.
+    pub fn csv<'a>(&self, row: &'a Row) -> PerLayerCsv<'a> {
+        PerLayerCsv {
+            cell: row.cell,
+            group: &row.group,
+            kind: &row.kind,
+            k: row.k,
+            report_pos: row.report_pos,
+            layer: self.layer,
+            attn_mass: self.attn_mass,
+            sink_frac: self.sink_frac,
+            alpha: self.alpha,
+            dom_ratio: self.dom_ratio,
+            max_abs: self.max_abs,
+            max_abs_others: self.max_abs_others,
+            norm: self.norm,
+        }
     }
 }
 
 /// Per-head alpha rows of one cell (written for the baseline and mask-to-self cells).
-pub fn alpha_cells(row: &Row, rep: &SinkReport) -> Vec<Vec<Cell>> {
+pub fn alpha_rows(row: &Row, rep: &SinkReport) -> Vec<AlphaRow> {
     rep.layers
         .iter()
         .flat_map(|l| {
-            l.alpha_per_head.iter().enumerate().map(move |(h, a)| {
-                vec![
-                    row.cell.into(),
-                    row.group.clone().into(),
-                    row.kind.clone().into(),
-                    row.k.into(),
-                    row.report_pos.into(),
-                    l.layer.into(),
-                    h.into(),
-                    (*a).into(),
-                ]
-            })
+            l.alpha_per_head
+                .iter()
+                .enumerate()
+                .map(move |(head, &alpha)| AlphaRow {
+                    cell: row.cell,
+                    group: row.group.clone(),
+                    kind: row.kind.clone(),
+                    k: row.k,
+                    report_pos: row.report_pos,
+                    layer: l.layer,
+                    head,
+                    alpha,
+                })
         })
         .collect()
 }

@@ -4,9 +4,10 @@
 //! makes it a clean test of whether an intervention *creates* one.
 
 use crate::plan::{Plan, PRIMARY_LAYERS};
+use serde::Serialize;
 use sinkrep_analysis::{analyze, random_tokens, AnalyzeOptions, SinkReport};
 use sinkrep_model::{Amplify, AmplifyMode, CenterMean, Interventions, Layers, MaskSelf, Model};
-use sinkrep_runner::{Cell, RunContext};
+use sinkrep_runner::RunContext;
 use sinkrep_stats::{mean, SINK_EPS};
 use sinkrep_subjects::{from_scratch_stage, FromScratch, SCRATCH_SEEDS};
 
@@ -96,9 +97,9 @@ fn one(ctx: &mut RunContext, plan: &Plan, fs: &FromScratch, tables: bool) -> any
     // condition -> (Sink_k, attention mass on k, Sink_0) samples over inputs and k.
     let mut acc: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); CONDITIONS.len()];
     ctx.stage("scratch-measure", |_| -> anyhow::Result<()> {
-        for (input, seqs) in &inputs {
+        for &(input, ref seqs) in &inputs {
             for &k in &ks {
-                for (ci, cond) in CONDITIONS.iter().enumerate() {
+                for (ci, &cond) in CONDITIONS.iter().enumerate() {
                     let at_k = report(&fs.model, seqs, k, interventions(cond, k, lambda))?;
                     let at_0 = report(&fs.model, seqs, 0, interventions(cond, k, lambda))?;
                     let mass = mean(at_k.layers.iter().map(|l| l.attn_mass).collect::<Vec<_>>());
@@ -108,23 +109,23 @@ fn one(ctx: &mut RunContext, plan: &Plan, fs: &FromScratch, tables: bool) -> any
                         .map(|l| l.max_abs_sink)
                         .fold(0.0f64, f64::max);
                     acc[ci].push((at_k.sink_metric.value, mass, at_0.sink_metric.value));
-                    rows.push(vec![
-                        Cell::from(*input),
-                        Cell::from(k),
-                        Cell::from(*cond),
-                        Cell::from(lambda),
-                        Cell::from(at_k.sink_metric.value),
-                        Cell::from(mass),
-                        Cell::from(max_abs),
-                        Cell::from(at_0.sink_metric.value),
-                    ]);
+                    rows.push(ScratchRow {
+                        input,
+                        k,
+                        condition: cond,
+                        lambda,
+                        sink_k: at_k.sink_metric.value,
+                        attn_mass_k: mass,
+                        max_abs_k_peak: max_abs,
+                        sink_0: at_0.sink_metric.value,
+                    });
                 }
             }
         }
         Ok(())
     })?;
     if tables {
-        write_cells(ctx, rows)?;
+        ctx.write_rows(CELLS_CSV, rows)?;
     }
     let names = metric_names();
     let mut values = vec![fs.final_val_loss];
@@ -138,22 +139,17 @@ fn one(ctx: &mut RunContext, plan: &Plan, fs: &FromScratch, tables: bool) -> any
     Ok(())
 }
 
-fn write_cells(ctx: &mut RunContext, rows: Vec<Vec<Cell>>) -> anyhow::Result<()> {
-    ctx.write_csv(
-        CELLS_CSV,
-        &[
-            "input",
-            "k",
-            "condition",
-            "lambda",
-            "sink_k",
-            "attn_mass_k",
-            "max_abs_k_peak",
-            "sink_0",
-        ],
-        rows,
-    )?;
-    Ok(())
+/// One row of the scratch `cells.csv`.
+#[derive(Serialize, Default)]
+struct ScratchRow {
+    input: &'static str,
+    k: usize,
+    condition: &'static str,
+    lambda: f64,
+    sink_k: f64,
+    attn_mass_k: f64,
+    max_abs_k_peak: f64,
+    sink_0: f64,
 }
 
 /// The metrics `run` records, in order.

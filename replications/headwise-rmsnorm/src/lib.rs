@@ -22,7 +22,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use sinkrep_analysis::pinned;
 use sinkrep_model::AttnVariant;
-use sinkrep_runner::{Cell, Claim, FigureStyle, RunContext, Scale, Study};
+use sinkrep_runner::{Claim, FigureStyle, RunContext, Scale, Study};
 use sinkrep_stats::{ratio_at, SINK_EPS};
 pub use sinkrep_subjects::{
     analysis_windows, final_hidden_eff_rank, measure, EvalPoint, GainInit, Measured, SubjectSizes,
@@ -186,92 +186,66 @@ pub fn speedup_at(base: &Measured, other: &Measured, step: usize) -> f64 {
     step as f64 / steps_to_target(&curve, target)
 }
 
-const EVAL_COLUMNS: [&str; 15] = [
-    "variant",
-    "seed",
-    "step",
-    "sink_pct",
-    "attn_mass_mean",
-    "attn_mass_last",
-    "attn_mass_max",
-    "dom_ratio_mean",
-    "dom_ratio_max",
-    "dom_ratio_last",
-    "agg_var_ratio_mean",
-    "out_var_ratio_mean",
-    "abs_log_out_var_ratio",
-    "eff_rank",
-    "val_loss",
-];
-
 fn write_tables(ctx: &mut RunContext, judged: &[&RunResult], all: &[RunResult]) -> Result<()> {
     // The training and validation curves share one row shape (judged configuration).
     type Curve = fn(&Measured) -> &[(usize, f64)];
-    let curves: [(&str, &str, Curve); 2] = [
+    let curves: [(&str, &'static str, Curve); 2] = [
         ("train_curves.csv", "train_loss", |r| &r.train),
         ("val_curves.csv", "val_loss", |r| &r.val),
     ];
-    for (file, loss, curve) in curves {
-        ctx.write_csv(
+    for (file, loss_column, curve) in curves {
+        ctx.write_rows(
             file,
-            &["variant", "seed", "step", "tokens", loss],
             judged.iter().flat_map(|r| {
-                curve(r).iter().map(move |&(s, l)| {
-                    vec![
-                        Cell::from(r.variant),
-                        Cell::from(r.seed),
-                        Cell::from(s),
-                        Cell::from(s * r.tokens_per_step),
-                        Cell::from(l),
-                    ]
+                curve(r).iter().map(move |&(step, loss)| CurveRow {
+                    variant: r.variant,
+                    seed: r.seed,
+                    step,
+                    tokens: step * r.tokens_per_step,
+                    loss_column,
+                    loss,
                 })
             }),
         )?;
     }
     // Paired validation curves of every configuration of the grid (judged included).
     let pairs = grid_pairs(all);
-    ctx.write_csv(
+    ctx.write_rows(
         "grid_curves.csv",
-        &[
-            "config", "seed", "step", "tokens", "baseline", "headwise", "diff",
-        ],
         pairs.iter().flat_map(|(cfg, b, h)| {
-            b.val.iter().map(move |&(s, bl)| {
-                let hl = h.val_at(s);
-                vec![
-                    Cell::from(cfg.as_str()),
-                    Cell::from(b.seed),
-                    Cell::from(s),
-                    Cell::from(s * b.tokens_per_step),
-                    Cell::from(bl),
-                    Cell::from(hl),
-                    Cell::from(hl - bl),
-                ]
+            b.val.iter().map(move |&(step, baseline)| {
+                let headwise = h.val_at(step);
+                GridCurveRow {
+                    config: cfg.as_str(),
+                    seed: b.seed,
+                    step,
+                    tokens: step * b.tokens_per_step,
+                    baseline,
+                    headwise,
+                    diff: headwise - baseline,
+                }
             })
         }),
     )?;
-    ctx.write_csv(
+    ctx.write_rows(
         "eval_metrics.csv",
-        &EVAL_COLUMNS,
         judged.iter().flat_map(|r| {
-            r.evals.iter().map(move |e| {
-                vec![
-                    Cell::from(r.variant),
-                    Cell::from(r.seed),
-                    Cell::from(e.step),
-                    Cell::from(e.sink_pct),
-                    Cell::from(e.attn_mass_mean),
-                    Cell::from(e.attn_mass_last),
-                    Cell::from(e.attn_mass_max),
-                    Cell::from(e.dom_ratio_mean),
-                    Cell::from(e.dom_ratio_max),
-                    Cell::from(e.dom_ratio_last),
-                    Cell::from(e.agg_var_ratio_mean),
-                    Cell::from(e.out_var_ratio_mean),
-                    Cell::from(e.abs_log_out_var_ratio),
-                    Cell::from(e.eff_rank),
-                    Cell::from(r.val_at(e.step)),
-                ]
+            r.evals.iter().map(move |e| EvalRow {
+                variant: r.variant,
+                seed: r.seed,
+                step: e.step,
+                sink_pct: e.sink_pct,
+                attn_mass_mean: e.attn_mass_mean,
+                attn_mass_last: e.attn_mass_last,
+                attn_mass_max: e.attn_mass_max,
+                dom_ratio_mean: e.dom_ratio_mean,
+                dom_ratio_max: e.dom_ratio_max,
+                dom_ratio_last: e.dom_ratio_last,
+                agg_var_ratio_mean: e.agg_var_ratio_mean,
+                out_var_ratio_mean: e.out_var_ratio_mean,
+                abs_log_out_var_ratio: e.abs_log_out_var_ratio,
+                eff_rank: e.eff_rank,
+                val_loss: r.val_at(e.step),
             })
         }),
     )?;
@@ -283,52 +257,114 @@ fn write_tables(ctx: &mut RunContext, judged: &[&RunResult], all: &[RunResult]) 
                 .map(|rep| (*r, rep))
         })
         .collect();
-    ctx.write_csv(
+    ctx.write_rows(
         "layers_final.csv",
-        &[
-            "variant",
-            "seed",
-            "layer",
-            "attn_mass",
-            "sink_frac",
-            "dom_ratio",
-            "agg_var_ratio",
-            "out_var_ratio",
-        ],
         finals.iter().flat_map(|(r, rep)| {
-            rep.layers.iter().map(move |l| {
-                vec![
-                    Cell::from(r.variant),
-                    Cell::from(r.seed),
-                    Cell::from(l.layer),
-                    Cell::from(l.attn_mass),
-                    Cell::from(l.sink_frac),
-                    Cell::from(l.dom_ratio),
-                    Cell::from(l.agg_var_ratio),
-                    Cell::from(ratio_at(&l.attn_out_var_by_pos, 0)),
-                ]
+            rep.layers.iter().map(move |l| FinalLayerRow {
+                variant: r.variant,
+                seed: r.seed,
+                layer: l.layer,
+                attn_mass: l.attn_mass,
+                sink_frac: l.sink_frac,
+                dom_ratio: l.dom_ratio,
+                agg_var_ratio: l.agg_var_ratio,
+                out_var_ratio: ratio_at(&l.attn_out_var_by_pos, 0),
             })
         }),
     )?;
-    ctx.write_csv(
+    ctx.write_rows(
         "var_by_position.csv",
-        &["variant", "seed", "layer", "position", "agg_var", "out_var"],
         finals.iter().flat_map(|(r, rep)| {
             rep.layers.iter().flat_map(move |l| {
-                (0..l.agg_var_by_pos.len()).map(move |t| {
-                    vec![
-                        Cell::from(r.variant),
-                        Cell::from(r.seed),
-                        Cell::from(l.layer),
-                        Cell::from(t),
-                        Cell::from(l.agg_var_by_pos[t]),
-                        Cell::from(l.attn_out_var_by_pos.get(t).copied().unwrap_or(f64::NAN)),
-                    ]
+                (0..l.agg_var_by_pos.len()).map(move |t| PositionRow {
+                    variant: r.variant,
+                    seed: r.seed,
+                    layer: l.layer,
+                    position: t,
+                    agg_var: l.agg_var_by_pos[t],
+                    out_var: l.attn_out_var_by_pos.get(t).copied().unwrap_or(f64::NAN),
                 })
             })
         }),
     )?;
     Ok(())
+}
+
+/// A row of `train_curves.csv` / `val_curves.csv`; the loss column's name is
+/// `loss_column`, so the manual `Serialize` below keeps each name next to its value.
+#[derive(Default)]
+struct CurveRow {
+    variant: &'static str,
+    seed: u64,
+    step: usize,
+    tokens: usize,
+    loss_column: &'static str,
+    loss: f64,
+}
+
+impl Serialize for CurveRow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("CurveRow", 5)?;
+        st.serialize_field("variant", self.variant)?;
+        st.serialize_field("seed", &self.seed)?;
+        st.serialize_field("step", &self.step)?;
+        st.serialize_field("tokens", &self.tokens)?;
+        st.serialize_field(self.loss_column, &self.loss)?;
+        st.end()
+    }
+}
+
+#[derive(Serialize, Default)]
+struct GridCurveRow<'a> {
+    config: &'a str,
+    seed: u64,
+    step: usize,
+    tokens: usize,
+    baseline: f64,
+    headwise: f64,
+    diff: f64,
+}
+
+#[derive(Serialize, Default)]
+struct EvalRow {
+    variant: &'static str,
+    seed: u64,
+    step: usize,
+    sink_pct: f64,
+    attn_mass_mean: f64,
+    attn_mass_last: f64,
+    attn_mass_max: f64,
+    dom_ratio_mean: f64,
+    dom_ratio_max: f64,
+    dom_ratio_last: f64,
+    agg_var_ratio_mean: f64,
+    out_var_ratio_mean: f64,
+    abs_log_out_var_ratio: f64,
+    eff_rank: f64,
+    val_loss: f64,
+}
+
+#[derive(Serialize, Default)]
+struct FinalLayerRow {
+    variant: &'static str,
+    seed: u64,
+    layer: usize,
+    attn_mass: f64,
+    sink_frac: f64,
+    dom_ratio: f64,
+    agg_var_ratio: f64,
+    out_var_ratio: f64,
+}
+
+#[derive(Serialize, Default)]
+struct PositionRow {
+    variant: &'static str,
+    seed: u64,
+    layer: usize,
+    position: usize,
+    agg_var: f64,
+    out_var: f64,
 }
 
 /// (config, baseline run, head-wise run) for every configuration and seed, judged first.

@@ -266,23 +266,16 @@ pub(crate) fn ablation_metrics(
     n_layers: usize,
 ) -> anyhow::Result<()> {
     let sp = spans(first_sn, n_layers);
-    let dom = |e: &Eval| e.dom_ratio_over(sp.dom_late.iter().copied());
-    let dom_early = |e: &Eval| e.dom_ratio_over(sp.dom_early.iter().copied());
-    let sink_late = |e: &Eval| e.sink_over(sp.sink_late.iter().copied());
-    let sink_early = |e: &Eval| e.sink_over(sp.sink_early.iter().copied());
-    ctx.metric("heldout_sink", base.sink_metric)?;
-    ctx.metric("heldout_sink_early", sink_early(base))?;
-    ctx.metric("heldout_sink_late", sink_late(base))?;
-    ctx.metric("heldout_dom_ratio_early", dom_early(base))?;
-    ctx.metric("heldout_dom_ratio_late", dom(base))?;
+    let base_stats = sp.stats(base);
+    for (name, v) in base_stats.named() {
+        ctx.metric(&format!("heldout_{name}"), v)?;
+    }
     ctx.metric("heldout_loss", base.loss)?;
     for (c, e) in evals {
         let p = format!("ablate.{}.{}", c.name, c.kind_name());
-        ctx.metric(&format!("{p}.sink"), e.sink_metric)?;
-        ctx.metric(&format!("{p}.sink_early"), sink_early(e))?;
-        ctx.metric(&format!("{p}.sink_late"), sink_late(e))?;
-        ctx.metric(&format!("{p}.dom_ratio_early"), dom_early(e))?;
-        ctx.metric(&format!("{p}.dom_ratio_late"), dom(e))?;
+        for (name, v) in sp.stats(e).named() {
+            ctx.metric(&format!("{p}.{name}"), v)?;
+        }
         ctx.metric(&format!("{p}.dloss"), e.loss - base.loss)?;
     }
     // The checked ratios: every super neuron mean-ablated at position 0, and the follow-up
@@ -291,34 +284,26 @@ pub(crate) fn ablation_metrics(
         evals
             .iter()
             .find(|(c, _)| c.name == name && c.kind == sinkrep_model::AblateKind::Mean)
-            .map(|(_, e)| e)
+            .map(|(_, e)| sp.stats(e))
     };
     for (name, metric) in [
         ("sn-all", "sn_all"),
         ("early+sn-all", "early_sn_all"),
         ("early", "early"),
     ] {
-        let e = find(name);
-        ctx.metric(
-            &format!("{metric}_mean_dom_ratio_ratio"),
-            e.map_or(f64::NAN, |e| dom(e) / dom(base)),
-        )?;
-        ctx.metric(
-            &format!("{metric}_mean_sink_late_ratio"),
-            e.map_or(f64::NAN, |e| sink_late(e) / sink_late(base)),
-        )?;
-        ctx.metric(
-            &format!("{metric}_mean_sink_ratio"),
-            e.map_or(f64::NAN, |e| e.sink_metric / base.sink_metric),
-        )?;
-        ctx.metric(
-            &format!("{metric}_mean_sink_early_ratio"),
-            e.map_or(f64::NAN, |e| sink_early(e) / sink_early(base)),
-        )?;
-        ctx.metric(
-            &format!("{metric}_mean_dom_ratio_early_ratio"),
-            e.map_or(f64::NAN, |e| dom_early(e) / dom_early(base)),
-        )?;
+        let ablated = find(name);
+        for (i, (stat, base_value)) in base_stats.named().into_iter().enumerate() {
+            // DomRatio after the super-neuron layers is the headline: plain `dom_ratio`.
+            let stat = if stat == "dom_ratio_late" {
+                "dom_ratio"
+            } else {
+                stat
+            };
+            ctx.metric(
+                &format!("{metric}_mean_{stat}_ratio"),
+                ablated.map_or(f64::NAN, |a| a.named()[i].1 / base_value),
+            )?;
+        }
     }
     Ok(())
 }

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use sinkrep_runner::{line_chart, Claim, CsvTable, FigureStyle, LineChart, RunContext, Scale};
-use sinkrep_runner::{Cell, Series, Study};
+use sinkrep_runner::{line_chart, read_rows, Claim, FigureStyle, LineChart, RunContext, Scale};
+use sinkrep_runner::{Series, Study};
 use sinkrep_stats::{mean, SplitMix64};
 
 /// The study; it has no state of its own (a study that needs some keeps it here).
@@ -81,6 +81,14 @@ fn log_slope(var: &[f64]) -> f64 {
     sxy / sxx
 }
 
+/// One row of the table: the columns are the field names, so a table's header and its
+/// values cannot drift apart, and `figures` reads it back with the same struct.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct VarianceRow {
+    position: usize,
+    variance: f64,
+}
+
 impl Study for Template {
     fn run(&self, claim: &Claim, ctx: &mut RunContext) -> Result<()> {
         let s = Sizes::from_claim(claim, ctx.scale())?;
@@ -88,12 +96,11 @@ impl Study for Template {
         ctx.config("distribution", "uniform(-1, 1)")?;
         let seed = ctx.seeds(1)[0];
         let var = ctx.stage("simulate", |_| running_mean_variance(&s, seed));
-        ctx.write_csv(
+        ctx.write_rows(
             TABLE,
-            &["position", "variance"],
             var.iter()
                 .enumerate()
-                .map(|(t, v)| [Cell::from(t), Cell::from(*v)]),
+                .map(|(position, &variance)| VarianceRow { position, variance }),
         )?;
         ctx.metric(
             "var_ratio_first_over_rest",
@@ -104,12 +111,10 @@ impl Study for Template {
     }
 
     fn figures(&self, run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Result<Vec<PathBuf>> {
-        let table = CsvTable::read(&run_dir.join(TABLE))?;
-        let points: Vec<(f64, f64)> = table
-            .column_f64("position")?
-            .into_iter()
-            .zip(table.column_f64("variance")?)
-            .map(|(t, v)| (t + 1.0, v))
+        let rows: Vec<VarianceRow> = read_rows(&run_dir.join(TABLE))?;
+        let points: Vec<(f64, f64)> = rows
+            .iter()
+            .map(|r| ((r.position + 1) as f64, r.variance))
             .collect();
         let files = line_chart(
             style,

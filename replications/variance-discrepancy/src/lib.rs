@@ -140,66 +140,120 @@ pub fn first_sink_layer(layers: &[LayerStats]) -> Option<usize> {
         .map(|l| l.layer)
 }
 
-const LAYER_COLUMNS: [&str; 14] = [
-    "layer",
-    "attn_mass",
-    "sink_frac",
-    "z_ratio_first",
-    "z_first_over_max_rest",
-    "z_slope",
-    "z_spearman",
-    "z_kendall",
-    "out_ratio_first",
-    "out_first_over_max_rest",
-    "out_slope",
-    "out_spearman",
-    "out_kendall",
-    "tau_wo",
-];
-
-fn layer_cells(key: Cell, l: &LayerStats) -> Vec<Cell> {
-    let mut row = vec![key, Cell::from(l.layer)];
-    row.extend(
-        [
-            l.attn_mass,
-            l.sink_frac,
-            l.z.ratio_first,
-            l.z.first_over_max_rest,
-            l.z.slope,
-            l.z.spearman,
-            l.z.kendall,
-            l.out.ratio_first,
-            l.out.first_over_max_rest,
-            l.out.slope,
-            l.out.spearman,
-            l.out.kendall,
-            l.tau_wo,
-        ]
-        .map(Cell::from),
-    );
-    row
+/// The key column of the per-layer tables: its name (`input` or `seed`) and value.
+#[derive(Debug, Clone, Copy, Default)]
+struct Key<K> {
+    name: &'static str,
+    value: K,
 }
 
-fn position_cells(key: Cell, layers: &[LayerStats]) -> Vec<Vec<Cell>> {
-    layers
-        .iter()
-        .flat_map(|l| {
-            let key = key.clone();
-            (0..l.z_var.len()).map(move |t| {
-                vec![
-                    key.clone(),
-                    Cell::from(l.layer),
-                    Cell::from(t),
-                    Cell::from(l.z_var[t]),
-                    Cell::from(l.out_var[t]),
-                ]
+/// One row of `*_layers.csv`. Serialised by hand only because the key column's name
+/// varies; each column name stands next to its value.
+#[derive(Default)]
+struct LayerRow<K> {
+    key: Key<K>,
+    layer: usize,
+    attn_mass: f64,
+    sink_frac: f64,
+    z: Profile,
+    out: Profile,
+    tau_wo: f64,
+}
+
+impl<K: Copy> LayerRow<K> {
+    fn new(key: Key<K>, l: &LayerStats) -> LayerRow<K> {
+        LayerRow {
+            key,
+            layer: l.layer,
+            attn_mass: l.attn_mass,
+            sink_frac: l.sink_frac,
+            z: l.z,
+            out: l.out,
+            tau_wo: l.tau_wo,
+        }
+    }
+}
+
+impl<K: Serialize> Serialize for LayerRow<K> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (z, out) = (&self.z, &self.out);
+        let mut st = s.serialize_struct("LayerRow", 15)?;
+        st.serialize_field(self.key.name, &self.key.value)?;
+        st.serialize_field("layer", &self.layer)?;
+        st.serialize_field("attn_mass", &self.attn_mass)?;
+        st.serialize_field("sink_frac", &self.sink_frac)?;
+        st.serialize_field("z_ratio_first", &z.ratio_first)?;
+        st.serialize_field("z_first_over_max_rest", &z.first_over_max_rest)?;
+        st.serialize_field("z_slope", &z.slope)?;
+        st.serialize_field("z_spearman", &z.spearman)?;
+        st.serialize_field("z_kendall", &z.kendall)?;
+        st.serialize_field("out_ratio_first", &out.ratio_first)?;
+        st.serialize_field("out_first_over_max_rest", &out.first_over_max_rest)?;
+        st.serialize_field("out_slope", &out.slope)?;
+        st.serialize_field("out_spearman", &out.spearman)?;
+        st.serialize_field("out_kendall", &out.kendall)?;
+        st.serialize_field("tau_wo", &self.tau_wo)?;
+        st.end()
+    }
+}
+
+/// One row of `*_variance_by_position.csv` (key column as in [`LayerRow`]).
+#[derive(Default)]
+struct PositionRow<K> {
+    key: Key<K>,
+    layer: usize,
+    position: usize,
+    z_var: f64,
+    out_var: f64,
+}
+
+impl<K: Serialize> Serialize for PositionRow<K> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("PositionRow", 5)?;
+        st.serialize_field(self.key.name, &self.key.value)?;
+        st.serialize_field("layer", &self.layer)?;
+        st.serialize_field("position", &self.position)?;
+        st.serialize_field("z_var", &self.z_var)?;
+        st.serialize_field("out_var", &self.out_var)?;
+        st.end()
+    }
+}
+
+/// Writes `{stem}_layers.csv` and `{stem}_variance_by_position.csv` for layer
+/// statistics grouped by a key (input kind or seed).
+fn write_layer_tables<K: Serialize + Copy + Default>(
+    ctx: &mut RunContext,
+    stem: &str,
+    key_name: &'static str,
+    groups: &[(K, Vec<LayerStats>)],
+) -> Result<()> {
+    let key = |value: K| Key {
+        name: key_name,
+        value,
+    };
+    ctx.write_rows(
+        &format!("{stem}_layers.csv"),
+        groups
+            .iter()
+            .flat_map(|(k, ls)| ls.iter().map(move |l| LayerRow::new(key(*k), l))),
+    )?;
+    ctx.write_rows(
+        &format!("{stem}_variance_by_position.csv"),
+        groups.iter().flat_map(|(k, ls)| {
+            ls.iter().flat_map(move |l| {
+                (0..l.z_var.len()).map(move |t| PositionRow {
+                    key: key(*k),
+                    layer: l.layer,
+                    position: t,
+                    z_var: l.z_var[t],
+                    out_var: l.out_var[t],
+                })
             })
-        })
-        .collect()
-}
-
-fn header(first: &'static str, rest: &[&'static str]) -> Vec<&'static str> {
-    std::iter::once(first).chain(rest.iter().copied()).collect()
+        }),
+    )?;
+    Ok(())
 }
 
 /// Runs `analyze` over `seqs` with the attention output reduced too, and a progress bar.
@@ -366,20 +420,7 @@ fn run_model(ctx: &mut RunContext, s: &Sizes) -> Result<()> {
         model_metrics(ctx, name, &layers)?;
         by_input.push((name, layers));
     }
-    ctx.write_csv(
-        "model_layers.csv",
-        &header("input", &LAYER_COLUMNS),
-        by_input
-            .iter()
-            .flat_map(|(n, ls)| ls.iter().map(move |l| layer_cells(Cell::from(*n), l))),
-    )?;
-    ctx.write_csv(
-        "model_variance_by_position.csv",
-        &["input", "layer", "position", "z_var", "out_var"],
-        by_input
-            .iter()
-            .flat_map(|(n, ls)| position_cells(Cell::from(*n), ls)),
-    )?;
+    write_layer_tables(ctx, "model", "input", &by_input)?;
     Ok(())
 }
 
@@ -427,18 +468,7 @@ fn run_init(ctx: &mut RunContext, s: &Sizes) -> Result<()> {
     let vals = |v: &[(u64, f64)]| v.iter().map(|x| x.1).collect::<Vec<f64>>();
     ctx.metric("init.l0.first_over_max_rest.min", min(&vals(&fmr)))?;
     ctx.metric("init.l0.slope.max", max(&vals(&slope)))?;
-    ctx.write_csv(
-        "init_layers.csv",
-        &header("seed", &LAYER_COLUMNS),
-        all.iter()
-            .flat_map(|(s, ls)| ls.iter().map(move |l| layer_cells(Cell::from(*s), l))),
-    )?;
-    ctx.write_csv(
-        "init_variance_by_position.csv",
-        &["seed", "layer", "position", "z_var", "out_var"],
-        all.iter()
-            .flat_map(|(s, ls)| position_cells(Cell::from(*s), ls)),
-    )?;
+    write_layer_tables(ctx, "init", "seed", &all)?;
     Ok(())
 }
 

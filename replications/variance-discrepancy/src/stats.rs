@@ -4,7 +4,7 @@
 use sinkrep_analysis::kendall_tau;
 
 /// Summary of one per-position variance profile `var[t]`, t = 0..T-1.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Profile {
     /// var[0] / mean of var[1..]: how far position 0 sits above the average position.
     pub ratio_first: f64,

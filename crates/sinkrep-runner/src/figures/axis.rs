@@ -162,72 +162,81 @@ pub(super) struct Frame {
     pub(super) y1: i32,
 }
 
-/// Lays out title, axes and an optional right-hand panel of `right` pixels; draws grid,
-/// ticks, tick labels and axis labels; returns the plot frame.
-pub(super) fn draw_axes<DB: DrawingBackend>(
-    c: &Canvas<'_, DB>,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    x: Option<&Axis>,
-    y: &Axis,
-    right: i32,
-) -> std::result::Result<Frame, String> {
-    let st = c.style;
-    let (w, h) = (st.width as i32, st.height as i32);
-    let yt = y.ticks(6);
-    let ytw = yt
-        .iter()
-        .map(|t| text_width(&t.1, st.tick_size))
-        .max()
-        .unwrap_or(0);
-    let f = Frame {
-        x0: 20 + st.label_size as i32 + 12 + ytw + 10,
-        y0: 14 + st.title_size as i32 + 20,
-        x1: w - 30 - right,
-        y1: h - (14 + st.tick_size as i32 + 16 + st.label_size as i32 + 8),
-    };
-    c.clear()?;
-    c.title(title)?;
-    let grid = ShapeStyle::from(&GRID).stroke_width(1);
-    let axis = ShapeStyle::from(&BLACK_).stroke_width(1);
-    for (v, label) in &yt {
-        let py = y.px(*v, f.y1, f.y0);
-        c.path(vec![(f.x0, py), (f.x1, py)], grid)?;
-        c.path(vec![(f.x0 - 6, py), (f.x0, py)], axis)?;
-        c.text(
-            label,
-            (f.x0 - 10, py),
-            st.tick_size,
-            (HPos::Right, VPos::Center),
-            false,
-        )?;
-    }
-    if let Some(x) = x {
-        let target = ((f.x1 - f.x0) / 110).clamp(2, 10) as usize;
-        for (v, label) in x.ticks(target) {
-            let px = x.px(v, f.x0, f.x1);
-            c.path(vec![(px, f.y0), (px, f.y1)], grid)?;
-            c.path(vec![(px, f.y1), (px, f.y1 + 6)], axis)?;
-            c.text(
-                &label,
-                (px, f.y1 + 10),
-                st.tick_size,
-                (HPos::Center, VPos::Top),
-                false,
-            )?;
+impl Frame {
+    /// The plot rectangle of a figure in `st`: room for the title above, y tick labels
+    /// `ytw` pixels wide and the y label on the left, x ticks and label below, and a
+    /// panel of `right` pixels (legend, colour bar) on the right.
+    pub(super) fn layout(st: &FigureStyle, ytw: i32, right: i32) -> Frame {
+        let (w, h) = (st.width as i32, st.height as i32);
+        Frame {
+            x0: 20 + st.label_size as i32 + 12 + ytw + 10,
+            y0: 14 + st.title_size as i32 + 20,
+            x1: w - 30 - right,
+            y1: h - (14 + st.tick_size as i32 + 16 + st.label_size as i32 + 8),
         }
     }
+}
+
+/// The outline of the rectangle (x0, y0)-(x1, y1).
+pub(super) fn outline<DB: DrawingBackend>(
+    c: &Canvas<'_, DB>,
+    (x0, y0): (i32, i32),
+    (x1, y1): (i32, i32),
+    style: ShapeStyle,
+) -> DrawResult {
     c.path(
-        vec![
-            (f.x0, f.y0),
-            (f.x1, f.y0),
-            (f.x1, f.y1),
-            (f.x0, f.y1),
-            (f.x0, f.y0),
-        ],
-        axis,
-    )?;
+        vec![(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)],
+        style,
+    )
+}
+
+/// A tick mark below the frame at `px`, with its label under it.
+pub(super) fn x_tick<DB: DrawingBackend>(
+    c: &Canvas<'_, DB>,
+    f: &Frame,
+    px: i32,
+    label: &str,
+    style: ShapeStyle,
+) -> DrawResult {
+    c.path(vec![(px, f.y1), (px, f.y1 + 6)], style)?;
+    let size = c.style.tick_size;
+    c.text(
+        label,
+        (px, f.y1 + 10),
+        size,
+        (HPos::Center, VPos::Top),
+        false,
+    )
+}
+
+/// A tick mark left of the frame at `py`, with its label left of it.
+pub(super) fn y_tick<DB: DrawingBackend>(
+    c: &Canvas<'_, DB>,
+    f: &Frame,
+    py: i32,
+    label: &str,
+    style: ShapeStyle,
+) -> DrawResult {
+    c.path(vec![(f.x0 - 6, py), (f.x0, py)], style)?;
+    let size = c.style.tick_size;
+    c.text(
+        label,
+        (f.x0 - 10, py),
+        size,
+        (HPos::Right, VPos::Center),
+        false,
+    )
+}
+
+/// The x label centred under the frame and the y label rotated on the left.
+pub(super) fn axis_labels<DB: DrawingBackend>(
+    c: &Canvas<'_, DB>,
+    f: &Frame,
+    x_label: &str,
+    y_label: &str,
+) -> DrawResult {
+    let st = c.style;
+    let h = st.height as i32;
     c.text(
         x_label,
         ((f.x0 + f.x1) / 2, h - 10),
@@ -241,7 +250,47 @@ pub(super) fn draw_axes<DB: DrawingBackend>(
         st.label_size,
         (HPos::Center, VPos::Top),
         true,
-    )?;
+    )
+}
+
+/// Lays out title, axes and an optional right-hand panel of `right` pixels; draws grid,
+/// ticks, tick labels and axis labels; returns the plot frame.
+pub(super) fn draw_axes<DB: DrawingBackend>(
+    c: &Canvas<'_, DB>,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    x: Option<&Axis>,
+    y: &Axis,
+    right: i32,
+) -> std::result::Result<Frame, String> {
+    let st = c.style;
+    let yt = y.ticks(6);
+    let ytw = yt
+        .iter()
+        .map(|t| text_width(&t.1, st.tick_size))
+        .max()
+        .unwrap_or(0);
+    let f = Frame::layout(st, ytw, right);
+    c.clear()?;
+    c.title(title)?;
+    let grid = ShapeStyle::from(&GRID).stroke_width(1);
+    let axis = ShapeStyle::from(&BLACK_).stroke_width(1);
+    for (v, label) in &yt {
+        let py = y.px(*v, f.y1, f.y0);
+        c.path(vec![(f.x0, py), (f.x1, py)], grid)?;
+        y_tick(c, &f, py, label, axis)?;
+    }
+    if let Some(x) = x {
+        let target = ((f.x1 - f.x0) / 110).clamp(2, 10) as usize;
+        for (v, label) in x.ticks(target) {
+            let px = x.px(v, f.x0, f.x1);
+            c.path(vec![(px, f.y0), (px, f.y1)], grid)?;
+            x_tick(c, &f, px, &label, axis)?;
+        }
+    }
+    outline(c, (f.x0, f.y0), (f.x1, f.y1), axis)?;
+    axis_labels(c, &f, x_label, y_label)?;
     Ok(f)
 }
 

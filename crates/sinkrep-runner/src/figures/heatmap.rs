@@ -145,7 +145,7 @@ impl Figure for Heatmap<'_> {
         };
 
         // Layout: y tick labels, matrix, colour bar with its ticks and label.
-        let (w, h) = (st.width as i32, st.height as i32);
+        let w = st.width as i32;
         let label = |ticks: &[String], i: usize| ticks.get(i).cloned().unwrap_or(i.to_string());
         let yt = index_ticks(nrows, 16);
         let ytw = yt
@@ -161,12 +161,7 @@ impl Figure for Heatmap<'_> {
             .max()
             .unwrap_or(0);
         let right = 30 + 10 + btw + 12 + st.label_size as i32 + 10;
-        let f = Frame {
-            x0: 20 + st.label_size as i32 + 12 + ytw + 10,
-            y0: 14 + st.title_size as i32 + 20,
-            x1: w - 30 - right,
-            y1: h - (14 + st.tick_size as i32 + 16 + st.label_size as i32 + 8),
-        };
+        let f = Frame::layout(st, ytw, right);
         c.clear()?;
         c.title(self.title)?;
         let cx = |j: usize| f.x0 + ((f.x1 - f.x0) as f64 * j as f64 / ncols as f64).round() as i32;
@@ -182,27 +177,10 @@ impl Figure for Heatmap<'_> {
             }
         }
         let axis = ShapeStyle::from(&BLACK_).stroke_width(1);
-        c.path(
-            vec![
-                (f.x0, f.y0),
-                (f.x1, f.y0),
-                (f.x1, f.y1),
-                (f.x0, f.y1),
-                (f.x0, f.y0),
-            ],
-            axis,
-        )?;
+        outline(c, (f.x0, f.y0), (f.x1, f.y1), axis)?;
         for i in yt {
             let py = (cy(i) + cy(i + 1)) / 2;
-            c.path(vec![(f.x0 - 6, py), (f.x0, py)], axis)?;
-            let s = label(self.y_ticks, i);
-            c.text(
-                &s,
-                (f.x0 - 10, py),
-                st.tick_size,
-                (HPos::Right, VPos::Center),
-                false,
-            )?;
+            y_tick(c, &f, py, &label(self.y_ticks, i), axis)?;
         }
         let max_xl = (0..ncols)
             .map(|j| text_width(&label(self.x_ticks, j), st.tick_size))
@@ -212,30 +190,9 @@ impl Figure for Heatmap<'_> {
         let fit = ((f.x1 - f.x0) / (max_xl + 16)).max(1) as usize;
         for j in index_ticks(ncols, fit.min(20)) {
             let px = (cx(j) + cx(j + 1)) / 2;
-            c.path(vec![(px, f.y1), (px, f.y1 + 6)], axis)?;
-            let s = label(self.x_ticks, j);
-            c.text(
-                &s,
-                (px, f.y1 + 10),
-                st.tick_size,
-                (HPos::Center, VPos::Top),
-                false,
-            )?;
+            x_tick(c, &f, px, &label(self.x_ticks, j), axis)?;
         }
-        c.text(
-            self.x_label,
-            ((f.x0 + f.x1) / 2, h - 10),
-            st.label_size,
-            (HPos::Center, VPos::Bottom),
-            false,
-        )?;
-        c.text(
-            self.y_label,
-            (20, (f.y0 + f.y1) / 2),
-            st.label_size,
-            (HPos::Center, VPos::Top),
-            true,
-        )?;
+        axis_labels(c, &f, self.x_label, self.y_label)?;
 
         // Colour bar.
         let (bx0, bx1) = (f.x1 + 30, f.x1 + 60);
@@ -246,16 +203,7 @@ impl Figure for Heatmap<'_> {
             let v = lo + (hi - lo) * (k as f64 + 0.5) / steps as f64;
             c.rect((bx0, yb), (bx1, ya), cmap(v).filled())?;
         }
-        c.path(
-            vec![
-                (bx0, f.y0),
-                (bx1, f.y0),
-                (bx1, f.y1),
-                (bx0, f.y1),
-                (bx0, f.y0),
-            ],
-            axis,
-        )?;
+        outline(c, (bx0, f.y0), (bx1, f.y1), axis)?;
         for (v, s) in bar_ticks {
             let py = bar_axis.px(v, f.y1, f.y0);
             c.path(vec![(bx1, py), (bx1 + 6, py)], axis)?;
