@@ -1,13 +1,6 @@
 //! The `sinkrep analyze` / `intervene` commands, end to end.
 
-use std::process::Command;
-
-fn sinkrep(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sinkrep"))
-        .args(args)
-        .output()
-        .expect("run sinkrep")
-}
+use crate::sinkrep;
 
 /// A truncated model file is a one-line error with a non-zero exit, not a panic.
 #[test]

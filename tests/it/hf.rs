@@ -2,10 +2,10 @@
 //! folders, the pinned SmolLM2 exported and re-read, and `sinkrep train` end to end.
 
 use crate::model::{run, tiny_config, tokens};
+use crate::{sinkrep, stderr};
 use sinkrep_model::hf::{self, HfConfig};
 use sinkrep_model::{AttnVariant, Config, Hooks, Model, RopePairing};
 use std::path::Path;
-use std::process::{Command, Output};
 use tch::{Device, Kind, Tensor};
 
 /// HF transformers 5.24.0's logits for " Paris" (7042) and ids 0, 1, 6 after "The capital
@@ -18,17 +18,6 @@ const HF_LOGITS: [(i64, f64); 4] = [
     (1, -11.871873),
     (6, -3.9414988),
 ];
-
-fn sinkrep(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sinkrep"))
-        .args(args)
-        .output()
-        .expect("run sinkrep")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn model_of(cfg: &Config, seed: i64) -> Model {
     tch::manual_seed(seed);

@@ -2,10 +2,24 @@
 
 mod cli;
 mod foundation;
+mod from_runs;
 mod hf;
 mod model;
 
 use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Runs the `sinkrep` binary this test build made.
+pub fn sinkrep(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sinkrep"))
+        .args(args)
+        .output()
+        .expect("run sinkrep")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
 
 /// The pinned SmolLM2 GGUF, if it has been fetched (`just fetch`); tests that need it
 /// print a visible skip message otherwise. CI fetches it first, so they run there.

@@ -417,6 +417,23 @@ fn weight_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>, ModelError> {
 /// The tensor names in a safetensors file's header, without reading its data (the whole
 /// file is validated when it is loaded).
 fn header_names(path: &Path) -> Result<Vec<String>, ModelError> {
+    Ok(read_header(path)?
+        .entries
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k != "__metadata__")
+        .collect())
+}
+
+/// A safetensors file's header, read without its data.
+struct Header {
+    entries: serde_json::Map<String, serde_json::Value>,
+    /// Where the data starts: 8 + the header's length.
+    data_start: u64,
+    file_len: u64,
+}
+
+fn read_header(path: &Path) -> Result<Header, ModelError> {
     use std::io::Read;
     let mut f = fs::File::open(path).map_err(|e| file_err(path, e))?;
     let len = f.metadata().map_err(|e| file_err(path, e))?.len();
@@ -433,13 +450,44 @@ fn header_names(path: &Path) -> Result<Vec<String>, ModelError> {
     }
     let mut header = vec![0u8; n as usize];
     f.read_exact(&mut header).map_err(|e| file_err(path, e))?;
-    let map: serde_json::Map<String, serde_json::Value> =
+    let entries =
         serde_json::from_slice(&header).map_err(|e| file_err(path, format!("header: {e}")))?;
-    Ok(map
-        .into_iter()
-        .map(|(k, _)| k)
-        .filter(|k| k != "__metadata__")
-        .collect())
+    Ok(Header {
+        entries,
+        data_start: 8 + n,
+        file_len: len,
+    })
+}
+
+/// Checks from its header alone that a safetensors file holds all the data the header
+/// describes (the format has no gaps: the last tensor ends at the end of the file), so a
+/// file cut short is refused before anything loads it.
+pub fn check_safetensors(path: &Path) -> Result<(), ModelError> {
+    let h = read_header(path)?;
+    let end = h
+        .entries
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .filter_map(|(_, v)| v.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    let want = h.data_start + end;
+    if want != h.file_len {
+        return Err(file_err(
+            path,
+            format!(
+                "{} bytes, but its header describes {want} (truncated?)",
+                h.file_len
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// [`check_safetensors`] on every weight file of the HF folder `dir`.
+pub fn check_weight_files(dir: &Path) -> Result<(), ModelError> {
+    let files: std::collections::BTreeSet<PathBuf> = weight_files(dir)?.into_values().collect();
+    files.iter().try_for_each(|f| check_safetensors(f))
 }
 
 /// One tensor's data as f32 (f32, f16 and bf16 files).

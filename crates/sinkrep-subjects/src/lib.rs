@@ -12,6 +12,8 @@
 //! The protocol sizes (model, data, optimisation) of each scale's subject are claim 4's
 //! judged configuration: `replications/headwise-rmsnorm/claim.toml`, `[scale.<s>.subject]`.
 
+pub mod imported;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -259,24 +261,22 @@ pub fn analysis_windows(data: &TokenData, n: usize, seq_len: usize) -> Result<Ve
         .collect())
 }
 
-/// One finished training run of a subject, with its measurements along training.
+/// What one training run measured, however it was trained: its loss curves and the sink
+/// metrics along training (the subjects trained here, or runs imported from elsewhere,
+/// see [`imported`]).
 #[derive(Debug)]
-pub struct Trained {
-    pub config: TrainConfig,
-    /// sha256 key of the run (config, data, windows, measurement version).
-    pub key: String,
+pub struct Measured {
     pub tokens_per_step: usize,
     /// (step, loss of that step's batch).
     pub train: Vec<(usize, f64)>,
     /// (step, validation loss) at every evaluation step.
     pub val: Vec<(usize, f64)>,
-    /// [`measure`] at every evaluation step; the last one keeps its report.
+    /// [`measure`] at every evaluation step (of an imported run: at every checkpoint);
+    /// the last one keeps its report.
     pub evals: Vec<EvalPoint>,
-    /// The final checkpoint folder (weights and state), for [`Trained::load`].
-    pub checkpoint: PathBuf,
 }
 
-impl Trained {
+impl Measured {
     pub fn final_val(&self) -> f64 {
         self.val.last().map_or(f64::NAN, |v| v.1)
     }
@@ -299,6 +299,27 @@ impl Trained {
             .find(|v| v.0 == step)
             .map_or(f64::NAN, |v| v.1)
     }
+}
+
+/// One finished training run of a subject, with its measurements along training.
+#[derive(Debug)]
+pub struct Trained {
+    pub config: TrainConfig,
+    /// sha256 key of the run (config, data, windows, measurement version).
+    pub key: String,
+    pub measured: Arc<Measured>,
+    /// The final checkpoint folder (weights and state), for [`Trained::load`].
+    pub checkpoint: PathBuf,
+}
+
+impl std::ops::Deref for Trained {
+    type Target = Measured;
+    fn deref(&self) -> &Measured {
+        &self.measured
+    }
+}
+
+impl Trained {
     /// The final model, with explicit attention (ready for probes), on `device`.
     pub fn load(&self, device: tch::Device) -> Result<Model> {
         let (mut model, _) = sinkrep_train::load_model(&self.checkpoint, device)
@@ -446,14 +467,16 @@ fn train_subject(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        tokens_per_step: cfg.tokens_per_step(),
-        train: out
-            .train_log
-            .iter()
-            .map(|r| (r.step, r.train_loss))
-            .collect(),
-        val: out.val_log.iter().map(|r| (r.step, r.val_loss)).collect(),
-        evals,
+        measured: Arc::new(Measured {
+            tokens_per_step: cfg.tokens_per_step(),
+            train: out
+                .train_log
+                .iter()
+                .map(|r| (r.step, r.train_loss))
+                .collect(),
+            val: out.val_log.iter().map(|r| (r.step, r.val_loss)).collect(),
+            evals,
+        }),
         checkpoint,
         config: cfg.clone(),
     })

@@ -23,7 +23,8 @@ pub use config::TrainConfig;
 pub use data::{Corpus, Document, Sampler, TextTokenizer, TokenData, TokenDoc, TokenizerKind};
 pub use optim::{AdamW, LrSchedule};
 pub use train::{
-    init_model, resume, train, OnEval, RunOptions, StepRecord, TrainOutcome, ValRecord,
+    init_model, read_train_log, read_val_log, resume, train, OnEval, RunOptions, StepRecord,
+    TrainOutcome, ValRecord,
 };
 
 use std::path::{Path, PathBuf};

@@ -80,6 +80,90 @@ fn val_row(r: &ValRecord) -> String {
     format!("{},{},{}\n", r.step, r.tokens, r.val_loss)
 }
 
+/// Reads a `train_log.csv` as [`train`] writes it (and `scripts/peers/train_ddp.py`, whose
+/// Python `csv` ends lines with CRLF): the exact header, steps rising strictly, every
+/// value finite. A file that does not end with a line break was cut short.
+pub fn read_train_log(path: &Path) -> Result<Vec<StepRecord>> {
+    read_log(path, TRAIN_HEADER, |f| {
+        Ok(StepRecord {
+            step: field(f[0], "step")?,
+            tokens: field(f[1], "tokens")?,
+            train_loss: finite(f[2], "train_loss")?,
+            lr: finite(f[3], "lr")?,
+            grad_norm: finite(f[4], "grad_norm")?,
+        })
+    })
+}
+
+/// Reads a `val_log.csv` (see [`read_train_log`]).
+pub fn read_val_log(path: &Path) -> Result<Vec<ValRecord>> {
+    read_log(path, VAL_HEADER, |f| {
+        Ok(ValRecord {
+            step: field(f[0], "step")?,
+            tokens: field(f[1], "tokens")?,
+            val_loss: finite(f[2], "val_loss")?,
+        })
+    })
+}
+
+fn field<T: std::str::FromStr>(text: &str, name: &str) -> std::result::Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("{name} `{text}` is not a valid number"))
+}
+
+fn finite(text: &str, name: &str) -> std::result::Result<f64, String> {
+    let v: f64 = field(text, name)?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{name} is {text} (not finite)"))
+    }
+}
+
+/// The rows of a log with `header` (which ends with a line break), steps (the first
+/// column) rising strictly. Errors name the file and the line.
+fn read_log<T>(
+    path: &Path,
+    header: &str,
+    row: impl Fn(&[&str]) -> std::result::Result<T, String>,
+) -> Result<Vec<T>> {
+    let bad = |msg: String| TrainError::BadFile {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let text = fs::read_to_string(path).map_err(io_err(path))?;
+    if !text.ends_with('\n') {
+        return Err(bad(
+            "does not end with a line break (truncated?)".to_string()
+        ));
+    }
+    let mut lines = text.lines().map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let want = header.trim_end();
+    let got = lines.next().unwrap_or("");
+    if got != want {
+        return Err(bad(format!("header `{got}`, expected `{want}`")));
+    }
+    let n = want.split(',').count();
+    let (mut out, mut prev) = (Vec::new(), None);
+    for (i, line) in lines.enumerate() {
+        let at = |msg: String| bad(format!("line {}: {msg}", i + 2));
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != n {
+            return Err(at(format!("{} fields, expected {n}", f.len())));
+        }
+        let step: usize = field(f[0], "step").map_err(at)?;
+        if let Some(p) = prev.filter(|&p| step <= p) {
+            return Err(at(format!("step {step} after step {p}")));
+        }
+        prev = Some(step);
+        out.push(row(&f).map_err(at)?);
+    }
+    if out.is_empty() {
+        return Err(bad("no rows after the header".to_string()));
+    }
+    Ok(out)
+}
+
 /// Called at every evaluation step with the step and the model (under `no_grad`).
 pub type OnEval<'a> = &'a mut dyn FnMut(usize, &Model) -> anyhow::Result<()>;
 

@@ -13,6 +13,7 @@
 //! `claim.toml` (`[scale.*]`).
 
 mod figures;
+pub mod from_runs;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,8 +25,8 @@ use sinkrep_model::AttnVariant;
 use sinkrep_runner::{Claim, FigureStyle, RunContext, Scale, Study};
 use sinkrep_stats::{ratio_at, SINK_EPS};
 pub use sinkrep_subjects::{
-    analysis_windows, final_hidden_eff_rank, measure, EvalPoint, GainInit, SubjectSizes, Trained,
-    ANALYSIS_STEP,
+    analysis_windows, final_hidden_eff_rank, measure, EvalPoint, GainInit, Measured, SubjectSizes,
+    Trained, ANALYSIS_STEP,
 };
 use sinkrep_train::TrainConfig;
 
@@ -144,19 +145,20 @@ impl Sizes {
     }
 }
 
-/// One finished run of this replication: a subject run and its place in the design.
+/// One finished run of this replication: a run's measurements (a subject trained here,
+/// or a run imported by `--from-runs`) and its place in the design.
 #[derive(Debug, Clone)]
 pub struct RunResult {
     /// `judged` or a grid neighbour's name.
     pub config: String,
     pub variant: &'static str,
     pub seed: u64,
-    pub run: Arc<Trained>,
+    pub run: Arc<Measured>,
 }
 
 impl std::ops::Deref for RunResult {
-    type Target = Trained;
-    fn deref(&self) -> &Trained {
+    type Target = Measured;
+    fn deref(&self) -> &Measured {
         &self.run
     }
 }
@@ -178,7 +180,7 @@ pub fn steps_to_target(curve: &[(f64, f64)], target: f64) -> f64 {
 
 /// Per-seed speed-up of `other` over `base` at the baseline's own loss at `step`:
 /// step / (steps `other` needs to reach it). NaN when `other` never reaches it.
-pub fn speedup_at(base: &Trained, other: &Trained, step: usize) -> f64 {
+pub fn speedup_at(base: &Measured, other: &Measured, step: usize) -> f64 {
     let target = base.val_at(step);
     let curve: Vec<(f64, f64)> = other.val.iter().map(|&(s, v)| (s as f64, v)).collect();
     step as f64 / steps_to_target(&curve, target)
@@ -186,7 +188,7 @@ pub fn speedup_at(base: &Trained, other: &Trained, step: usize) -> f64 {
 
 fn write_tables(ctx: &mut RunContext, judged: &[&RunResult], all: &[RunResult]) -> Result<()> {
     // The training and validation curves share one row shape (judged configuration).
-    type Curve = fn(&Trained) -> &[(usize, f64)];
+    type Curve = fn(&Measured) -> &[(usize, f64)];
     let curves: [(&str, &'static str, Curve); 2] = [
         ("train_curves.csv", "train_loss", |r| &r.train),
         ("val_curves.csv", "val_loss", |r| &r.val),
@@ -387,9 +389,9 @@ fn first_step(evals: &[EvalPoint], f: impl Fn(&EvalPoint) -> bool) -> f64 {
         .map_or(f64::NAN, |e| e.step as f64)
 }
 
-type Get = fn(&Trained) -> f64;
+type Get = fn(&Measured) -> f64;
 
-fn last(f: fn(&EvalPoint) -> f64) -> impl Fn(&Trained) -> f64 {
+fn last(f: fn(&EvalPoint) -> f64) -> impl Fn(&Measured) -> f64 {
     move |r| r.last_eval().map_or(f64::NAN, f)
 }
 
@@ -405,7 +407,7 @@ fn paired_metrics(
     steps: [usize; 3],
     structure: bool,
 ) -> Result<()> {
-    let per_seed = |f: &dyn Fn(&Trained, &Trained) -> f64| -> Vec<(u64, f64)> {
+    let per_seed = |f: &dyn Fn(&Measured, &Measured) -> f64| -> Vec<(u64, f64)> {
         pairs.iter().map(|(b, o)| (b.seed, f(b, o))).collect()
     };
     let mut speedups = Vec::with_capacity(PHASES.len());
@@ -494,6 +496,10 @@ fn write_metrics(ctx: &mut RunContext, all: &[RunResult], s: &Sizes) -> Result<(
     ];
     for (name, _) in VARIANTS {
         let rs = by(name);
+        if rs.is_empty() {
+            // An imported design may leave out the unjudged variants (see `from_runs`).
+            continue;
+        }
         for (q, f) in quantities {
             let samples: Vec<(u64, f64)> = rs.iter().map(|r| (r.seed, f(r))).collect();
             ctx.metric_samples(&format!("final.{name}.{q}"), &samples)?;
@@ -525,6 +531,9 @@ fn write_metrics(ctx: &mut RunContext, all: &[RunResult], s: &Sizes) -> Result<(
     let base = by("baseline");
     for (other, _) in &VARIANTS[1..] {
         let pairs: Vec<(&RunResult, &RunResult)> = base.iter().copied().zip(by(other)).collect();
+        if pairs.is_empty() {
+            continue;
+        }
         paired_metrics(ctx, "", other, &pairs, s.judged_steps, true)?;
     }
     // The sensitivity grid: head-wise vs baseline at each neighbour.
@@ -545,6 +554,17 @@ fn write_metrics(ctx: &mut RunContext, all: &[RunResult], s: &Sizes) -> Result<(
             false,
         )?;
     }
+    Ok(())
+}
+
+/// The manifest's record of how runs are measured (self-trained or imported alike).
+fn record_measure_config(ctx: &mut RunContext) -> Result<()> {
+    ctx.config("sink_eps", SINK_EPS)?;
+    ctx.config("massive_dom_ratio", MASSIVE_DOM_RATIO)?;
+    ctx.config(
+        "dom_ratio",
+        "first token's residual stream after each layer, mean over analysis windows; checks use the max over layers",
+    )?;
     Ok(())
 }
 
@@ -583,13 +603,8 @@ impl Study for HeadwiseRmsnorm {
         pinned::device(&device)?;
         ctx.config("sizes", &s)?;
         ctx.config("variants", VARIANTS.map(|v| v.0))?;
-        ctx.config("sink_eps", SINK_EPS)?;
-        ctx.config("massive_dom_ratio", MASSIVE_DOM_RATIO)?;
         ctx.config("head_norm_init", s.subject.head_norm_init())?;
-        ctx.config(
-            "dom_ratio",
-            "first token's residual stream after each layer, mean over analysis windows; checks use the max over layers",
-        )?;
+        record_measure_config(ctx)?;
         let data = sinkrep_subjects::corpus(ctx, &s.subject)?;
         ctx.config("data_fingerprint", &data.fingerprint)?;
         let windows = analysis_windows(&data, s.subject.analysis_windows, s.subject.seq_len)?;
@@ -607,7 +622,7 @@ impl Study for HeadwiseRmsnorm {
                 config,
                 variant,
                 seed: cfg.seed,
-                run,
+                run: run.measured.clone(),
             })
             .collect();
         let judged: Vec<&RunResult> = all.iter().filter(|r| r.config == "judged").collect();
