@@ -381,6 +381,17 @@ pub fn model_metric(models: &[String], model: &str, name: &str) -> String {
     }
 }
 
+/// The folder under `dir` (a run folder, or a figure folder) that holds model `model`'s
+/// tables or figures: `dir` itself for the primary (first) model of `models`, else
+/// `dir/<model>`, where [`crate::RunContext::for_model`] puts its artifacts.
+pub fn model_dir(models: &[String], model: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    if models.first().is_some_and(|m| m == model) {
+        dir.to_path_buf()
+    } else {
+        dir.join(model)
+    }
+}
+
 /// Replication ids become folder names: lowercase ASCII letters, digits, `-`, `_`.
 pub fn is_valid_id(id: &str) -> bool {
     let mut chars = id.chars();

@@ -23,7 +23,9 @@ pub mod testing;
 pub mod verdict;
 pub mod verify;
 
-pub use claim::{model_metric, Check, Claim, ClaimError, Op, Scale, Tol, TolRule, Tolerance};
+pub use claim::{
+    model_dir, model_metric, Check, Claim, ClaimError, Op, Scale, Tol, TolRule, Tolerance,
+};
 pub use context::RunContext;
 pub use csv_out::Cell;
 pub use data::{read_metrics, read_rows, read_verdicts, CsvTable};

@@ -1,7 +1,8 @@
 //! Figures from the run's CSV files alone.
 
+use anyhow::Context;
 use sinkrep_runner::{
-    bar_chart, heatmap, histogram, line_chart, BarChart, BarGroup, ColourMap, CsvTable,
+    bar_chart, heatmap, histogram, line_chart, model_dir, BarChart, BarGroup, ColourMap, CsvTable,
     FigureStyle, Heatmap, HistSeries, Histogram, LineChart, Series,
 };
 use std::collections::BTreeMap;
@@ -49,10 +50,35 @@ fn short_name(ablated: &str) -> String {
     }
 }
 
+/// The figures of every pinned model's tables: the primary's from the run folder into
+/// `fig_dir`, another's from the folder of its name (`RunContext::for_model`) into
+/// `fig_dir/<alias>`.
 pub fn figures(
     run_dir: &Path,
     fig_dir: &Path,
     style: &FigureStyle,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let claim = crate::claim()?;
+    let mut out = Vec::new();
+    for alias in &claim.models {
+        let who = sinkrep_analysis::pinned::pinned_model(alias)?.short;
+        let (run, fig) = (
+            model_dir(&claim.models, alias, run_dir),
+            model_dir(&claim.models, alias, fig_dir),
+        );
+        out.extend(
+            model_figures(&run, &fig, style, who).with_context(|| format!("{alias} figures"))?,
+        );
+    }
+    Ok(out)
+}
+
+/// One pretrained model's figures; titles name the model (`who`).
+fn model_figures(
+    run_dir: &Path,
+    fig_dir: &Path,
+    style: &FigureStyle,
+    who: &str,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
 
@@ -76,7 +102,7 @@ pub fn figures(
             style,
             &fig_dir.join(format!("alpha0_{input}")),
             &Heatmap {
-                title,
+                title: &format!("{who}: {title}"),
                 x_label: "head",
                 y_label: "layer",
                 matrix: &m,
@@ -113,7 +139,7 @@ pub fn figures(
         style,
         &fig_dir.join("max_abs_by_layer"),
         &LineChart {
-            title: "Largest |h_j| of the residual stream after each layer",
+            title: &format!("{who}: largest |h_j| of the residual stream after each layer"),
             x_label: "layer",
             y_label: "max_j |h_j| (mean over sequences)",
             series: &s,
@@ -139,7 +165,7 @@ pub fn figures(
         style,
         &fig_dir.join("top2_share_hist"),
         &Histogram {
-            title: "Down-projection columns: energy share of the top 2 hidden dims",
+            title: &format!("{who} down-projection columns: energy share of the top 2 hidden dims"),
             x_label: "top-2 energy share",
             y_label: "channels",
             series: &[
@@ -174,7 +200,9 @@ pub fn figures(
         style,
         &fig_dir.join("ffn_norm_gain"),
         &LineChart {
-            title: "FFN gain of the residual norm, ||h after FFN|| / ||h before FFN||",
+            title: &format!(
+                "{who}: FFN gain of the residual norm, ||h after FFN|| / ||h before FFN||"
+            ),
             x_label: "layer",
             y_label: "norm gain (held-out text)",
             series: &s,
@@ -204,7 +232,7 @@ pub fn figures(
         style,
         &fig_dir.join("down_proj_spikes"),
         &LineChart {
-            title: "Spikes in |W_down| maxima (data-free)",
+            title: &format!("{who}: spikes in |W_down| maxima (data-free)"),
             x_label: "layer",
             y_label: "spike ratio",
             series: &s,
@@ -258,7 +286,7 @@ pub fn figures(
             style,
             &fig_dir.join(stem),
             &LineChart {
-                title,
+                title: &format!("{who}: {title}"),
                 x_label: "layer",
                 y_label: y,
                 series: s,
@@ -317,7 +345,7 @@ pub fn figures(
             style,
             &fig_dir.join(stem),
             &BarChart {
-                title,
+                title: &format!("{who}: {title}"),
                 x_label: "ablated at position 0 (Ln: layer n's super neurons; SN: all; E: early carriers)",
                 y_label: y,
                 categories: &names,

@@ -278,6 +278,29 @@ pub(crate) fn ablation_metrics(
         }
         ctx.metric(&format!("{p}.dloss"), e.loss - base.loss)?;
     }
+    // The conditions every model has unless there is nothing to ablate (no super neuron;
+    // no layer before the first one, as on Gemma-3, whose is layer 0): NaN then, so the
+    // metric names (and the claim file's tolerances, which apply to every model) are the
+    // same for every model.
+    for (name, kinds) in [
+        ("sn-all", &["zero", "mean"][..]),
+        ("early", &["mean"][..]),
+        ("early+sn-all", &["mean"][..]),
+    ] {
+        for kind in kinds {
+            if evals
+                .iter()
+                .any(|(c, _)| c.name == name && c.kind_name() == *kind)
+            {
+                continue;
+            }
+            let p = format!("ablate.{name}.{kind}");
+            for (stat, _) in base_stats.named() {
+                ctx.metric(&format!("{p}.{stat}"), f64::NAN)?;
+            }
+            ctx.metric(&format!("{p}.dloss"), f64::NAN)?;
+        }
+    }
     // The checked ratios: every super neuron mean-ablated at position 0, and the follow-up
     // with the early carriers too.
     let find = |name: &str| {

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use sinkrep_analysis::{SinkReport, SuperNeuron};
-use sinkrep_model::Model;
+use sinkrep_model::Decoder;
 use sinkrep_runner::RunContext;
 
 use crate::plan::DOMINANT_DIMS;
@@ -37,7 +37,7 @@ pub(crate) fn dominant_dims(report: &SinkReport, layer: usize) -> Vec<usize> {
 }
 
 pub(crate) fn sn_rows(
-    model: &Model,
+    model: &dyn Decoder,
     input: &'static str,
     report: &SinkReport,
     other: &SinkReport,
@@ -52,12 +52,8 @@ pub(crate) fn sn_rows(
                 .feeds
                 .first()
                 .is_some_and(|f| dominant.contains(&f.channel));
-            let col = sinkrep_analysis::to_vec(
-                &model.blocks[sn.layer]
-                    .mlp
-                    .down_proj()
-                    .select(1, sn.channel as i64),
-            );
+            let col =
+                sinkrep_analysis::to_vec(&model.down_proj(sn.layer).select(1, sn.channel as i64));
             SnRow {
                 input,
                 sn: sn.clone(),

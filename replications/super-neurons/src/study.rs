@@ -1,5 +1,5 @@
-//! The measurements of this replication on any `sinkrep_model::Model` (the pinned
-//! SmolLM2, or later a model trained from scratch by `sinkrep-train`): the sink census,
+//! The measurements of this replication on any `sinkrep_model::Decoder` (the pinned
+//! SmolLM2 and Gemma-3, and the models trained from scratch by `sinkrep-subjects`): the sink census,
 //! held-out evaluation (sink census + DomRatio + language-model loss) under FFN-channel
 //! ablations, and the search for the early channels that carry the first token's
 //! disparity before the first super-neuron layer.
@@ -7,7 +7,7 @@
 use crate::probe::{FirstTokenProbe, OnlySites};
 use sinkrep_analysis::to_vec;
 use sinkrep_analysis::{analyze, AnalyzeOptions, SinkProbe, SinkReport, SUPER_NEURON_ABS};
-use sinkrep_model::{Ablate, AblateKind, Hooks, Interventions, Model, Site};
+use sinkrep_model::{Ablate, AblateKind, Decoder, Hooks, Interventions, Site};
 use sinkrep_stats::{mean, SINK_EPS};
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
@@ -15,7 +15,7 @@ use tch::{Kind, Tensor};
 /// The census of Gu et al. on `seqs` (each of the same length), sink position 0;
 /// `on_progress` as in `analyze` (sequences done so far).
 pub fn census(
-    model: &Model,
+    model: &dyn Decoder,
     seqs: &[Vec<i64>],
     batch: usize,
     on_progress: &mut dyn FnMut(usize),
@@ -83,7 +83,7 @@ impl Eval {
 /// `on_batch_done` is called with the number of sequences in that batch (an increment,
 /// unlike `analyze`'s `on_progress`, so several evaluations can share one progress bar).
 pub fn evaluate(
-    model: &Model,
+    model: &dyn Decoder,
     seqs: &[Vec<i64>],
     batch: usize,
     interventions: &Interventions,
@@ -96,7 +96,7 @@ pub fn evaluate(
         t >= 2 && seqs.iter().all(|s| s.len() == t),
         "held-out windows must all have the same length of at least 2 tokens"
     );
-    let n_layers = model.config.n_layers;
+    let n_layers = model.config().n_layers;
     let mut sink = SinkProbe::new(n_layers, 0);
     let sites: &[Site] = if with_ffn {
         &[Site::AttnPattern, Site::ResidPost, Site::MlpPost]
@@ -293,7 +293,11 @@ pub const CARRIER_MAX: usize = 16;
 /// (activation x W_down[dim, channel], taken with the sign of the peak) add up to
 /// `CARRIER_SHARE` of the peak value, largest first, at most `CARRIER_MAX`.
 /// `None` when the first super neuron is in layer 0 (nothing before it).
-pub fn early_carriers(model: &Model, base: &Eval, first_sn_layer: usize) -> Option<EarlyCarriers> {
+pub fn early_carriers(
+    model: &dyn Decoder,
+    base: &Eval,
+    first_sn_layer: usize,
+) -> Option<EarlyCarriers> {
     if first_sn_layer == 0 || first_sn_layer >= base.mean_h0.len() || base.mean_a0.is_empty() {
         return None;
     }
@@ -311,7 +315,7 @@ pub fn early_carriers(model: &Model, base: &Eval, first_sn_layer: usize) -> Opti
     let sign = peak_value.signum();
     let mut cands: Vec<Carrier> = Vec::new();
     for l in 0..=peak_layer {
-        let row = to_vec(&model.blocks[l].mlp.down_proj().select(0, dim as i64)); // (F)
+        let row = to_vec(&model.down_proj(l).select(0, dim as i64)); // (F)
         for (c, (&a, &w)) in base.mean_a0[l].iter().zip(&row).enumerate() {
             cands.push(Carrier {
                 layer: l,

@@ -5,7 +5,7 @@
 
 use sinkrep_analysis::down_proj_sparsity;
 use sinkrep_analysis::to_vec;
-use sinkrep_model::Model;
+use sinkrep_model::Decoder;
 use sinkrep_stats::median;
 
 /// A column (or row) counts as a spike when its max |W| exceeds this many times the
@@ -56,13 +56,10 @@ pub fn argmax(v: &[f64]) -> (usize, f64) {
 }
 
 /// Scans every layer's W_down.
-pub fn scan_down_proj(model: &Model) -> Vec<DownProjLayer> {
-    model
-        .blocks
-        .iter()
-        .enumerate()
-        .map(|(layer, b)| {
-            let w = b.mlp.down_proj().abs(); // (D, F)
+pub fn scan_down_proj(model: &dyn Decoder) -> Vec<DownProjLayer> {
+    (0..model.config().n_layers)
+        .map(|layer| {
+            let w = model.down_proj(layer).abs(); // (D, F)
             let col_max = to_vec(&w.amax([0], false)); // (F)
             let row_max = to_vec(&w.amax([1], false)); // (D)
             let (max_col, max_abs) = argmax(&col_max);
@@ -95,8 +92,8 @@ pub fn scan_down_proj(model: &Model) -> Vec<DownProjLayer> {
 
 /// Top-1 and top-2 energy shares of every down-projection column of `layer`
 /// (`sinkrep_analysis::down_proj_sparsity`, one column at a time).
-pub fn column_shares(model: &Model, layer: usize) -> Vec<(f64, f64)> {
-    let w = model.blocks[layer].mlp.down_proj();
+pub fn column_shares(model: &dyn Decoder, layer: usize) -> Vec<(f64, f64)> {
+    let w = model.down_proj(layer);
     let f = w.size()[1] as usize;
     (0..f)
         .map(|c| {

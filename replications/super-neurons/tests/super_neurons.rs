@@ -1,9 +1,10 @@
-//! The replication end to end at smoke scale on the pinned SmolLM2 (skipped, with a
-//! message, when the model is not in the cache): two runs give byte-identical artifacts,
+//! The replication end to end at smoke scale on the pinned SmolLM2 and Gemma-3 (skipped,
+//! with a message, when a model is not in the cache): two runs give byte-identical artifacts,
 //! the promised metrics exist and are finite, the tables agree with each other, the
 //! figures draw, and this crate's own census reduction agrees with `sinkrep analyze`'s.
 
-use sinkrep_analysis::{pinned, random_tokens};
+use sinkrep_analysis::pinned;
+use sinkrep_model::Decoder;
 use sinkrep_runner::testing::{inputs_present, smoke_twice};
 use sinkrep_runner::{CsvTable, FigureStyle, Scale};
 use sinkrep_super_neurons::{replication, study, Sizes};
@@ -43,7 +44,7 @@ fn one_thread() {
 
 #[test]
 fn smoke_runs_reproducibly_with_consistent_tables() {
-    if !inputs_present(&["smollm2-135m-instruct"]) {
+    if !inputs_present(&["smollm2-135m-instruct", "gemma3-270m"]) {
         return;
     }
     one_thread();
@@ -73,6 +74,13 @@ fn smoke_runs_reproducibly_with_consistent_tables() {
         2 * 30 * 9,
         "2 inputs x 30 layers x 9 heads"
     );
+    // Gemma-3-270M's tables, in the folder of its name: 18 layers x 4 heads.
+    let gemma = CsvTable::read(&dir.join("gemma3-270m/alpha_per_head.csv")).unwrap();
+    assert_eq!(
+        gemma.rows.len(),
+        2 * 18 * 4,
+        "2 inputs x 18 layers x 4 heads"
+    );
     for a in heads.column_f64("alpha0").unwrap() {
         assert!(
             (0.0..=1.0).contains(&a),
@@ -99,52 +107,55 @@ fn smoke_runs_reproducibly_with_consistent_tables() {
         .expect("figures");
     assert!(files.len() >= 10, "{files:?}");
     assert!(files.iter().all(|f| f.is_file()));
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with(figs.path().join("gemma3-270m"))),
+        "Gemma-3's figures go to their own folder: {files:?}"
+    );
 }
 
 /// Guards this crate's re-reduction of `SinkProbe` (used under ablation) against the
-/// analysis crate's report on the same windows: Sink_0^0.3 and DomRatio per layer.
+/// analysis crate's report on the same windows: Sink_0^0.3 and DomRatio per layer, on
+/// each pinned model.
 #[test]
 fn evaluate_matches_the_census_without_interventions() {
-    if !inputs_present(&["smollm2-135m-instruct"]) {
+    if !inputs_present(&["smollm2-135m-instruct", "gemma3-270m"]) {
         return;
     }
     one_thread();
-    let (model, _, _) = pinned::load(tch::Device::Cpu).unwrap();
-    let seqs = random_tokens(2, 16, model.config.vocab_size, 5);
-    let report = study::census(&model, &seqs, 2, &mut |_| {}).unwrap();
-    let eval = study::evaluate(
-        &model,
-        &seqs,
-        2,
-        &Default::default(),
-        &[],
-        true,
-        &mut |_| {},
-    )
-    .unwrap();
-    assert_eq!(eval.sink_metric, report.sink_metric.value);
-    for (e, r) in eval.layers.iter().zip(&report.layers) {
-        assert_eq!(e.sink_frac, r.sink_frac, "layer {}", e.layer);
-        assert!(
-            (e.dom_ratio - r.dom_ratio).abs() <= 1e-9 * r.dom_ratio,
-            "layer {}",
-            e.layer
-        );
-        assert_eq!(e.attn_mass, r.attn_mass, "layer {}", e.layer);
+    for alias in ["smollm2-135m", "gemma3-270m"] {
+        let (model, tok, _) = pinned::load_pinned(alias, tch::Device::Cpu).unwrap();
+        let model: &dyn Decoder = &*model;
+        let vocab = model.config().vocab_size;
+        let seqs = pinned::model_sequences(&tok, 2, 16, 5, Some(vocab)).unwrap();
+        let report = study::census(model, &seqs, 2, &mut |_| {}).unwrap();
+        let eval =
+            study::evaluate(model, &seqs, 2, &Default::default(), &[], true, &mut |_| {}).unwrap();
+        assert_eq!(eval.sink_metric, report.sink_metric.value, "{alias}");
+        for (e, r) in eval.layers.iter().zip(&report.layers) {
+            assert_eq!(e.sink_frac, r.sink_frac, "{alias} layer {}", e.layer);
+            assert!(
+                (e.dom_ratio - r.dom_ratio).abs() <= 1e-9 * r.dom_ratio,
+                "{alias} layer {}",
+                e.layer
+            );
+            assert_eq!(e.attn_mass, r.attn_mass, "{alias} layer {}", e.layer);
+        }
+        assert!(eval.loss.is_finite() && eval.loss > 0.0, "{alias}");
+        assert_eq!(eval.loss_tokens, 2 * 15);
+        // Bad input is an error, not a panic.
+        assert!(study::evaluate(
+            model,
+            &[vec![1]],
+            1,
+            &Default::default(),
+            &[],
+            false,
+            &mut |_| {}
+        )
+        .is_err());
     }
-    assert!(eval.loss.is_finite() && eval.loss > 0.0);
-    assert_eq!(eval.loss_tokens, 2 * 15);
-    // Bad input is an error, not a panic.
-    assert!(study::evaluate(
-        &model,
-        &[vec![1]],
-        1,
-        &Default::default(),
-        &[],
-        false,
-        &mut |_| {}
-    )
-    .is_err());
 }
 
 /// The sizes of every scale live in claim.toml and deserialise (unknown keys rejected).
