@@ -319,13 +319,10 @@ pub(crate) fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Resul
     // Each pinned model's tables: the primary's in the run folder, another's in a
     // folder of its name (`RunContext::for_model`).
     let claim = crate::claim()?;
-    for (k, alias) in claim.models.iter().enumerate() {
+    for alias in &claim.models {
         let who = sinkrep_analysis::pinned::pinned_model(alias)?.short;
-        let (run, fig) = if k == 0 {
-            (run_dir.to_path_buf(), fig_dir.to_path_buf())
-        } else {
-            (run_dir.join(alias), fig_dir.join(alias))
-        };
+        let run = sinkrep_runner::model_dir(&claim.models, alias, run_dir);
+        let fig = sinkrep_runner::model_dir(&claim.models, alias, fig_dir);
         files.extend(
             model_figures(&run, &fig, style, who).with_context(|| format!("{alias} figures"))?,
         );
