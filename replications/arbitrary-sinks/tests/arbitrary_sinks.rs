@@ -5,13 +5,19 @@ use sinkrep_arbitrary_sinks::metrics::compute;
 use sinkrep_arbitrary_sinks::plan::{Plan, SEQ_LEN};
 use sinkrep_arbitrary_sinks::replication;
 use sinkrep_runner::testing::{inputs_present, smoke_twice};
-use sinkrep_runner::{CsvTable, FigureStyle, Scale};
+use sinkrep_runner::{model_dir, model_metric, CsvTable, FigureStyle, Scale};
 
-/// The metric names a scale's plan records (computed on no cells: every value NaN).
+/// The metric names a scale's plan records for every pinned model of the claim
+/// (computed on no cells: every value NaN), the primary's plain, another's prefixed.
 fn metric_names(scale: Scale) -> Vec<String> {
-    compute(&[], &[], &Plan::at(scale).unwrap())
+    let models = sinkrep_arbitrary_sinks::claim().unwrap().models;
+    let names: Vec<String> = compute(&[], &[], &Plan::at(scale).unwrap())
         .into_iter()
         .map(|(n, _)| n)
+        .collect();
+    models
+        .iter()
+        .flat_map(|m| names.iter().map(|n| model_metric(&models, m, n)))
         .collect()
 }
 
@@ -61,7 +67,7 @@ fn cpu_plan_fits_the_budget_and_every_scale_keeps_the_protocol() {
 
 #[test]
 fn smoke_run_is_reproducible_and_keeps_its_invariants() {
-    if !inputs_present(&["smollm2-135m-instruct"]) {
+    if !inputs_present(&["smollm2-135m-instruct", "gemma3-270m"]) {
         return;
     }
     // One intra-op thread: on the 2 shared cores libtorch's worker threads spin when
@@ -71,7 +77,11 @@ fn smoke_run_is_reproducible_and_keeps_its_invariants() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let run = smoke_twice(replication().expect("claim parses"), a.path(), b.path());
     let (rd, metrics) = (&run.dir, &run.metrics);
-    assert_eq!(run.verdicts.total, 5);
+    // Five checks, each judged on both pinned models.
+    let models = sinkrep_arbitrary_sinks::claim().unwrap().models;
+    assert_eq!(models.len(), 2);
+    assert_eq!(run.verdicts.total, 5 * models.len());
+    assert_eq!(run.verdicts.by_model.len(), models.len());
     // The smoke run records exactly the names its plan promises.
     let mut promised: Vec<String> = metric_names(Scale::Smoke);
     // The from-scratch metrics are seed families (mean, spread, interval, each seed).
@@ -104,40 +114,44 @@ fn smoke_run_is_reproducible_and_keeps_its_invariants() {
         );
     }
 
-    // Mask-to-self at k in every layer: A[k, k] = 1, so alpha_k (mean over queries
-    // i >= k) is at least 1 / (T - k) in every layer and head.
-    let alpha = CsvTable::read(&rd.join("alpha_per_head.csv")).unwrap();
-    let (g, k, p, v) = (
-        alpha.column("group").unwrap(),
-        alpha.column_f64("k").unwrap(),
-        alpha.column_f64("report_pos").unwrap(),
-        alpha.column_f64("alpha").unwrap(),
-    );
-    let mut masked = 0;
-    for i in 0..g.len() {
-        if g[i] == "mask-all" && p[i] == k[i] {
-            masked += 1;
-            let floor = 1.0 / (SEQ_LEN as f64 - k[i]);
-            assert!(v[i] >= floor - 1e-6, "alpha {} < {floor} at row {i}", v[i]);
-        }
-    }
-    assert!(masked > 0, "no mask-to-self rows");
-
-    // The last position receives attention only from itself: its attention mass is
-    // undefined (NaN), and amplifying it changes its own state.
-    let cells = CsvTable::read(&rd.join("cells.csv")).unwrap();
-    let (rp, mass) = (
-        cells.column_f64("report_pos").unwrap(),
-        cells.column_f64("attn_mass").unwrap(),
-    );
-    for i in 0..rp.len() {
-        assert_eq!(
-            rp[i] == (SEQ_LEN - 1) as f64,
-            mass[i].is_nan(),
-            "row {i}: attention mass {} at position {}",
-            mass[i],
-            rp[i]
+    // The protocol's invariants hold on every model's tables.
+    for m in &models {
+        let dir = model_dir(&models, m, rd);
+        // Mask-to-self at k in every layer: A[k, k] = 1, so alpha_k (mean over queries
+        // i >= k) is at least 1 / (T - k) in every layer and head.
+        let alpha = CsvTable::read(&dir.join("alpha_per_head.csv")).unwrap();
+        let (g, k, p, v) = (
+            alpha.column("group").unwrap(),
+            alpha.column_f64("k").unwrap(),
+            alpha.column_f64("report_pos").unwrap(),
+            alpha.column_f64("alpha").unwrap(),
         );
+        let mut masked = 0;
+        for i in 0..g.len() {
+            if g[i] == "mask-all" && p[i] == k[i] {
+                masked += 1;
+                let floor = 1.0 / (SEQ_LEN as f64 - k[i]);
+                assert!(v[i] >= floor - 1e-6, "alpha {} < {floor} at row {i}", v[i]);
+            }
+        }
+        assert!(masked > 0, "no mask-to-self rows");
+
+        // The last position receives attention only from itself: its attention mass is
+        // undefined (NaN), and amplifying it changes its own state.
+        let cells = CsvTable::read(&dir.join("cells.csv")).unwrap();
+        let (rp, mass) = (
+            cells.column_f64("report_pos").unwrap(),
+            cells.column_f64("attn_mass").unwrap(),
+        );
+        for i in 0..rp.len() {
+            assert_eq!(
+                rp[i] == (SEQ_LEN - 1) as f64,
+                mass[i].is_nan(),
+                "row {i}: attention mass {} at position {}",
+                mass[i],
+                rp[i]
+            );
+        }
     }
     let base = metrics["last_pos.baseline.peak_max_abs.mean"].unwrap();
     let amped = metrics["last_pos.centered_positions.peak_max_abs_at_max_lambda.mean"].unwrap();

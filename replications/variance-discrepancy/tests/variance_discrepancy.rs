@@ -101,7 +101,7 @@ const PROMISED: &[&str] = &[
 
 #[test]
 fn smoke_run_is_reproducible_and_complete() {
-    if !inputs_present(&["smollm2-135m-instruct", "shakespeare"]) {
+    if !inputs_present(&["smollm2-135m-instruct", "gemma3-270m", "shakespeare"]) {
         return;
     }
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -138,6 +138,18 @@ fn smoke_run_is_reproducible_and_complete() {
     let mean_rest = l0[1..].iter().sum::<f64>() / (s.seq_len - 1) as f64;
     let r = layers.column_f64("z_ratio_first").unwrap()[0];
     assert!((l0[0] / mean_rest - r).abs() <= 1e-12 * r.abs(), "{r}");
+    // Gemma-3 (second model, its own folder) reads BOS + text: position 0 is the same
+    // token in every sequence, so its variance across sequences is exactly 0.
+    let gpos = CsvTable::read(&rd.join("gemma3-270m/model_variance_by_position.csv")).unwrap();
+    let glayers = CsvTable::read(&rd.join("gemma3-270m/model_layers.csv")).unwrap();
+    assert_eq!(glayers.rows.len(), 2 * 18);
+    assert_eq!(gpos.rows.len(), 2 * 18 * s.seq_len);
+    let gz = gpos.column_f64("z_var").unwrap();
+    for (i, chunk) in gz.chunks(s.seq_len).enumerate() {
+        assert_eq!(chunk[0], 0.0, "layer row {i}: Var(z_0) of the BOS");
+        assert!(chunk[1..].iter().all(|&v| v > 0.0));
+    }
+    assert!(metrics.contains_key("gemma3-270m.random.l0.slope"));
     let init = CsvTable::read(&rd.join("init_layers.csv")).unwrap();
     assert_eq!(init.rows.len(), s.init_seeds * s.init_layers);
 
@@ -147,7 +159,11 @@ fn smoke_run_is_reproducible_and_complete() {
         .unwrap()
         .figures(rd, figs.path(), &FigureStyle::svg_only())
         .expect("figures");
-    assert_eq!(files.len(), 9, "{files:?}");
+    // 9 figures of the primary model, theory and init; 6 of Gemma's tables.
+    assert_eq!(files.len(), 15, "{files:?}");
+    assert!(files
+        .iter()
+        .any(|f| f.starts_with(figs.path().join("gemma3-270m"))));
     assert!(files.iter().all(|f| f.is_file()));
 }
 
