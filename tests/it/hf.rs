@@ -4,7 +4,7 @@
 use crate::model::{run, tiny_config, tokens};
 use crate::{sinkrep, stderr};
 use sinkrep_model::hf::{self, HfConfig};
-use sinkrep_model::{AttnVariant, Config, Hooks, Model, RopePairing};
+use sinkrep_model::{AttnVariant, Config, Hooks, Model, RopePairing, RopeScaling};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -204,11 +204,55 @@ fn broken_hf_folders_are_one_line_errors() {
             "GPTNeoXForCausalLM",
         ),
         (
-            "rope scaling",
+            "rope scaling yarn",
+            write_cfg(Box::new(|c| {
+                c["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 8.0})
+            })),
+            "rope_scaling of type `yarn`",
+        ),
+        (
+            "rope scaling dynamic, old key",
+            write_cfg(Box::new(|c| {
+                c["rope_scaling"] = serde_json::json!({"type": "dynamic", "factor": 2.0})
+            })),
+            "`dynamic`",
+        ),
+        (
+            "rope_parameters longrope",
+            write_cfg(Box::new(|c| {
+                c["rope_parameters"] =
+                    serde_json::json!({"rope_type": "longrope", "rope_theta": 1e4})
+            })),
+            "rope_parameters of type `longrope`",
+        ),
+        (
+            "llama3 without its factors",
             write_cfg(Box::new(|c| {
                 c["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0})
             })),
-            "llama3",
+            "low_freq_factor",
+        ),
+        (
+            "linear factor 0",
+            write_cfg(Box::new(|c| {
+                c["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": 0.0})
+            })),
+            "factor 0 must be finite and > 0",
+        ),
+        (
+            "llama3 low >= high",
+            write_cfg(Box::new(|c| {
+                c["rope_scaling"] = llama3_json(8.0, 4.0, 4.0, 16);
+            })),
+            "low_freq_factor 4 must be < high_freq_factor 4",
+        ),
+        (
+            "rope_scaling and rope_parameters disagree",
+            write_cfg(Box::new(|c| {
+                c["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": 2.0});
+                c["rope_parameters"] = serde_json::json!({"rope_type": "linear", "factor": 4.0});
+            })),
+            "disagree",
         ),
         (
             "bad config",
@@ -393,4 +437,238 @@ fn train_then_analyze_a_headwise_run() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["layers"].as_array().unwrap().len(), 2);
     assert_eq!(v["n_tokens"], 19, "byte tokens");
+}
+
+fn llama3_json(factor: f64, low: f64, high: f64, orig: usize) -> serde_json::Value {
+    serde_json::json!({
+        "rope_type": "llama3",
+        "factor": factor,
+        "low_freq_factor": low,
+        "high_freq_factor": high,
+        "original_max_position_embeddings": orig,
+    })
+}
+
+/// RoPE's inverse frequencies, computed here the way HF transformers does
+/// (`_compute_default_rope_parameters` then `_compute_llama3_parameters`, in f32 torch
+/// ops), independently of `Config::rope_inv_freq`.
+fn hf_style_inv_freq(base: f64, dim: i64, scaling: &RopeScaling) -> Vec<f32> {
+    let exps = Tensor::arange_start_step(0, dim, 2, (Kind::Int64, Device::Cpu))
+        .to_kind(Kind::Float)
+        / dim as f64;
+    let inv = (Tensor::from(base).to_kind(Kind::Float).pow(&exps)).reciprocal();
+    let inv = match *scaling {
+        RopeScaling::None => inv,
+        RopeScaling::Linear { factor } => inv / factor,
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => {
+            let old = original_max_position_embeddings as f64;
+            let (low_wl, high_wl) = (old / low_freq_factor, old / high_freq_factor);
+            let wavelen = (&inv).reciprocal() * (2.0 * std::f64::consts::PI);
+            let scaled = inv.where_self(&wavelen.le(low_wl), &(&inv / factor));
+            let smooth = ((&wavelen).reciprocal() * old - low_freq_factor)
+                / (high_freq_factor - low_freq_factor);
+            let smoothed: Tensor = (1.0 - &smooth) * &scaled / factor + &smooth * &scaled;
+            let medium = wavelen.ge(high_wl).logical_and(&wavelen.le(low_wl));
+            smoothed.where_self(&medium, &scaled)
+        }
+    };
+    Vec::<f32>::try_from(&inv).unwrap()
+}
+
+fn close(a: &[f32], b: &[f32], rel: f32) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= rel * y.abs())
+}
+
+/// `llama3` and `linear` inverse frequencies agree with HF's formulas computed here; no
+/// scaling is exactly the pre-scaling table (f64, rounded once to f32).
+#[test]
+fn rope_inv_freq_of_each_scaling() {
+    // Llama 3.1's factors and base; head_dim 32 puts pairs in all three llama3 bands
+    // (wavelengths 2π·500000^(i/16) against 8192/4 and 8192/1).
+    let llama3 = RopeScaling::Llama3 {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 8192,
+    };
+    let cfg = |s: RopeScaling| Config {
+        head_dim: 32,
+        d_model: 128,
+        rope_base: 500_000.0,
+        rope_scaling: s,
+        ..tiny_config()
+    };
+    let plain = cfg(RopeScaling::None).rope_inv_freq();
+    let before: Vec<f32> = (0..16)
+        .map(|i| (1.0 / 500_000f64.powf(2.0 * i as f64 / 32.0)) as f32)
+        .collect();
+    assert_eq!(plain, before, "no scaling must be bit-identical");
+    assert!(close(
+        &plain,
+        &hf_style_inv_freq(500_000.0, 32, &RopeScaling::None),
+        1e-6
+    ));
+
+    let got = cfg(llama3).rope_inv_freq();
+    let want = hf_style_inv_freq(500_000.0, 32, &llama3);
+    assert!(close(&got, &want, 1e-6), "{got:?}\n{want:?}");
+    // The three bands: high frequencies kept, low ones divided by 8, some in between.
+    let ratio: Vec<f32> = got.iter().zip(&plain).map(|(g, p)| p / g).collect();
+    assert_eq!(ratio[0], 1.0);
+    assert!((ratio[15] - 8.0).abs() < 1e-5, "{ratio:?}");
+    let between = ratio.iter().filter(|&&r| r > 1.001 && r < 7.999).count();
+    assert!(between >= 1, "{ratio:?}");
+    // Hand-checked pair: i = 8, wavelen = 2π·500000^(1/2) ≈ 4442.9, in the band:
+    // s = (8192/wavelen - 1)/3, inv' = inv·((1-s)/8 + s).
+    let inv8 = 1.0 / 500_000f64.sqrt();
+    let s = (8192.0 * inv8 / (2.0 * std::f64::consts::PI) - 1.0) / 3.0;
+    assert!(s > 0.0 && s < 1.0);
+    let want8 = inv8 * ((1.0 - s) / 8.0 + s);
+    assert!(
+        (got[8] as f64 - want8).abs() < 1e-6 * want8,
+        "{} vs {want8}",
+        got[8]
+    );
+
+    let linear = RopeScaling::Linear { factor: 4.0 };
+    let got = cfg(linear).rope_inv_freq();
+    assert!(close(
+        &got,
+        &hf_style_inv_freq(500_000.0, 32, &linear),
+        1e-6
+    ));
+    assert!(close(
+        &got,
+        &plain.iter().map(|x| x / 4.0).collect::<Vec<_>>(),
+        1e-6
+    ));
+
+    // Invalid factors are refused by the validated config.
+    for bad in [
+        RopeScaling::Linear { factor: 0.0 },
+        RopeScaling::Linear { factor: f64::NAN },
+        RopeScaling::Llama3 {
+            factor: -8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        },
+        RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 4.0,
+            high_freq_factor: 1.0,
+            original_max_position_embeddings: 8192,
+        },
+        RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 0,
+        },
+    ] {
+        assert!(cfg(bad).validate().is_err(), "{bad:?}");
+    }
+}
+
+/// An HF folder whose config.json has `rope_scaling` llama3 loads with that scaling; its
+/// outputs equal the unscaled model's at position 0 (RoPE is the identity there) and
+/// differ further on; export writes the scaling back, so the round trip keeps it; and
+/// transformers 5's `rope_parameters` spelling reads the same.
+#[test]
+fn hf_llama3_rope_scaling_loads_and_round_trips() {
+    let cfg = Config {
+        rope_pairing: RopePairing::HalfSplit,
+        ..tiny_config()
+    };
+    let m = model_of(&cfg, 6);
+    let plain_dir = tempfile::tempdir().unwrap();
+    m.write_hf(plain_dir.path(), None, None).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(plain_dir.path().join(hf::CONFIG_FILE)).unwrap())
+            .unwrap();
+    assert!(config["rope_scaling"].is_null());
+    // head_dim 8, base 1e4: wavelengths 2π·10^i (i = 0..3); with an original context of
+    // 16 (bands 4 and 16) pair 0 is in between and pairs 1..3 are divided by 8.
+    let want = RopeScaling::Llama3 {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 16,
+    };
+    let spellings = [
+        ("rope_scaling", llama3_json(8.0, 1.0, 4.0, 16)),
+        ("rope_parameters", {
+            let mut p = llama3_json(8.0, 1.0, 4.0, 16);
+            p["rope_theta"] = serde_json::json!(10_000.0);
+            p
+        }),
+    ];
+    let x = tokens(1, 40);
+    let plain = run(&m, &x, &mut Hooks::new());
+    for (field, value) in spellings {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            plain_dir.path().join(hf::WEIGHTS_FILE),
+            dir.path().join(hf::WEIGHTS_FILE),
+        )
+        .unwrap();
+        let mut c = config.clone();
+        c[field] = value;
+        std::fs::write(dir.path().join(hf::CONFIG_FILE), c.to_string()).unwrap();
+        let scaled = Model::from_hf_dir(dir.path(), Device::Cpu).unwrap();
+        assert_eq!(scaled.config.rope_scaling, want, "{field}");
+        assert_eq!(
+            scaled.config,
+            Config {
+                rope_scaling: want,
+                ..cfg.clone()
+            }
+        );
+        let out = run(&scaled, &x, &mut Hooks::new());
+        assert!(
+            out.select(1, 0).equal(&plain.select(1, 0)),
+            "{field}: position 0"
+        );
+        let last = (out.select(1, 39) - plain.select(1, 39)).abs().max();
+        assert!(
+            last.double_value(&[]) > 1e-3,
+            "{field}: position 39 unchanged"
+        );
+
+        // Export keeps it: config.json says llama3, the re-read model is the same.
+        let again = tempfile::tempdir().unwrap();
+        scaled.write_hf(again.path(), None, None).unwrap();
+        let hfc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(again.path().join(hf::CONFIG_FILE)).unwrap())
+                .unwrap();
+        assert_eq!(hfc["rope_scaling"], llama3_json(8.0, 1.0, 4.0, 16));
+        let back = Model::from_hf_dir(again.path(), Device::Cpu).unwrap();
+        assert_eq!(back.config, scaled.config);
+        assert!(run(&back, &x, &mut Hooks::new()).equal(&out));
+    }
+
+    // Linear, in the pre-4.45 spelling (`type`), round trips too.
+    let lin = Config {
+        rope_scaling: RopeScaling::Linear { factor: 2.0 },
+        ..cfg.clone()
+    };
+    let m = model_of(&lin, 7);
+    let dir = tempfile::tempdir().unwrap();
+    m.write_hf(dir.path(), None, None).unwrap();
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(hf::CONFIG_FILE)).unwrap()).unwrap();
+    assert_eq!(
+        c["rope_scaling"],
+        serde_json::json!({"rope_type": "linear", "factor": 2.0})
+    );
+    c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0});
+    std::fs::write(dir.path().join(hf::CONFIG_FILE), c.to_string()).unwrap();
+    let back = Model::from_hf_dir(dir.path(), Device::Cpu).unwrap();
+    assert_eq!(back.config, lin);
+    assert!(run(&back, &x, &mut Hooks::new()).equal(&run(&m, &x, &mut Hooks::new())));
 }

@@ -4,7 +4,7 @@ use sinkrep_analysis::{Moments, SinkProbe};
 use sinkrep_gguf::{GgmlType, GgufWriter};
 use sinkrep_model::{
     Ablate, AblateKind, Amplify, AmplifyMode, Capture, CenterMean, Config, GgufFile, Hooks,
-    Interventions, Layers, MaskSelf, Model, Precision, RopePairing, Site,
+    Interventions, Layers, MaskSelf, Model, Precision, RopePairing, RopeScaling, Site,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -20,6 +20,7 @@ pub(crate) fn tiny_config() -> Config {
         rms_eps: 1e-5,
         rope_base: 10_000.0,
         rope_pairing: RopePairing::Adjacent,
+        rope_scaling: RopeScaling::None,
         tied_embeddings: true,
         max_seq_len: 64,
         attn_variant: sinkrep_model::AttnVariant::Baseline,
@@ -196,6 +197,16 @@ fn zero_ablation_hits_only_its_cell() {
 fn gguf_round_trip_of_a_model() {
     let m = tiny_model(5);
     let cfg = tiny_config();
+    let file = tiny_gguf(&m, |_| {});
+    let back = Model::from_gguf(&file, Device::Cpu).unwrap();
+    assert_eq!(back.config, cfg);
+    let x = tokens(2, 7);
+    assert!(run(&m, &x, &mut Hooks::new()).equal(&run(&back, &x, &mut Hooks::new())));
+}
+
+/// `m` (of `tiny_config`) as an all-f32 GGUF, with `extra` metadata or tensors.
+fn tiny_gguf(m: &Model, extra: impl FnOnce(&mut GgufWriter)) -> GgufFile {
+    let cfg = tiny_config();
     let mut w = GgufWriter::new();
     w.add_metadata("general.architecture", "llama")
         .add_metadata("llama.embedding_length", cfg.d_model as u32)
@@ -215,11 +226,61 @@ fn gguf_round_trip_of_a_model() {
         let data: Vec<f32> = Vec::try_from(&t.flatten(0, -1)).unwrap();
         w.add_tensor_f32(n, &shape, GgmlType::F32, &data).unwrap();
     }
-    let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    extra(&mut w);
+    GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap()
+}
+
+/// GGUF RoPE scaling is refused, naming what the file says, rather than ignored: sinkrep
+/// reads RoPE scaling only from HF folders. "none" (or a factor of 1) is no scaling.
+#[test]
+fn gguf_rope_scaling_is_refused() {
+    let m = tiny_model(6);
+    type Extra = Box<dyn Fn(&mut GgufWriter)>;
+    let cases: Vec<(Extra, &str)> = vec![
+        (
+            Box::new(|w| {
+                w.add_metadata("llama.rope.scaling.type", "yarn");
+            }),
+            "yarn",
+        ),
+        (
+            Box::new(|w| {
+                w.add_metadata("llama.rope.scaling.type", "linear")
+                    .add_metadata("llama.rope.scaling.factor", 4f32);
+            }),
+            "linear",
+        ),
+        (
+            Box::new(|w| {
+                w.add_metadata("llama.rope.scale_linear", 2f32);
+            }),
+            "llama.rope.scale_linear = 2",
+        ),
+        (
+            Box::new(|w| {
+                w.add_tensor_f32("rope_freqs.weight", &[4], GgmlType::F32, &[1.0; 4])
+                    .unwrap();
+            }),
+            "rope_freqs.weight",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let file = tiny_gguf(&m, extra);
+        let err = Model::from_gguf(&file, Device::Cpu)
+            .err()
+            .map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(
+            err.contains(needle) && err.contains("RoPE scaling"),
+            "{needle}: {err}"
+        );
+    }
+    let file = tiny_gguf(&m, |w| {
+        w.add_metadata("llama.rope.scaling.type", "none")
+            .add_metadata("llama.rope.scaling.factor", 1f32);
+    });
     let back = Model::from_gguf(&file, Device::Cpu).unwrap();
-    assert_eq!(back.config, cfg);
-    let x = tokens(2, 7);
-    assert!(run(&m, &x, &mut Hooks::new()).equal(&run(&back, &x, &mut Hooks::new())));
+    assert_eq!(back.config.rope_scaling, RopeScaling::None);
 }
 
 /// A GGUF missing a weight is a clear error naming the tensor.

@@ -31,7 +31,7 @@
 //! post_ffw_norm(W_down h), the tensors added to the residual stream; `mlp_post` is
 //! gelu_tanh(gate) * up; the rest as in `llama.rs`. `Gemma3::site_notes` says so in reports.
 
-use crate::config::{AttnVariant, Config, RopePairing};
+use crate::config::{refuse_gguf_rope_scaling, AttnVariant, Config, RopePairing, RopeScaling};
 use crate::hooks::{Hooks, Site};
 use crate::llama::{causal_mask, load_vars, rms_norm, Rope, Weight};
 use crate::{AttnImpl, ModelError, Precision};
@@ -101,6 +101,8 @@ impl Gemma3Config {
                 )));
             }
         }
+        // Larger Gemma 3 checkpoints scale the global layers' RoPE (linear, factor 8).
+        refuse_gguf_rope_scaling(file, "gemma3")?;
         let embd = file.tensor_info("token_embd.weight")?;
         let base = Config {
             vocab_size: embd.shape.first().copied().unwrap_or(0),
@@ -113,6 +115,7 @@ impl Gemma3Config {
             rms_eps: f32_to_f64(file.get_f32(&k("attention.layer_norm_rms_epsilon"))?),
             rope_base: f32_to_f64(file.get_f32_opt(&k("rope.freq_base"))?.unwrap_or(1e6)),
             rope_pairing: RopePairing::HalfSplit,
+            rope_scaling: RopeScaling::None,
             tied_embeddings: file.tensor_info("output.weight").is_err(),
             max_seq_len: file.get_u32(&k("context_length"))? as usize,
             attn_variant: AttnVariant::Baseline,
@@ -421,6 +424,8 @@ impl Gemma3 {
         let max_t = c.max_seq_len.min(8192);
         let local = Config {
             rope_base: cfg.rope_base_local,
+            // HF scales only the global layers' RoPE (and this GGUF reader refuses scaling).
+            rope_scaling: RopeScaling::None,
             ..c.clone()
         };
         Ok(Gemma3 {

@@ -27,12 +27,17 @@
 //! trip gives the same weights in the same order, hence bit-identical outputs. Folders
 //! without that record (any HF checkpoint) are computed half-split, as HF does.
 //!
+//! RoPE scaling: `rope_scaling` (transformers 4, key `rope_type` or the older `type`) or
+//! `rope_parameters` (transformers 5) of type `default`, `linear` or `llama3` becomes
+//! `Config::rope_scaling`; other types (dynamic, yarn, longrope, ...) are refused by name.
+//! Export writes it back as `rope_scaling` (`null` when none, as before).
+//!
 //! Attention variants HF does not know (head-wise RMSNorm, gated) are written with their
 //! extra tensors, `architectures = ["SinkrepLlamaForCausalLM"]` and
 //! `model_type = "sinkrep_llama"` (so HF refuses them instead of silently dropping the
 //! tensors), and the variant in `sinkrep.attn_variant`.
 
-use crate::config::{AttnVariant, Config, RopePairing};
+use crate::config::{AttnVariant, Config, RopePairing, RopeScaling};
 use crate::llama::Model;
 use crate::ModelError;
 use serde::{Deserialize, Serialize};
@@ -131,13 +136,6 @@ pub struct SinkrepFields {
     pub head_norm_init: Option<f64>,
 }
 
-/// RoPE settings of HF configs written by transformers 5 (`rope_parameters`).
-#[derive(Debug, Clone, Deserialize)]
-struct RopeParameters {
-    rope_theta: Option<f64>,
-    rope_type: Option<String>,
-}
-
 /// `config.json` of a LLaMA-family checkpoint, the fields sinkrep reads or writes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HfConfig {
@@ -164,10 +162,12 @@ pub struct HfConfig {
     /// transformers 4's place for the RoPE base; 5 moved it into `rope_parameters`.
     #[serde(default)]
     pub rope_theta: Option<f64>,
+    /// transformers 5's RoPE settings: `rope_theta`, `rope_type` and the scaling's
+    /// parameters in one object (read, never written).
     #[serde(default, skip_serializing)]
-    rope_parameters: Option<RopeParameters>,
-    /// Only `null` (or `rope_type = "default"`) is supported: sinkrep's RoPE has no
-    /// frequency scaling.
+    rope_parameters: Option<serde_json::Value>,
+    /// `null`, or `{"rope_type": "default" | "linear" | "llama3", "factor": ..., ...}`
+    /// (`rope_scaling_of`).
     #[serde(default)]
     pub rope_scaling: Option<serde_json::Value>,
     /// HF LLaMA's default is false (an `lm_head.weight` is expected).
@@ -241,34 +241,30 @@ impl HfConfig {
         if self.attention_bias || self.mlp_bias {
             return unsupported("attention_bias / mlp_bias (sinkrep's LLaMA has no biases)".into());
         }
-        let scaling_type = |v: &serde_json::Value| {
-            v.get("rope_type")
-                .or_else(|| v.get("type"))
-                .and_then(|t| t.as_str())
-                .unwrap_or("?")
-                .to_string()
-        };
-        match &self.rope_scaling {
-            None | Some(serde_json::Value::Null) => {}
-            Some(v) if scaling_type(v) == "default" => {}
-            Some(v) => {
-                return unsupported(format!(
-                    "rope_scaling of type `{}` (sinkrep's RoPE has no frequency scaling)",
-                    scaling_type(v)
-                ))
+        let params = self.rope_parameters.as_ref().filter(|p| !p.is_null());
+        let scalings = [
+            (
+                "rope_scaling",
+                self.rope_scaling.as_ref().filter(|v| !v.is_null()),
+            ),
+            ("rope_parameters", params),
+        ];
+        let mut rope_scaling = RopeScaling::None;
+        for (field, v) in scalings {
+            let Some(v) = v else { continue };
+            let s = rope_scaling_of(field, v)?;
+            if !s.is_none() && !rope_scaling.is_none() && s != rope_scaling {
+                return Err(ModelError::BadConfig(format!(
+                    "rope_scaling {rope_scaling:?} and rope_parameters {s:?} disagree"
+                )));
             }
-        }
-        let params = self.rope_parameters.as_ref();
-        if let Some(t) = params.and_then(|p| p.rope_type.as_deref()) {
-            if t != "default" {
-                return unsupported(format!(
-                    "rope_parameters.rope_type `{t}` (sinkrep's RoPE has no frequency scaling)"
-                ));
+            if !s.is_none() {
+                rope_scaling = s;
             }
         }
         let rope_base = self
             .rope_theta
-            .or_else(|| params.and_then(|p| p.rope_theta))
+            .or_else(|| params.and_then(|p| p.get("rope_theta")?.as_f64()))
             .unwrap_or(10_000.0);
         let n_heads = self.num_attention_heads;
         let head_dim = match self.head_dim {
@@ -288,6 +284,7 @@ impl HfConfig {
             rms_eps: self.rms_norm_eps,
             rope_base,
             rope_pairing: sinkrep.map_or(RopePairing::HalfSplit, |s| s.rope_pairing),
+            rope_scaling,
             tied_embeddings: self.tie_word_embeddings,
             max_seq_len: self.max_position_embeddings,
             attn_variant: variant,
@@ -322,7 +319,7 @@ impl HfConfig {
             rms_norm_eps: cfg.rms_eps,
             rope_theta: Some(cfg.rope_base),
             rope_parameters: None,
-            rope_scaling: None,
+            rope_scaling: rope_scaling_json(&cfg.rope_scaling),
             tie_word_embeddings: cfg.tied_embeddings,
             attention_bias: false,
             mlp_bias: false,
@@ -335,6 +332,83 @@ impl HfConfig {
                 head_norm_init: headwise.then_some(cfg.head_norm_init),
             }),
         }
+    }
+}
+
+/// The scaling an HF RoPE object names: `rope_scaling` (type in `rope_type`, or `type` in
+/// configs older than transformers 4.45) or `rope_parameters` (no type: default).
+/// HF's `linear` and `llama3` only rescale inv_freq (their `attention_factor` is 1);
+/// types that also rescale attention or depend on the sequence length are refused.
+fn rope_scaling_of(field: &str, v: &serde_json::Value) -> Result<RopeScaling, ModelError> {
+    let bad = |m: String| ModelError::BadConfig(m);
+    let ty = match v.get("rope_type").or_else(|| v.get("type")) {
+        Some(t) => t
+            .as_str()
+            .ok_or_else(|| bad(format!("{field}: rope_type {t} is not a string")))?,
+        None if field == "rope_parameters" => "default",
+        None => return Err(bad(format!("{field} without a `rope_type`"))),
+    };
+    let num = |key: &str| {
+        v.get(key)
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| bad(format!("{field} of type `{ty}` without a numeric `{key}`")))
+    };
+    Ok(match ty {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear {
+            factor: num("factor")?,
+        },
+        "llama3" => {
+            let (factor, low_freq_factor, high_freq_factor) = (
+                num("factor")?,
+                num("low_freq_factor")?,
+                num("high_freq_factor")?,
+            );
+            let key = "original_max_position_embeddings";
+            let orig = v
+                .get(key)
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{field} of type `llama3` without an integer `{key}`"
+                    ))
+                })?;
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: orig,
+            }
+        }
+        other => {
+            return Err(ModelError::Unsupported(format!(
+                "{field} of type `{other}` (sinkrep's RoPE supports default, linear and llama3)"
+            )))
+        }
+    })
+}
+
+/// `config.json`'s `rope_scaling` for `s` (transformers 4.45+ spelling); `None` for none.
+fn rope_scaling_json(s: &RopeScaling) -> Option<serde_json::Value> {
+    let ty = s.hf_type();
+    match *s {
+        RopeScaling::None => None,
+        RopeScaling::Linear { factor } => {
+            Some(serde_json::json!({"rope_type": ty, "factor": factor}))
+        }
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => Some(serde_json::json!({
+            "rope_type": ty,
+            "factor": factor,
+            "low_freq_factor": low_freq_factor,
+            "high_freq_factor": high_freq_factor,
+            "original_max_position_embeddings": original_max_position_embeddings,
+        })),
     }
 }
 

@@ -16,7 +16,7 @@ pub mod hooks;
 pub mod interventions;
 pub mod llama;
 
-pub use config::{AttnVariant, Config, RopePairing};
+pub use config::{AttnVariant, Config, RopePairing, RopeScaling};
 pub use gemma3::{Gemma3, Gemma3Config};
 pub use hooks::{Capture, Hooks, Probe, Site};
 pub use interventions::{

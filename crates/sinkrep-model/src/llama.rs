@@ -152,11 +152,7 @@ pub(crate) struct Rope {
 
 impl Rope {
     pub(crate) fn new(cfg: &Config, max_t: usize, device: Device) -> Rope {
-        let half = cfg.head_dim / 2;
-        let inv: Vec<f32> = (0..half)
-            .map(|i| (1.0 / cfg.rope_base.powf(2.0 * i as f64 / cfg.head_dim as f64)) as f32)
-            .collect();
-        let inv = Tensor::from_slice(&inv).to_device(device);
+        let inv = Tensor::from_slice(&cfg.rope_inv_freq()).to_device(device);
         let t = Tensor::arange(max_t as i64, (Kind::Float, device));
         let freqs = t.unsqueeze(1) * inv.unsqueeze(0); // (T, Dh/2)
         Rope {

@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sinkrep_analysis::{analyze, effective_rank, pinned, AnalyzeOptions, SinkReport};
-use sinkrep_model::{AttnVariant, Config, Hooks, Model, Precision, RopePairing};
+use sinkrep_model::{AttnVariant, Config, Hooks, Model, Precision, RopePairing, RopeScaling};
 use sinkrep_runner::{Claim, RunContext, Scale};
 use sinkrep_stats::{mean, ratio_at, SINK_EPS};
 use sinkrep_train::data::{EVAL_SEED, STREAM_EVAL};
@@ -130,6 +130,7 @@ impl SubjectSizes {
                 rms_eps: 1e-5,
                 rope_base: 10_000.0,
                 rope_pairing: RopePairing::HalfSplit,
+                rope_scaling: RopeScaling::None,
                 tied_embeddings: true,
                 max_seq_len: self.seq_len,
                 attn_variant: variant,

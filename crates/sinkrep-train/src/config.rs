@@ -3,7 +3,7 @@
 use crate::data::TokenizerKind;
 use crate::{Result, TrainError};
 use serde::{Deserialize, Serialize};
-use sinkrep_model::{AttnVariant, Config, Precision, RopePairing};
+use sinkrep_model::{AttnVariant, Config, Precision, RopePairing, RopeScaling};
 use tch::Device;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +77,7 @@ impl TrainConfig {
                 rms_eps: 1e-5,
                 rope_base: 10_000.0,
                 rope_pairing: RopePairing::HalfSplit,
+                rope_scaling: RopeScaling::None,
                 tied_embeddings: true,
                 max_seq_len: seq_len,
                 attn_variant: variant,

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sinkrep_analysis::{analyze, kendall_tau, pinned, random_tokens, AnalyzeOptions, SinkReport};
-use sinkrep_model::{AttnVariant, Config, Decoder, Model, RopePairing};
+use sinkrep_model::{AttnVariant, Config, Decoder, Model, RopePairing, RopeScaling};
 use sinkrep_runner::{Cell, Claim, FigureStyle, RunContext, Scale, Study};
 
 use crate::stats::Profile;
@@ -76,6 +76,7 @@ impl Sizes {
             rms_eps: 1e-5,
             rope_base: 10_000.0,
             rope_pairing: RopePairing::HalfSplit,
+            rope_scaling: RopeScaling::None,
             tied_embeddings: false,
             max_seq_len: self.init_seq_len,
             attn_variant: AttnVariant::Baseline,
