@@ -468,9 +468,9 @@ fn hf_style_inv_freq(base: f64, dim: i64, scaling: &RopeScaling) -> Vec<f32> {
         } => {
             let old = original_max_position_embeddings as f64;
             let (low_wl, high_wl) = (old / low_freq_factor, old / high_freq_factor);
-            let wavelen = (&inv).reciprocal() * (2.0 * std::f64::consts::PI);
+            let wavelen = inv.reciprocal() * (2.0 * std::f64::consts::PI);
             let scaled = inv.where_self(&wavelen.le(low_wl), &(&inv / factor));
-            let smooth = ((&wavelen).reciprocal() * old - low_freq_factor)
+            let smooth = (wavelen.reciprocal() * old - low_freq_factor)
                 / (high_freq_factor - low_freq_factor);
             let smoothed: Tensor = (1.0 - &smooth) * &scaled / factor + &smooth * &scaled;
             let medium = wavelen.ge(high_wl).logical_and(&wavelen.le(low_wl));
