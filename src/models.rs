@@ -38,9 +38,10 @@ pub const RUN_HF_DIR: &str = "hf";
 /// an HF folder, a training run folder (its `hf/` export when the run finished, else its
 /// latest checkpoint) or a checkpoint folder; the pinned SmolLM2 when absent.
 pub fn resolve(model: Option<&str>) -> Result<Source> {
-    use sinkrep_analysis::pinned::MODEL_ALIASES;
-    let name = model.unwrap_or(MODEL_ALIASES[0].0);
-    if let Some((_, input, file)) = MODEL_ALIASES.iter().find(|a| a.0 == name) {
+    use sinkrep_analysis::pinned::PINNED_MODELS;
+    let name = model.unwrap_or(PINNED_MODELS[0].alias);
+    if let Some(m) = PINNED_MODELS.iter().find(|m| m.alias == name) {
+        let (input, file) = (m.input, m.file);
         crate::fetch_inputs(&[input.to_string()])?;
         let dir = sinkrep_inputs::present(input)
             .with_context(|| format!("pinned input `{input}` is not ready after fetching"))?;
@@ -80,7 +81,7 @@ pub fn resolve(model: Option<&str>) -> Result<Source> {
             "--model {name}: a folder that is neither an HF checkpoint (config.json) nor a sinkrep training run"
         );
     }
-    let aliases: Vec<&str> = MODEL_ALIASES.iter().map(|a| a.0).collect();
+    let aliases: Vec<&str> = PINNED_MODELS.iter().map(|m| m.alias).collect();
     bail!(
         "--model {name}: no such file or folder, and not a pinned model (aliases: {})",
         aliases.join(", ")

@@ -15,12 +15,6 @@ pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const GEMMA_INPUT: &str = "gemma3-270m";
 pub const GEMMA_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
 
-/// The pinned models by their `--model` aliases: (alias, input id, file name).
-pub const MODEL_ALIASES: [(&str, &str, &str); 2] = [
-    ("smollm2-135m", MODEL_INPUT, MODEL_FILE),
-    ("gemma3-270m", GEMMA_INPUT, GEMMA_FILE),
-];
-
 /// A pinned pretrained model: its `--model` alias (also its name in claim files' `models`
 /// and in metric names), input id, file name and a name for reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,13 +113,13 @@ pub fn model_sequences(
         .collect())
 }
 
-/// Path of the pinned model named by `alias` (see `MODEL_ALIASES`), fetching and
+/// Path of the pinned model named by `alias` (see `PINNED_MODELS`), fetching and
 /// verifying it on first use; `None` when `alias` names no pinned model.
 pub fn alias_path(alias: &str) -> Option<Result<PathBuf, AnalysisError>> {
-    let (_, input, file) = MODEL_ALIASES.iter().find(|a| a.0 == alias)?;
+    let m = PINNED_MODELS.iter().find(|m| m.alias == alias)?;
     Some(
-        sinkrep_inputs::ensure(input)
-            .map(|d| d.join(file))
+        sinkrep_inputs::ensure(m.input)
+            .map(|d| d.join(m.file))
             .map_err(AnalysisError::from),
     )
 }

@@ -204,6 +204,10 @@ pub struct Tolerance {
     /// [`Tolerance::for_metric_in`]). Absent: every metric uses the static tolerances.
     #[serde(default)]
     pub seed_spread_k: Option<f64>,
+    /// The claim's non-primary models (set by [`Claim::parse`]): an override of metric
+    /// `<name>` also covers their copies `m.<name>`.
+    #[serde(skip)]
+    pub other_models: Vec<String>,
 }
 
 /// The metric family a name belongs to when it was recorded by
@@ -235,7 +239,12 @@ impl Tolerance {
     /// The static tolerance of a metric: its override in the claim file, else the
     /// claim's defaults.
     pub fn for_metric(&self, metric: &str) -> Tol {
-        let o = self.metrics.get(metric);
+        let o = self.metrics.get(metric).or_else(|| {
+            self.other_models
+                .iter()
+                .find_map(|m| metric.strip_prefix(m.as_str())?.strip_prefix('.'))
+                .and_then(|name| self.metrics.get(name))
+        });
         Tol {
             abs: o.and_then(|o| o.abs).unwrap_or(self.default_abs),
             rel: o.and_then(|o| o.rel).unwrap_or(self.default_rel),
@@ -371,13 +380,29 @@ struct RawCheck {
     per_model: bool,
 }
 
+/// Whether `model` is the primary (first) model of a claim's `models`, whose metrics,
+/// checks and artifacts keep their plain names.
+pub fn is_primary_model(models: &[String], model: &str) -> bool {
+    models.first().is_some_and(|m| m == model)
+}
+
 /// The name model `model` records metric `name` under: the plain name for the primary
-/// (first) model of `models`, else `<model>.<name>`.
+/// model, else `<model>.<name>`.
 pub fn model_metric(models: &[String], model: &str, name: &str) -> String {
-    if models.first().is_some_and(|m| m == model) {
+    if is_primary_model(models, model) {
         name.to_string()
     } else {
         format!("{model}.{name}")
+    }
+}
+
+/// The id of a `per_model` check `id` judged on `model`: `id` for the primary model,
+/// else `<id>-<model>`.
+pub fn model_check_id(models: &[String], model: &str, id: &str) -> String {
+    if is_primary_model(models, model) {
+        id.to_string()
+    } else {
+        format!("{id}-{model}")
     }
 }
 
@@ -385,7 +410,7 @@ pub fn model_metric(models: &[String], model: &str, name: &str) -> String {
 /// tables or figures: `dir` itself for the primary (first) model of `models`, else
 /// `dir/<model>`, where [`crate::RunContext::for_model`] puts its artifacts.
 pub fn model_dir(models: &[String], model: &str, dir: &std::path::Path) -> std::path::PathBuf {
-    if models.first().is_some_and(|m| m == model) {
+    if is_primary_model(models, model) {
         dir.to_path_buf()
     } else {
         dir.join(model)
@@ -455,25 +480,16 @@ impl Claim {
                 let mut c = check.clone();
                 c.model = Some(m.clone());
                 if k > 0 {
-                    c.id = format!("{}-{m}", check.id);
+                    c.id = model_check_id(&raw.models, m, &check.id);
                     c.metric = model_metric(&raw.models, m, &check.metric);
                     c.description = format!("{m}: {}", check.description);
                 }
                 checks.push(c);
             }
         }
-        // A tolerance override of a per-model metric applies to every model's copy.
+        // A tolerance override of a metric applies to every model's copy.
         let mut tolerance = raw.tolerance;
-        let overrides: Vec<(String, MetricTolerance)> = tolerance
-            .metrics
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        for m in raw.models.iter().skip(1) {
-            for (k, v) in &overrides {
-                tolerance.metrics.entry(format!("{m}.{k}")).or_insert(*v);
-            }
-        }
+        tolerance.other_models = raw.models.iter().skip(1).cloned().collect();
         let version = u32::try_from(raw.version).map_err(|_| {
             err(format!(
                 "field `version`: {} is not a positive integer",

@@ -145,7 +145,7 @@ impl RunContext {
         model: &str,
         f: impl FnOnce(&mut Self) -> T,
     ) -> T {
-        let primary = models.first().is_some_and(|m| m == model);
+        let primary = crate::claim::is_primary_model(models, model);
         let prev = std::mem::replace(&mut self.scope, (!primary).then(|| model.to_string()));
         let out = f(self);
         self.scope = prev;

@@ -24,7 +24,8 @@ pub mod verdict;
 pub mod verify;
 
 pub use claim::{
-    model_dir, model_metric, Check, Claim, ClaimError, Op, Scale, Tol, TolRule, Tolerance,
+    is_primary_model, model_check_id, model_dir, model_metric, Check, Claim, ClaimError, Op, Scale,
+    Tol, TolRule, Tolerance,
 };
 pub use context::RunContext;
 pub use csv_out::Cell;

@@ -3,7 +3,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::claim::{Claim, Scale};
+use crate::claim::{model_check_id, Claim, Scale};
 use crate::data::{read_metrics, read_verdicts};
 use crate::error::{io_err, Result};
 use crate::manifest::{Manifest, MANIFEST};
@@ -390,12 +390,8 @@ fn models_side_by_side(claim: &Claim, v: &Verdicts) -> String {
             format!("`{}`", c.id),
             format!("{} {}", c.op, fmt_num(c.threshold, 6)),
         ];
-        for (k, m) in claim.models.iter().enumerate() {
-            let id = if k == 0 {
-                c.id.clone()
-            } else {
-                format!("{}-{m}", c.id)
-            };
+        for m in &claim.models {
+            let id = model_check_id(&claim.models, m, &c.id);
             row.push(match v.checks.iter().find(|x| x.id == id) {
                 Some(x) => format!("{} ({})", value_text(x.value), x.outcome()),
                 None => "not judged".into(),

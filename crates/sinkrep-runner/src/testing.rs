@@ -75,7 +75,10 @@ pub fn smoke_twice(rep: Box<dyn Replication>, a: &Path, b: &Path) -> SmokeRun {
         // The primary model (and a check of no model) must measure every check. Another
         // model may lack the quantity (no layer before the sink, say): recorded as NaN,
         // the check does not hold, with a note.
-        let primary = c.model.is_none() || c.model.as_ref() == claim.models.first();
+        let primary = c
+            .model
+            .as_ref()
+            .is_none_or(|m| crate::claim::is_primary_model(&claim.models, m));
         assert!(
             if primary {
                 v.flatten().is_some_and(f64::is_finite)
@@ -108,32 +111,15 @@ pub fn smoke_twice(rep: Box<dyn Replication>, a: &Path, b: &Path) -> SmokeRun {
 /// differs from it only in its numbers ([`number_pattern`]): which layers, seeds or
 /// first-n choices exist is what the scale decides (`amp_layers.l0_1_2.*` at cpu scale,
 /// `amp_layers.l0_1.*` at smoke), while the words of a name do not depend on it.
-///
-/// A tolerance key `m.<name>` of a non-primary model `m` is the parser's copy of the
-/// file's `<name>` override (it covers every model's copy of a metric): it is accounted
-/// for when `<name>` is, whether or not that model records the metric.
 pub fn unrecorded_names(claim: &crate::Claim, recorded: &Metrics) -> Vec<String> {
     let patterns: std::collections::BTreeSet<String> =
         recorded.keys().map(|k| number_pattern(k)).collect();
-    let accounted =
-        |name: &str| recorded.contains_key(name) || patterns.contains(&number_pattern(name));
-    fn copied<'a>(models: &[String], name: &'a str) -> Option<&'a str> {
-        models.iter().skip(1).find_map(|m| {
-            name.strip_prefix(m.as_str())
-                .and_then(|rest| rest.strip_prefix('.'))
-        })
-    }
-    let tolerances = claim
-        .tolerance
-        .metrics
-        .keys()
-        .filter(|name| !copied(&claim.models, name).is_some_and(accounted) && !accounted(name));
     claim
         .checks
         .iter()
         .map(|c| &c.metric)
-        .filter(|name| !accounted(name))
-        .chain(tolerances)
+        .chain(claim.tolerance.metrics.keys())
+        .filter(|name| !recorded.contains_key(*name) && !patterns.contains(&number_pattern(name)))
         .cloned()
         .collect()
 }
