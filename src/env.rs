@@ -69,24 +69,7 @@ fn cuda_device_name() -> Option<String> {
     (out.status.success() && !s.is_empty()).then_some(s)
 }
 
-/// (model name, ISA features of interest) from /proc/cpuinfo; "unknown" elsewhere.
-pub fn cpu_info() -> (String, Vec<String>) {
-    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |key: &str| {
-        text.lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-    };
-    let flags = field("flags").unwrap_or_default();
-    let have: Vec<&str> = flags.split_whitespace().collect();
-    let isa = ["amx_bf16", "avx512_bf16", "avx512f", "avx2"]
-        .into_iter()
-        .filter(|f| have.contains(f))
-        .map(String::from)
-        .collect();
-    (field("model name").unwrap_or_else(|| "unknown".into()), isa)
-}
+pub use sinkrep_runner::cpu_info;
 
 pub fn collect() -> EnvInfo {
     let (cpu_model, cpu_isa) = cpu_info();

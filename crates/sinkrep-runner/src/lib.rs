@@ -36,8 +36,8 @@ pub use figures::{
     FigureFiles, FigureStyle, Heatmap, HistSeries, Histogram, LineChart, Series,
 };
 pub use manifest::{
-    check_integrity, compare_checksums, ChecksumComparison, FileRecord, Manifest, MANIFEST,
-    METRICS, VERDICTS,
+    check_integrity, compare_checksums, cpu_info, ChecksumComparison, FileRecord, Manifest,
+    MANIFEST, METRICS, VERDICTS,
 };
 pub use registry::{claim_origin, Embedded, Registry, Replication, Study};
 pub use report::{render_report, write_report};

@@ -240,3 +240,22 @@ pub fn compare_checksums(a: &Path, b: &Path) -> Result<ChecksumComparison> {
     }
     Ok(cmp)
 }
+
+/// (model name, ISA features of interest) from /proc/cpuinfo; "unknown" elsewhere.
+pub fn cpu_info() -> (String, Vec<String>) {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let flags = field("flags").unwrap_or_default();
+    let have: Vec<&str> = flags.split_whitespace().collect();
+    let isa = ["amx_bf16", "avx512_bf16", "avx512f", "avx2"]
+        .into_iter()
+        .filter(|f| have.contains(f))
+        .map(String::from)
+        .collect();
+    (field("model name").unwrap_or_else(|| "unknown".into()), isa)
+}

@@ -30,6 +30,7 @@ fn main() -> Result<()> {
         eval_batches: 1,
         analysis_windows: 4,
         precision: sinkrep_model::Precision::F32,
+        task: None,
     };
     let data = TokenData::build(&Corpus::shakespeare()?, s.tokenizer())?;
     for v in [

@@ -26,7 +26,9 @@ use sinkrep_model::{AttnVariant, Config, Hooks, Model, Precision, RopePairing, R
 use sinkrep_runner::{Claim, RunContext, Scale};
 use sinkrep_stats::{mean, ratio_at, SINK_EPS};
 use sinkrep_train::data::{EVAL_SEED, STREAM_EVAL};
-use sinkrep_train::{train, Corpus, RunOptions, Sampler, TokenData, TokenizerKind, TrainConfig};
+use sinkrep_train::{
+    train, Corpus, RunOptions, Sampler, SyntheticTask, TokenData, TokenizerKind, TrainConfig,
+};
 use tch::Tensor;
 
 /// Claim 4's claim file: its `[scale.<s>.subject]` tables are the subjects' sizes.
@@ -38,7 +40,7 @@ const PROTOCOL_ORIGIN: &str = "replications/headwise-rmsnorm/claim.toml";
 /// never draws.
 pub const ANALYSIS_STEP: u64 = 1_000_000;
 /// Bumped whenever [`measure`] changes what it computes: part of every subject's key.
-const MEASURE_VERSION: u32 = 1;
+const MEASURE_VERSION: u32 = 2;
 
 /// How the head-wise RMSNorm gain starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,24 +82,31 @@ pub struct SubjectSizes {
     pub analysis_windows: usize,
     /// f32 on the CPU scales; bf16 autocast-style at gpu scale.
     pub precision: Precision,
+    /// A synthetic task instead of the text corpus (`bpe_vocab` must then be absent):
+    /// the synthetic subject (see `sinkrep_train::synthetic`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<SyntheticTask>,
 }
 
 impl SubjectSizes {
     /// This scale's subject sizes, from claim 4's claim file.
     pub fn at(scale: Scale) -> Result<SubjectSizes> {
-        // The other keys of the table are headwise-rmsnorm's (it reads them strictly).
-        #[derive(Deserialize)]
-        struct Protocol {
-            subject: SubjectSizes,
-        }
-        let p: Protocol = Claim::parse(PROTOCOL_CLAIM, PROTOCOL_ORIGIN)?.scale_params(scale)?;
-        Ok(p.subject)
+        Subject::Corpus.sizes(scale)
     }
 
     pub fn tokenizer(&self) -> TokenizerKind {
-        match self.bpe_vocab {
-            None => TokenizerKind::Bytes,
-            Some(vocab) => TokenizerKind::Bpe { vocab },
+        match (self.task, self.bpe_vocab) {
+            (Some(_), _) => TokenizerKind::Ids,
+            (None, None) => TokenizerKind::Bytes,
+            (None, Some(vocab)) => TokenizerKind::Bpe { vocab },
+        }
+    }
+
+    /// The model vocabulary: the task's ids and BOS, the BPE's, or 256 bytes.
+    pub fn vocab_size(&self) -> usize {
+        match (self.task, self.bpe_vocab) {
+            (Some(t), _) => t.model_vocab(),
+            (None, v) => v.unwrap_or(256),
         }
     }
 
@@ -120,7 +129,7 @@ impl SubjectSizes {
         let headwise = matches!(variant, AttnVariant::HeadwiseRmsnorm { .. });
         TrainConfig {
             model: Config {
-                vocab_size: self.bpe_vocab.unwrap_or(256),
+                vocab_size: self.vocab_size(),
                 d_model: self.d_model,
                 n_layers: self.n_layers,
                 n_heads: self.n_heads,
@@ -138,6 +147,7 @@ impl SubjectSizes {
                 zero_init: false,
             },
             tokenizer: self.tokenizer(),
+            task: self.task,
             batch_size: self.batch,
             seq_len: self.seq_len,
             steps: self.steps,
@@ -161,6 +171,52 @@ impl SubjectSizes {
     }
 }
 
+/// The two from-scratch subjects every replication measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// Claim 4's judged configuration on the pinned text corpus: at the CPU scales it
+    /// forms no sink.
+    Corpus,
+    /// A small model trained on a synthetic task (`[scale.<s>.synthetic.subject]` of
+    /// claim 4's file) that forms a sink on position 0 within a few CPU-minutes.
+    Synthetic,
+}
+
+impl Subject {
+    /// The prefix of this subject's metrics and files in the replications (`scratch` for
+    /// the corpus subject, as before the synthetic one existed).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Subject::Corpus => "scratch",
+            Subject::Synthetic => "synthetic",
+        }
+    }
+
+    /// This subject's sizes at `scale`, from claim 4's claim file.
+    pub fn sizes(self, scale: Scale) -> Result<SubjectSizes> {
+        // The other keys of the table are headwise-rmsnorm's (it reads them strictly).
+        #[derive(Deserialize)]
+        struct Synthetic {
+            subject: SubjectSizes,
+        }
+        #[derive(Deserialize)]
+        struct Protocol {
+            subject: SubjectSizes,
+            synthetic: Synthetic,
+        }
+        let p: Protocol = Claim::parse(PROTOCOL_CLAIM, PROTOCOL_ORIGIN)?.scale_params(scale)?;
+        let sizes = match self {
+            Subject::Corpus => p.subject,
+            Subject::Synthetic => p.synthetic.subject,
+        };
+        anyhow::ensure!(
+            sizes.task.is_some() == (self == Subject::Synthetic),
+            "{PROTOCOL_ORIGIN}: the synthetic subject (and only it) has a `task`"
+        );
+        Ok(sizes)
+    }
+}
+
 /// Sink and parity measurements of one model at one evaluation step.
 #[derive(Debug, Clone)]
 pub struct EvalPoint {
@@ -181,13 +237,31 @@ pub struct EvalPoint {
     pub agg_var_ratio_mean: f64,
     /// The same ratio of the attention output after the head norm / gate and W_O.
     pub out_var_ratio_mean: f64,
+    /// Var(pos 0) / mean Var(pos > 0) of o with the variance taken across the channels of
+    /// each position's vector in one sequence (mean over layers and over the first
+    /// [`CHANNEL_VAR_WINDOWS`] windows). Unlike the across-sequences ratio it is defined
+    /// when position 0 holds the same token in every sequence (a BOS, whose variance
+    /// across sequences is 0): it asks whether o_0 = v_0, never averaged, is spread wider
+    /// than the averaged outputs.
+    pub agg_var_ratio_channels: f64,
     /// Mean over layers of |ln out_var_ratio|: 0 is perfect parity.
     pub abs_log_out_var_ratio: f64,
     /// Effective rank of the final (normalised) hidden states, (windows x T) x d_model.
     pub eff_rank: f64,
+    /// The largest FFN activation at position 0: |mean activation| of each layer's
+    /// strongest channel there, max over layers, and that channel's ratio to its layer's
+    /// median |activation|.
+    pub top_ffn_abs: f64,
+    pub top_ffn_ratio: f64,
+    /// Residual peak: max over layers of max|h_0| / (mean over other positions of
+    /// max|h_t|).
+    pub max_abs_ratio: f64,
     /// The full report, kept for the last step only.
     pub report: Option<SinkReport>,
 }
+
+/// Windows whose across-channels variance ratio `measure` averages.
+pub const CHANNEL_VAR_WINDOWS: usize = 4;
 
 /// Measures one model on the analysis windows.
 pub fn measure(model: &Model, windows: &[Vec<i64>], step: usize) -> Result<EvalPoint> {
@@ -206,7 +280,29 @@ pub fn measure(model: &Model, windows: &[Vec<i64>], step: usize) -> Result<EvalP
         .map(|l| ratio_at(&l.attn_out_var_by_pos, 0))
         .collect();
     let eff_rank = final_hidden_eff_rank(model, windows)?;
+    let top = ls
+        .iter()
+        .filter_map(|l| l.top_ffn_channels.first())
+        .max_by(|a, b| a.value.abs().total_cmp(&b.value.abs()));
+    let one = AnalyzeOptions {
+        batch: 1,
+        with_attn_out: false,
+        ..opts.clone()
+    };
+    let mut channel_ratios = Vec::new();
+    for w in windows.iter().take(CHANNEL_VAR_WINDOWS) {
+        let r = analyze(model, std::slice::from_ref(w), &one, &mut |_| {})
+            .context("analysing one window")?;
+        channel_ratios.push(mean(r.layers.iter().map(|l| l.agg_var_ratio)));
+    }
     Ok(EvalPoint {
+        agg_var_ratio_channels: mean(channel_ratios.iter().copied()),
+        top_ffn_abs: top.map_or(f64::NAN, |c| c.value.abs()),
+        top_ffn_ratio: top.map_or(f64::NAN, |c| c.ratio_to_median),
+        max_abs_ratio: ls
+            .iter()
+            .map(|l| l.max_abs_sink / l.max_abs_others)
+            .fold(f64::NAN, f64::max),
         step,
         sink_pct: report.sink_metric.value,
         attn_mass_mean: mean(ls.iter().map(|l| l.attn_mass)),
@@ -421,8 +517,9 @@ pub fn obtain(
 }
 
 /// Trains one run in `dir` on this thread with one intra-op thread, measuring at every
-/// evaluation step, and keeps only its final checkpoint.
-fn train_subject(
+/// evaluation step, and keeps only its final checkpoint. A folder left by a killed run
+/// is started again. `on_steps` hears of the steps done at every evaluation.
+pub fn train_subject(
     cfg: &TrainConfig,
     data: &TokenData,
     windows: &[Vec<i64>],
@@ -483,8 +580,20 @@ fn train_subject(
     })
 }
 
-/// The pinned corpus, tokenised for `sizes`, with the corpus files registered as inputs.
+/// The subject's data: the synthetic task's sequences when `sizes` has a task (generated,
+/// nothing to fetch), else the pinned corpus tokenised for `sizes`, with the corpus files
+/// registered as inputs.
 pub fn corpus(ctx: &mut RunContext, sizes: &SubjectSizes) -> Result<TokenData> {
+    if let Some(task) = sizes.task {
+        anyhow::ensure!(
+            sizes.bpe_vocab.is_none(),
+            "a synthetic subject has no BPE vocabulary (bpe_vocab must be absent)"
+        );
+        let seq_len = sizes.seq_len;
+        return ctx.stage("generate synthetic task", |_| {
+            Ok(TokenData::synthetic(&task, seq_len)?)
+        });
+    }
     for f in pinned::text_files()? {
         ctx.input(&f)?;
     }
@@ -503,14 +612,21 @@ pub struct FromScratch {
     /// The validation windows sinks are measured on (`analysis_windows`).
     pub windows: Vec<Vec<i64>>,
     pub final_val_loss: f64,
+    /// The run's losses and measurements along training.
+    pub measured: Arc<Measured>,
 }
 
-/// This scale's baseline subject for seeds `ctx.seeds(n)` (trained now unless this
+/// This scale's baseline `subject` for seeds `ctx.seeds(n)` (trained now unless this
 /// invocation already trained it, e.g. for claim 4), with the corpus and each model's
 /// weights registered as inputs and the training config recorded as
-/// `scratch_train_config`.
-pub fn from_scratch_stage(ctx: &mut RunContext, n: usize) -> Result<Vec<FromScratch>> {
-    let sizes = SubjectSizes::at(ctx.scale())?;
+/// `<prefix>_train_config`.
+pub fn from_scratch_stage(
+    ctx: &mut RunContext,
+    subject: Subject,
+    n: usize,
+) -> Result<Vec<FromScratch>> {
+    let sizes = subject.sizes(ctx.scale())?;
+    let prefix = subject.prefix();
     let device = ctx.device_name().to_string();
     let dev = pinned::device(&device)?;
     let data = corpus(ctx, &sizes)?;
@@ -520,10 +636,10 @@ pub fn from_scratch_stage(ctx: &mut RunContext, n: usize) -> Result<Vec<FromScra
         .iter()
         .map(|&s| sizes.train_config(AttnVariant::Baseline, s, &device))
         .collect();
-    let runs = ctx.stage("scratch-train", |ctx| {
-        obtain(ctx, &data, &windows, &configs, "from-scratch subject")
+    let runs = ctx.stage(&format!("{prefix}-train"), |ctx| {
+        obtain(ctx, &data, &windows, &configs, &format!("{prefix} subject"))
     })?;
-    ctx.config("scratch_train_config", &configs[0])?;
+    ctx.config(&format!("{prefix}_train_config"), &configs[0])?;
     let mut out = Vec::with_capacity(runs.len());
     for r in runs {
         ctx.input(r.weights_file())?;
@@ -533,9 +649,28 @@ pub fn from_scratch_stage(ctx: &mut RunContext, n: usize) -> Result<Vec<FromScra
             config: r.config.clone(),
             windows: windows.clone(),
             final_val_loss: r.final_val(),
+            measured: r.measured.clone(),
         });
     }
     Ok(out)
+}
+
+/// Massive dims have emerged when the first token's DomRatio (max over layers) exceeds
+/// this. A Gaussian vector of d = 128 has max|h|/mean|h| of about 3.5; 10 is well clear.
+pub const MASSIVE_DOM_RATIO: f64 = 10.0;
+
+/// The first evaluation step at which `f` holds; NaN if never.
+pub fn first_step(evals: &[EvalPoint], f: impl Fn(&EvalPoint) -> bool) -> f64 {
+    evals
+        .iter()
+        .find(|e| f(e))
+        .map_or(f64::NAN, |e| e.step as f64)
+}
+
+/// The first evaluation step with a sink on position 0: Sink_0^0.3 >= 30% (Gu et al.'s
+/// threshold for a model "having" a sink); NaN if none.
+pub fn sink_step(evals: &[EvalPoint]) -> f64 {
+    first_step(evals, |e| e.sink_pct >= 100.0 * SINK_EPS)
 }
 
 /// How many seeds of the baseline subject other claims' "from scratch" sections analyse:

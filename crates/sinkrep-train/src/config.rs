@@ -1,6 +1,7 @@
 //! The training configuration: everything that determines a run's numbers.
 
 use crate::data::TokenizerKind;
+use crate::synthetic::SyntheticTask;
 use crate::{Result, TrainError};
 use serde::{Deserialize, Serialize};
 use sinkrep_model::{AttnVariant, Config, Precision, RopePairing, RopeScaling};
@@ -13,6 +14,10 @@ pub struct TrainConfig {
     /// field that differs between the runs of a variant comparison.
     pub model: Config,
     pub tokenizer: TokenizerKind,
+    /// The synthetic task the run trains on (with `tokenizer` = `ids`); absent for the
+    /// text corpus, and from saved configs then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<SyntheticTask>,
     pub batch_size: usize,
     /// Tokens per training window (T); each window holds T+1 tokens (inputs + targets).
     pub seq_len: usize,
@@ -85,6 +90,7 @@ impl TrainConfig {
                 zero_init: false,
             },
             tokenizer: TokenizerKind::Bytes,
+            task: None,
             batch_size: 16,
             seq_len,
             steps: 2000,
@@ -162,6 +168,23 @@ impl TrainConfig {
         }
         if self.eval_batches == 0 {
             return bad("eval_batches must be > 0".into());
+        }
+        match (&self.task, self.tokenizer) {
+            (Some(task), TokenizerKind::Ids) => {
+                task.validate()?;
+                if task.model_vocab() > self.model.vocab_size {
+                    return bad(format!(
+                        "the synthetic task needs vocab_size {} (its tokens and BOS), the model has {}",
+                        task.model_vocab(),
+                        self.model.vocab_size
+                    ));
+                }
+            }
+            (None, TokenizerKind::Ids) => {
+                return bad("tokenizer `ids` needs a synthetic `task`".into());
+            }
+            (Some(_), _) => return bad("a synthetic `task` needs tokenizer `ids`".into()),
+            (None, _) => {}
         }
         if let TokenizerKind::Bpe { vocab } = self.tokenizer {
             if vocab > self.model.vocab_size {

@@ -16,6 +16,7 @@
 //!   never crosses a document boundary; starts are uniform over all valid positions, so
 //!   documents are drawn in proportion to their length.
 
+use crate::synthetic::SyntheticTask;
 use crate::{io_err, Result, TrainError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -138,11 +139,17 @@ pub enum TokenizerKind {
     /// Byte-level BPE (GPT-2 pre-tokenizer, no prefix space) trained on the training
     /// split with HF `tokenizers`, `vocab` ids at most (256 byte symbols + merges).
     Bpe { vocab: usize },
+    /// No text: token ids are generated directly (a synthetic task, see `synthetic`).
+    Ids,
 }
 
 /// A tokenizer ready to encode: bytes, or a trained BPE with its JSON artifact.
 pub enum TextTokenizer {
     Bytes,
+    /// The ids of a synthetic task (`vocab` of them); nothing to encode.
+    Ids {
+        vocab: usize,
+    },
     Bpe {
         tokenizer: Box<tokenizers::Tokenizer>,
         /// The artifact (HF `tokenizer.json`), as saved next to the run.
@@ -155,6 +162,7 @@ impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TextTokenizer::Bytes => write!(f, "Bytes"),
+            TextTokenizer::Ids { vocab } => write!(f, "Ids({vocab})"),
             TextTokenizer::Bpe { sha256, .. } => write!(f, "Bpe(sha256 {sha256})"),
         }
     }
@@ -172,6 +180,11 @@ impl TextTokenizer {
         use tokenizers::{NormalizerWrapper, PostProcessorWrapper, TokenizerBuilder};
         let vocab = match kind {
             TokenizerKind::Bytes => return Ok(TextTokenizer::Bytes),
+            TokenizerKind::Ids => {
+                return Err(TrainError::Tokenizer(
+                    "a synthetic task's ids need no tokenizer (TokenData::synthetic)".into(),
+                ))
+            }
             TokenizerKind::Bpe { vocab } => vocab,
         };
         if vocab <= 256 {
@@ -218,6 +231,7 @@ impl TextTokenizer {
     pub fn kind(&self) -> TokenizerKind {
         match self {
             TextTokenizer::Bytes => TokenizerKind::Bytes,
+            TextTokenizer::Ids { .. } => TokenizerKind::Ids,
             TextTokenizer::Bpe { tokenizer, .. } => TokenizerKind::Bpe {
                 vocab: tokenizer.get_vocab_size(true),
             },
@@ -228,6 +242,7 @@ impl TextTokenizer {
     pub fn vocab_size(&self) -> usize {
         match self {
             TextTokenizer::Bytes => 256,
+            TextTokenizer::Ids { vocab } => *vocab,
             TextTokenizer::Bpe { tokenizer, .. } => tokenizer.get_vocab_size(true),
         }
     }
@@ -235,7 +250,7 @@ impl TextTokenizer {
     /// The artifact to pin next to a run: (JSON, its sha256); `None` for bytes.
     pub fn artifact(&self) -> Option<(&str, &str)> {
         match self {
-            TextTokenizer::Bytes => None,
+            TextTokenizer::Bytes | TextTokenizer::Ids { .. } => None,
             TextTokenizer::Bpe { json, sha256, .. } => Some((json, sha256)),
         }
     }
@@ -243,6 +258,7 @@ impl TextTokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match self {
             TextTokenizer::Bytes => Ok(text.bytes().map(u32::from).collect()),
+            TextTokenizer::Ids { .. } => Err(tok_err("a synthetic task has no text to encode")),
             TextTokenizer::Bpe { tokenizer, .. } => Ok(tokenizer
                 .encode(text, false)
                 .map_err(tok_err)?
@@ -260,6 +276,11 @@ impl TextTokenizer {
                     .collect::<Result<Vec<u8>>>()?;
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
             }
+            TextTokenizer::Ids { .. } => Ok(ids
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")),
             TextTokenizer::Bpe { tokenizer, .. } => tokenizer.decode(ids, false).map_err(tok_err),
         }
     }
@@ -283,6 +304,8 @@ pub struct TokenData {
     /// sha256 over the tokenizer kind and every token of both splits, in order: a resumed
     /// run checks it sees the same data.
     pub fingerprint: String,
+    /// The synthetic task that generated the sequences; `None` for the text corpus.
+    pub task: Option<SyntheticTask>,
 }
 
 impl TokenData {
@@ -311,6 +334,47 @@ impl TokenData {
         if let Some((_, sha)) = tokenizer.artifact() {
             h.update(sha.as_bytes());
         }
+        Ok(TokenData::hashed(h, tokenizer, train, val, None))
+    }
+
+    /// The sequences of a synthetic task, `seq_len + 1` tokens each (one training window
+    /// per sequence, starting at position 0). The fingerprint hashes the task's canonical
+    /// parameters, the length and every token.
+    pub fn synthetic(task: &SyntheticTask, seq_len: usize) -> Result<TokenData> {
+        task.validate()?;
+        if seq_len < 2 {
+            return Err(TrainError::Data(format!(
+                "synthetic sequences need seq_len >= 2, got {seq_len}"
+            )));
+        }
+        let table = task.table();
+        let docs = |val: bool, n: usize| -> Vec<TokenDoc> {
+            (0..n as u64)
+                .map(|i| TokenDoc {
+                    name: format!("{}-{i}", if val { "val" } else { "train" }),
+                    source_sha256: String::new(),
+                    tokens: task.sequence(&table, val, i, seq_len + 1),
+                })
+                .collect()
+        };
+        let (train, val) = (docs(false, task.train_seqs), docs(true, task.val_seqs));
+        let mut h = Sha256::new();
+        h.update(task.canonical().as_bytes());
+        h.update((seq_len as u64).to_le_bytes());
+        let tokenizer = TextTokenizer::Ids {
+            vocab: task.model_vocab(),
+        };
+        Ok(TokenData::hashed(h, tokenizer, train, val, Some(*task)))
+    }
+
+    /// Finishes the fingerprint `h` with every document's name and tokens.
+    fn hashed(
+        mut h: Sha256,
+        tokenizer: TextTokenizer,
+        train: Vec<TokenDoc>,
+        val: Vec<TokenDoc>,
+        task: Option<SyntheticTask>,
+    ) -> TokenData {
         for (tag, docs) in [("train", &train), ("val", &val)] {
             h.update(tag.as_bytes());
             for d in docs {
@@ -321,12 +385,13 @@ impl TokenData {
             }
         }
         let fingerprint = sinkrep_inputs::hex(&h.finalize());
-        Ok(TokenData {
+        TokenData {
             tokenizer,
             train,
             val,
             fingerprint,
-        })
+            task,
+        }
     }
 
     pub fn vocab_size(&self) -> usize {

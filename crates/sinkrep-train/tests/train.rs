@@ -456,3 +456,207 @@ fn corrupt_checkpoint_is_detected_on_resume() {
         other => panic!("expected BadFile, got {other:?}"),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Synthetic tasks.
+
+use sinkrep_train::{Start, SyntheticTask, TaskKind};
+
+fn task(kind: TaskKind, start: Start) -> SyntheticTask {
+    SyntheticTask {
+        task: kind,
+        vocab: 24,
+        triggers: 4,
+        successors: 5,
+        concentration: 1.0,
+        start,
+        train_seqs: 64,
+        val_seqs: 16,
+        seed: 3,
+    }
+}
+
+fn seqs(d: &TokenData) -> impl Iterator<Item = &Vec<u32>> {
+    d.train.iter().chain(&d.val).map(|doc| &doc.tokens)
+}
+
+#[test]
+fn bigram_backcopy_copies_the_token_before_each_trigger() {
+    let t = task(TaskKind::BigramBackcopy, Start::Bos);
+    let d = TokenData::synthetic(&t, 32).unwrap();
+    let table = t.table();
+    let (mut copies, mut bigrams) = (0, 0);
+    for s in seqs(&d) {
+        assert_eq!(s.len(), 33, "seq_len + 1 tokens");
+        assert_eq!(s[0], t.bos());
+        assert!(!t.is_trigger(s[1]) && s[1] != t.bos());
+        assert!(s[1..].iter().all(|&x| x != t.bos()), "BOS only at 0");
+        for i in 2..s.len() {
+            if t.is_trigger(s[i - 1]) {
+                assert_eq!(s[i], s[i - 2], "after a trigger comes the token before it");
+                copies += 1;
+            } else {
+                let row = &table[s[i - 1] as usize];
+                assert!(row.iter().any(|r| r.0 == s[i]), "a bigram successor");
+                bigrams += 1;
+            }
+        }
+    }
+    assert!(
+        copies > 50 && bigrams > 500,
+        "copies {copies}, bigrams {bigrams}"
+    );
+}
+
+#[test]
+fn trigger_recall_repeats_each_triggers_output_within_a_sequence() {
+    let t = task(TaskKind::TriggerRecall, Start::Random);
+    let d = TokenData::synthetic(&t, 64).unwrap();
+    let mut repeats = 0;
+    for s in seqs(&d) {
+        assert!(
+            !t.is_trigger(s[0]) && s[0] != t.bos(),
+            "random non-trigger start"
+        );
+        let mut out: [Option<u32>; 4] = [None; 4];
+        for i in 1..s.len() {
+            if t.is_trigger(s[i - 1]) {
+                let k = s[i - 1] as usize;
+                match out[k] {
+                    Some(o) => {
+                        assert_eq!(s[i], o);
+                        repeats += 1;
+                    }
+                    None => out[k] = Some(s[i]),
+                }
+                assert!(!t.is_trigger(s[i]), "outputs are non-triggers");
+            }
+        }
+    }
+    assert!(repeats > 50, "repeats {repeats}");
+    // Outputs differ between sequences (they are drawn per sequence).
+    let firsts: std::collections::BTreeSet<Vec<u32>> = seqs(&d).map(|s| s[..4].to_vec()).collect();
+    assert!(firsts.len() > 10);
+}
+
+#[test]
+fn fixed_start_is_the_first_ordinary_token() {
+    let t = task(TaskKind::BigramBackcopy, Start::Fixed);
+    let d = TokenData::synthetic(&t, 16).unwrap();
+    assert!(seqs(&d).all(|s| s[0] == 4 && !s.contains(&t.bos())));
+}
+
+#[test]
+fn synthetic_data_is_a_function_of_its_parameters() {
+    let t = task(TaskKind::BigramBackcopy, Start::Bos);
+    let a = TokenData::synthetic(&t, 32).unwrap();
+    let b = TokenData::synthetic(&t, 32).unwrap();
+    assert_eq!(a.fingerprint, b.fingerprint);
+    assert_eq!(a.train[5].tokens, b.train[5].tokens);
+    assert_ne!(
+        a.train[0].tokens, a.val[0].tokens,
+        "splits use their own streams"
+    );
+    for other in [
+        SyntheticTask { seed: 4, ..t },
+        SyntheticTask { successors: 6, ..t },
+        SyntheticTask {
+            concentration: 0.5,
+            ..t
+        },
+        SyntheticTask {
+            start: Start::Random,
+            ..t
+        },
+        SyntheticTask {
+            task: TaskKind::TriggerRecall,
+            ..t
+        },
+    ] {
+        let c = TokenData::synthetic(&other, 32).unwrap();
+        assert_ne!(c.fingerprint, a.fingerprint, "{other:?}");
+    }
+    assert_ne!(
+        TokenData::synthetic(&t, 31).unwrap().fingerprint,
+        a.fingerprint
+    );
+    assert_eq!(a.vocab_size(), 25, "the tokens and BOS");
+}
+
+#[test]
+fn bad_synthetic_parameters_are_refused() {
+    let t = task(TaskKind::BigramBackcopy, Start::Bos);
+    for (bad, what) in [
+        (SyntheticTask { triggers: 24, ..t }, "triggers"),
+        (SyntheticTask { triggers: 0, ..t }, "triggers"),
+        (
+            SyntheticTask {
+                successors: 25,
+                ..t
+            },
+            "successors",
+        ),
+        (
+            SyntheticTask {
+                concentration: f64::NAN,
+                ..t
+            },
+            "concentration",
+        ),
+        (SyntheticTask { train_seqs: 0, ..t }, "train_seqs"),
+    ] {
+        let e = TokenData::synthetic(&bad, 16).unwrap_err().to_string();
+        assert!(e.contains(what), "{e}");
+    }
+    // A config must pair a task with `ids` tokens, and leave room for BOS.
+    let mut cfg = tiny_cfg(AttnVariant::Baseline);
+    cfg.task = Some(t);
+    assert!(cfg
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("tokenizer `ids`"));
+    cfg.tokenizer = TokenizerKind::Ids;
+    cfg.model.vocab_size = 24;
+    assert!(cfg
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("vocab_size 25"));
+    cfg.task = None;
+    assert!(cfg
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("needs a synthetic"));
+}
+
+#[test]
+fn a_synthetic_run_trains_resumes_and_records_its_task() {
+    let t = task(TaskKind::BigramBackcopy, Start::Bos);
+    let mut cfg = tiny_cfg(AttnVariant::Baseline);
+    cfg.task = Some(t);
+    cfg.tokenizer = TokenizerKind::Ids;
+    cfg.model.vocab_size = t.model_vocab();
+    cfg.ckpt_every = 10;
+    let data = TokenData::synthetic(&t, cfg.seq_len).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    train(&cfg, &data, &a, quiet()).unwrap();
+    let cut = RunOptions {
+        stop_after: Some(10),
+        ..quiet()
+    };
+    train(&cfg, &data, &b, cut).unwrap();
+    resume(&b, &data, quiet()).unwrap();
+    assert_eq!(
+        bytes(&a.join("train_log.csv")),
+        bytes(&b.join("train_log.csv"))
+    );
+    let run: serde_json::Value = serde_json::from_slice(&bytes(&a.join("run.json"))).unwrap();
+    assert_eq!(run["data"]["task"]["task"], "bigram-backcopy");
+    assert_eq!(run["data"]["train_docs"]["sequences"], 64);
+    // Other data (another task seed) is refused on resume.
+    let other = TokenData::synthetic(&SyntheticTask { seed: 9, ..t }, cfg.seq_len).unwrap();
+    assert!(resume(&b, &other, quiet()).is_err());
+}

@@ -10,6 +10,7 @@ use sinkrep_runner::{
 };
 
 use sinkrep_stats::mean;
+use sinkrep_subjects::Subject;
 
 use crate::plan::{layers_label, Mode, PRIMARY_LAYERS};
 use crate::rows::{Row, ALPHA_CSV, CELLS_CSV, PER_LAYER_CSV};
@@ -456,8 +457,31 @@ pub fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> anyhow::Resu
         },
     )?;
     files.extend(f.paths());
-    // 6. From scratch: Sink_k per condition on the harness's small pre-trained model.
-    let scratch = run_dir.join(crate::scratch::CELLS_CSV);
+    // 6. From scratch: Sink_k per condition on each trained subject.
+    for subject in [Subject::Corpus, Subject::Synthetic] {
+        files.extend(from_scratch_figure(run_dir, fig_dir, style, subject)?);
+    }
+    Ok(files)
+}
+
+/// Sink_k per intervention on one trained subject (first seed), if its table exists.
+fn from_scratch_figure(
+    run_dir: &Path,
+    fig_dir: &Path,
+    style: &FigureStyle,
+    subject: Subject,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let (stem, title) = match subject {
+        Subject::Corpus => (
+            "from_scratch_sink_k",
+            "From scratch (text corpus): Sink_k^0.3 per intervention (mean over k)",
+        ),
+        Subject::Synthetic => (
+            "synthetic_sink_k",
+            "Synthetic subject (Bigram-Backcopy): Sink_k^0.3 per intervention (mean over k)",
+        ),
+    };
+    let scratch = run_dir.join(crate::scratch::cells_csv(subject));
     if scratch.is_file() {
         let t = CsvTable::read(&scratch)?;
         let (input, cond, sink) = (
@@ -485,16 +509,16 @@ pub fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> anyhow::Resu
             .collect();
         let f = bar_chart(
             style,
-            &fig_dir.join("from_scratch_sink_k"),
+            &fig_dir.join(stem),
             &BarChart {
-                title: "From scratch: Sink_k^0.3 per intervention (mean over k)",
+                title,
                 x_label: "condition",
                 y_label: "Sink_k^0.3 (%)",
                 categories: &categories,
                 groups: &groups,
             },
         )?;
-        files.extend(f.paths());
+        return Ok(f.paths());
     }
-    Ok(files)
+    Ok(Vec::new())
 }

@@ -24,6 +24,7 @@ use sinkrep_runner::{Claim, FigureStyle, RunContext, Study};
 use plan::{InputKind, Plan, Spec, PRIMARY_LAYERS};
 use rows::{alpha_rows, summarize, LayerRow, Row};
 use sinkrep_stats::SINK_EPS;
+use sinkrep_subjects::Subject;
 
 /// The study: the plan's cells on the pinned model, then the from-scratch section.
 pub struct ArbitrarySinks;
@@ -199,8 +200,11 @@ impl Study for ArbitrarySinks {
                 run_model(ctx, &plan, alias, (text_seed, random_seed, direction_seed))
             })?;
         }
-        // From scratch: the same interventions on the harness's small pre-trained model.
-        scratch::run(ctx, &plan)?;
+        // From scratch: the same interventions on the harness's two trained subjects (the
+        // text-corpus model, which has no sink of its own, and the synthetic one, which does).
+        for subject in [Subject::Corpus, Subject::Synthetic] {
+            scratch::run(ctx, &plan, subject)?;
+        }
         Ok(())
     }
 

@@ -9,18 +9,28 @@ use sinkrep_analysis::{analyze, random_tokens, AnalyzeOptions, SinkReport};
 use sinkrep_model::{Amplify, AmplifyMode, CenterMean, Interventions, Layers, MaskSelf, Model};
 use sinkrep_runner::RunContext;
 use sinkrep_stats::{mean, SINK_EPS};
-use sinkrep_subjects::{from_scratch_stage, FromScratch, SCRATCH_SEEDS};
+use sinkrep_subjects::{from_scratch_stage, FromScratch, Subject, SCRATCH_SEEDS};
 
 /// The conditions, in table order.
 pub const CONDITIONS: [&str; 4] = ["baseline", "mask_self", "centered", "plain"];
-/// The table this section writes.
-pub const CELLS_CSV: &str = "scratch_cells.csv";
+/// The table this section writes for `subject` (`scratch_cells.csv`,
+/// `synthetic_cells.csv`).
+pub fn cells_csv(subject: Subject) -> String {
+    format!("{}_cells.csv", subject.prefix())
+}
 
-fn interventions(condition: &str, k: usize, lambda: f64) -> Interventions {
+/// Amplification acts on the primary layers the model has (the synthetic subject has
+/// one layer).
+fn interventions(condition: &str, k: usize, lambda: f64, n_layers: usize) -> Interventions {
     let mut iv = Interventions::default();
+    let layers: Vec<usize> = PRIMARY_LAYERS
+        .iter()
+        .copied()
+        .filter(|&l| l < n_layers)
+        .collect();
     let amp = |mode| Amplify {
         positions: vec![k],
-        layers: Layers::Only(PRIMARY_LAYERS.to_vec()),
+        layers: Layers::Only(layers.clone()),
         lambda,
         mode,
     };
@@ -54,16 +64,27 @@ fn report(
     Ok(analyze(model, seqs, &opts, &mut |_| {})?)
 }
 
-/// Trains (or reuses) the models, measures every (input, k, condition) cell on each,
-/// writes `scratch_cells.csv` for the first seed and records `scratch.*` metrics (means
-/// over inputs and k, then over the `SCRATCH_SEEDS` models, with their spread).
-pub fn run(ctx: &mut RunContext, plan: &Plan) -> anyhow::Result<()> {
-    let subjects = from_scratch_stage(ctx, SCRATCH_SEEDS)?;
+/// Trains (or reuses) the models of `subject`, measures every (input, k, condition) cell
+/// on each, writes `<prefix>_cells.csv` for the first seed and records `<prefix>.*`
+/// metrics (means over inputs and k, then over the `SCRATCH_SEEDS` models, with their
+/// spread).
+pub fn run(ctx: &mut RunContext, plan: &Plan, subject: Subject) -> anyhow::Result<()> {
+    let subjects = from_scratch_stage(ctx, subject, SCRATCH_SEEDS)?;
     let seeds: Vec<u64> = subjects.iter().map(|f| f.seed).collect();
-    ctx.per_seed(&seeds, |ctx, i| one(ctx, plan, &subjects[i], i == 0))
+    ctx.per_seed(&seeds, |ctx, i| {
+        one(ctx, plan, &subjects[i], subject, i == 0)
+    })
 }
 
-fn one(ctx: &mut RunContext, plan: &Plan, fs: &FromScratch, tables: bool) -> anyhow::Result<()> {
+fn one(
+    ctx: &mut RunContext,
+    plan: &Plan,
+    fs: &FromScratch,
+    subject: Subject,
+    tables: bool,
+) -> anyhow::Result<()> {
+    let prefix = subject.prefix();
+    let n_layers = fs.model.config.n_layers;
     let seed = fs.seed;
     let t = plan.seq_len.min(fs.config.seq_len);
     let n = plan.n_seqs.max(fs.windows.len().min(16));
@@ -89,19 +110,21 @@ fn one(ctx: &mut RunContext, plan: &Plan, fs: &FromScratch, tables: bool) -> any
         .filter(|&k| k + 1 < t)
         .collect();
     let lambda = plan.max_lambda();
-    ctx.config("scratch_positions", &ks)?;
-    ctx.config("scratch_lambda", lambda)?;
-    ctx.config("scratch_seqs_per_input", n)?;
+    ctx.config(&format!("{prefix}_positions"), &ks)?;
+    ctx.config(&format!("{prefix}_lambda"), lambda)?;
+    ctx.config(&format!("{prefix}_seqs_per_input"), n)?;
 
     let mut rows = Vec::new();
     // condition -> (Sink_k, attention mass on k, Sink_0) samples over inputs and k.
     let mut acc: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); CONDITIONS.len()];
-    ctx.stage("scratch-measure", |_| -> anyhow::Result<()> {
+    ctx.stage(&format!("{prefix}-measure"), |_| -> anyhow::Result<()> {
         for &(input, ref seqs) in &inputs {
             for &k in &ks {
                 for (ci, &cond) in CONDITIONS.iter().enumerate() {
-                    let at_k = report(&fs.model, seqs, k, interventions(cond, k, lambda))?;
-                    let at_0 = report(&fs.model, seqs, 0, interventions(cond, k, lambda))?;
+                    let at_k =
+                        report(&fs.model, seqs, k, interventions(cond, k, lambda, n_layers))?;
+                    let at_0 =
+                        report(&fs.model, seqs, 0, interventions(cond, k, lambda, n_layers))?;
                     let mass = mean(at_k.layers.iter().map(|l| l.attn_mass).collect::<Vec<_>>());
                     let max_abs = at_k
                         .layers
@@ -125,9 +148,9 @@ fn one(ctx: &mut RunContext, plan: &Plan, fs: &FromScratch, tables: bool) -> any
         Ok(())
     })?;
     if tables {
-        ctx.write_rows(CELLS_CSV, rows)?;
+        ctx.write_rows(&cells_csv(subject), rows)?;
     }
-    let names = metric_names();
+    let names = metric_names(subject);
     let mut values = vec![fs.final_val_loss];
     for samples in &acc {
         let m = |f: fn(&(f64, f64, f64)) -> f64| mean(samples.iter().map(f).collect::<Vec<_>>());
@@ -152,12 +175,13 @@ struct ScratchRow {
     sink_0: f64,
 }
 
-/// The metrics `run` records, in order.
-pub fn metric_names() -> Vec<String> {
-    let mut names = vec!["scratch.val_loss".to_string()];
+/// The metrics `run` records for `subject`, in order.
+pub fn metric_names(subject: Subject) -> Vec<String> {
+    let p = subject.prefix();
+    let mut names = vec![format!("{p}.val_loss")];
     for cond in CONDITIONS {
         for q in ["sink_k", "attn_mass_k", "sink_0"] {
-            names.push(format!("scratch.{cond}.{q}.mean"));
+            names.push(format!("{p}.{cond}.{q}.mean"));
         }
     }
     names

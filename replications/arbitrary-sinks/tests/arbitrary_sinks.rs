@@ -6,6 +6,7 @@ use sinkrep_arbitrary_sinks::plan::{Plan, SEQ_LEN};
 use sinkrep_arbitrary_sinks::replication;
 use sinkrep_runner::testing::{inputs_present, smoke_twice};
 use sinkrep_runner::{model_dir, model_metric, CsvTable, FigureStyle, Scale};
+use sinkrep_subjects::Subject;
 
 /// The metric names a scale's plan records for every pinned model of the claim
 /// (computed on no cells: every value NaN), the primary's plain, another's prefixed.
@@ -86,7 +87,11 @@ fn smoke_run_is_reproducible_and_keeps_its_invariants() {
     let mut promised: Vec<String> = metric_names(Scale::Smoke);
     // The from-scratch metrics are seed families (mean, spread, interval, each seed).
     let seeds = 0..sinkrep_subjects::SCRATCH_SEEDS as u64;
-    for base in sinkrep_arbitrary_sinks::scratch::metric_names() {
+    let subjects = [Subject::Corpus, Subject::Synthetic];
+    for base in subjects
+        .into_iter()
+        .flat_map(sinkrep_arbitrary_sinks::scratch::metric_names)
+    {
         for part in ["", ".sd", ".ci95_lo", ".ci95_hi", ".n"] {
             promised.push(format!("{base}{part}"));
         }

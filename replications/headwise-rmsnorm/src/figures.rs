@@ -237,6 +237,67 @@ pub fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Result<Vec<P
         );
     }
     out.extend(grid_figure(run_dir, fig_dir, style)?);
+    out.extend(synthetic_figures(run_dir, fig_dir, style)?);
+    Ok(out)
+}
+
+/// Emergence on the synthetic subject: Sink_0, DomRatio of h_0, the top FFN activation at
+/// position 0 and the validation loss over training, per variant, mean over seeds with
+/// the min and max over seeds as the band.
+fn synthetic_figures(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Result<Vec<PathBuf>> {
+    let path = run_dir.join(crate::SYNTHETIC_EVAL_CSV);
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let ev = CsvTable::read(&path)?;
+    let mut out = Vec::new();
+    for (col, stem, title, y, log_y) in [
+        (
+            "sink_pct",
+            "synthetic_sink_over_training",
+            "Synthetic subject: Sink_0^0.3 over training",
+            "Sink_0^0.3 (%)",
+            false,
+        ),
+        (
+            "dom_ratio_max",
+            "synthetic_dom_ratio_over_training",
+            "Synthetic subject: DomRatio of h_0 (max over layers) over training",
+            "DomRatio",
+            true,
+        ),
+        (
+            "top_ffn_abs",
+            "synthetic_top_ffn_over_training",
+            "Synthetic subject: largest FFN activation at position 0 over training",
+            "|mean activation| of the top channel",
+            true,
+        ),
+        (
+            "val_loss",
+            "synthetic_val_loss",
+            "Synthetic subject: validation loss over training",
+            "val loss (nats/token)",
+            false,
+        ),
+    ] {
+        let series = banded(&by_variant(&ev, "step", col)?);
+        out.extend(
+            line_chart(
+                style,
+                &fig_dir.join(stem),
+                &LineChart {
+                    title,
+                    x_label: "step",
+                    y_label: y,
+                    series: &series,
+                    log_x: false,
+                    log_y,
+                },
+            )?
+            .paths(),
+        );
+    }
     Ok(out)
 }
 

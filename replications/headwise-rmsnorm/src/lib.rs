@@ -25,14 +25,10 @@ use sinkrep_model::AttnVariant;
 use sinkrep_runner::{Claim, FigureStyle, RunContext, Scale, Study};
 use sinkrep_stats::{ratio_at, SINK_EPS};
 pub use sinkrep_subjects::{
-    analysis_windows, final_hidden_eff_rank, measure, EvalPoint, GainInit, Measured, SubjectSizes,
-    Trained, ANALYSIS_STEP,
+    analysis_windows, final_hidden_eff_rank, first_step, measure, EvalPoint, GainInit, Measured,
+    SubjectSizes, Trained, ANALYSIS_STEP, MASSIVE_DOM_RATIO,
 };
 use sinkrep_train::TrainConfig;
-
-/// Massive dims have emerged when the first token's DomRatio (max over layers) exceeds
-/// this. A Gaussian vector of d = 128 has max|h|/mean|h| of about 3.5; 10 is well clear.
-pub const MASSIVE_DOM_RATIO: f64 = 10.0;
 
 /// The variants compared, with their short names (used in metric names and CSVs).
 /// `headwise` is the claim's module with one gain vector shared by all heads (the paper's
@@ -105,6 +101,23 @@ pub struct Sizes {
     pub subject: SubjectSizes,
     #[serde(default)]
     pub grid: Vec<Neighbour>,
+    /// The synthetic subject's comparison (baseline, head-wise, gated).
+    pub synthetic: SyntheticProtocol,
+}
+
+/// The variants compared on the synthetic subject (the judged one and the gated control).
+pub const SYNTHETIC_VARIANTS: [&str; 3] = ["baseline", "headwise", "gated"];
+
+/// The synthetic subject's comparison: `[scale.<s>.synthetic]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticProtocol {
+    /// Seeds of every variant.
+    pub seeds: usize,
+    /// The early, middle and final judged steps.
+    pub judged_steps: [usize; 3],
+    /// The subject (with its `task`); also the other claims' synthetic subject.
+    pub subject: SubjectSizes,
 }
 
 impl Sizes {
@@ -115,25 +128,22 @@ impl Sizes {
     }
 
     fn validate(&self) -> Result<()> {
-        let sub = &self.subject;
         anyhow::ensure!(self.seeds >= 2, "seeds must be >= 2 (paired intervals)");
         anyhow::ensure!(
             (1..=self.seeds).contains(&self.grid_seeds),
             "grid_seeds must be in 1..=seeds"
         );
-        let [a, b, c] = self.judged_steps;
+        check_steps(self.judged_steps, &self.subject)?;
+        let syn = &self.synthetic;
         anyhow::ensure!(
-            0 < a && a < b && b < c && c == sub.steps,
-            "judged_steps must rise strictly and end at the last step ({})",
-            sub.steps
+            syn.seeds >= 2,
+            "synthetic.seeds must be >= 2 (paired intervals)"
         );
-        for st in self.judged_steps {
-            anyhow::ensure!(
-                sub.eval_every > 0 && st % sub.eval_every == 0,
-                "judged step {st} is not an evaluation step (eval_every {})",
-                sub.eval_every
-            );
-        }
+        anyhow::ensure!(
+            syn.subject.task.is_some() && self.subject.task.is_none(),
+            "synthetic.subject (and only it) has a `task`"
+        );
+        check_steps(syn.judged_steps, &syn.subject)?;
         let mut names: Vec<&str> = self.grid.iter().map(|g| g.name.as_str()).collect();
         names.sort_unstable();
         names.dedup();
@@ -143,6 +153,24 @@ impl Sizes {
         );
         Ok(())
     }
+}
+
+/// The judged steps rise strictly, end at the last step and are evaluation steps.
+fn check_steps(steps: [usize; 3], sub: &SubjectSizes) -> Result<()> {
+    let [a, b, c] = steps;
+    anyhow::ensure!(
+        0 < a && a < b && b < c && c == sub.steps,
+        "judged_steps must rise strictly and end at the last step ({})",
+        sub.steps
+    );
+    for st in steps {
+        anyhow::ensure!(
+            sub.eval_every > 0 && st % sub.eval_every == 0,
+            "judged step {st} is not an evaluation step (eval_every {})",
+            sub.eval_every
+        );
+    }
+    Ok(())
 }
 
 /// One finished run of this replication: a run's measurements (a subject trained here,
@@ -227,28 +255,7 @@ fn write_tables(ctx: &mut RunContext, judged: &[&RunResult], all: &[RunResult]) 
             })
         }),
     )?;
-    ctx.write_rows(
-        "eval_metrics.csv",
-        judged.iter().flat_map(|r| {
-            r.evals.iter().map(move |e| EvalRow {
-                variant: r.variant,
-                seed: r.seed,
-                step: e.step,
-                sink_pct: e.sink_pct,
-                attn_mass_mean: e.attn_mass_mean,
-                attn_mass_last: e.attn_mass_last,
-                attn_mass_max: e.attn_mass_max,
-                dom_ratio_mean: e.dom_ratio_mean,
-                dom_ratio_max: e.dom_ratio_max,
-                dom_ratio_last: e.dom_ratio_last,
-                agg_var_ratio_mean: e.agg_var_ratio_mean,
-                out_var_ratio_mean: e.out_var_ratio_mean,
-                abs_log_out_var_ratio: e.abs_log_out_var_ratio,
-                eff_rank: e.eff_rank,
-                val_loss: r.val_at(e.step),
-            })
-        }),
-    )?;
+    write_eval_rows(ctx, "eval_metrics.csv", judged)?;
     let finals: Vec<(&RunResult, &sinkrep_analysis::SinkReport)> = judged
         .iter()
         .filter_map(|r| {
@@ -284,6 +291,37 @@ fn write_tables(ctx: &mut RunContext, judged: &[&RunResult], all: &[RunResult]) 
                     agg_var: l.agg_var_by_pos[t],
                     out_var: l.attn_out_var_by_pos.get(t).copied().unwrap_or(f64::NAN),
                 })
+            })
+        }),
+    )?;
+    Ok(())
+}
+
+/// The measurements of every evaluation step of `runs` (one row per run and step).
+fn write_eval_rows(ctx: &mut RunContext, file: &str, runs: &[&RunResult]) -> Result<()> {
+    let judged = runs;
+    ctx.write_rows(
+        file,
+        judged.iter().flat_map(|r| {
+            r.evals.iter().map(move |e| EvalRow {
+                variant: r.variant,
+                seed: r.seed,
+                step: e.step,
+                sink_pct: e.sink_pct,
+                attn_mass_mean: e.attn_mass_mean,
+                attn_mass_last: e.attn_mass_last,
+                attn_mass_max: e.attn_mass_max,
+                dom_ratio_mean: e.dom_ratio_mean,
+                dom_ratio_max: e.dom_ratio_max,
+                dom_ratio_last: e.dom_ratio_last,
+                agg_var_ratio_mean: e.agg_var_ratio_mean,
+                out_var_ratio_mean: e.out_var_ratio_mean,
+                abs_log_out_var_ratio: e.abs_log_out_var_ratio,
+                eff_rank: e.eff_rank,
+                top_ffn_abs: e.top_ffn_abs,
+                top_ffn_ratio: e.top_ffn_ratio,
+                max_abs_ratio: e.max_abs_ratio,
+                val_loss: r.val_at(e.step),
             })
         }),
     )?;
@@ -342,6 +380,9 @@ struct EvalRow {
     out_var_ratio_mean: f64,
     abs_log_out_var_ratio: f64,
     eff_rank: f64,
+    top_ffn_abs: f64,
+    top_ffn_ratio: f64,
+    max_abs_ratio: f64,
     val_loss: f64,
 }
 
@@ -379,14 +420,6 @@ fn grid_pairs(all: &[RunResult]) -> Vec<(String, &RunResult, &RunResult)> {
         }
     }
     out
-}
-
-/// The first evaluation step at which `f` holds; NaN if never.
-fn first_step(evals: &[EvalPoint], f: impl Fn(&EvalPoint) -> bool) -> f64 {
-    evals
-        .iter()
-        .find(|e| f(e))
-        .map_or(f64::NAN, |e| e.step as f64)
 }
 
 type Get = fn(&Measured) -> f64;
@@ -434,36 +467,51 @@ fn paired_metrics(
         return Ok(());
     }
     ctx.metric_samples(
-        &format!("paired.train_loss.{other}_minus_baseline"),
+        &format!("{prefix}paired.train_loss.{other}_minus_baseline"),
         &per_seed(&|b, o| o.final_train() - b.final_train()),
     )?;
-    let parity = last(|e| e.abs_log_out_var_ratio);
-    ctx.metric_samples(
-        &format!("paired.abs_log_out_var_ratio.{other}_minus_baseline"),
-        &per_seed(&|b, o| parity(o) - parity(b)),
-    )?;
     type Of = fn(&EvalPoint) -> f64;
-    let ratios: [(&str, Of); 3] = [
+    let diffs: [(&str, Of); 3] = [
+        ("abs_log_out_var_ratio", |e| e.abs_log_out_var_ratio),
+        ("attn_mass_max", |e| e.attn_mass_max),
+        ("sink_pct", |e| e.sink_pct),
+    ];
+    for (q, f) in diffs {
+        let g = last(f);
+        ctx.metric_samples(
+            &format!("{prefix}paired.{q}.{other}_minus_baseline"),
+            &per_seed(&|b, o| g(o) - g(b)),
+        )?;
+    }
+    let ratios: [(&str, Of); 5] = [
         ("dom_ratio_max", |e| e.dom_ratio_max),
         ("dom_ratio_mean", |e| e.dom_ratio_mean),
         ("eff_rank", |e| e.eff_rank),
+        ("top_ffn_abs", |e| e.top_ffn_abs),
+        ("max_abs_ratio", |e| e.max_abs_ratio),
     ];
     for (q, f) in ratios {
         let g = last(f);
         ctx.metric_samples(
-            &format!("ratio.{q}.{other}_over_baseline"),
+            &format!("{prefix}ratio.{q}.{other}_over_baseline"),
             &per_seed(&|b, o| g(o) / g(b)),
         )?;
     }
     Ok(())
 }
 
-fn write_metrics(ctx: &mut RunContext, all: &[RunResult], s: &Sizes) -> Result<()> {
-    let judged: Vec<&RunResult> = all.iter().filter(|r| r.config == "judged").collect();
+/// Per-variant and paired metrics of one design's runs (`judged`: every variant over the
+/// same seeds), named `<prefix>...`.
+fn variant_metrics(
+    ctx: &mut RunContext,
+    prefix: &str,
+    judged: &[&RunResult],
+    judged_steps: [usize; 3],
+) -> Result<()> {
     let by = |v: &str| -> Vec<&RunResult> {
         judged.iter().copied().filter(|r| r.variant == v).collect()
     };
-    let quantities: [(&str, Get); 11] = [
+    let quantities: [(&str, Get); 14] = [
         ("val_loss", |r| r.final_val()),
         ("train_loss", |r| r.final_train()),
         ("sink_pct", |r| {
@@ -493,6 +541,15 @@ fn write_metrics(ctx: &mut RunContext, all: &[RunResult], s: &Sizes) -> Result<(
         ("eff_rank", |r| {
             r.last_eval().map_or(f64::NAN, |e| e.eff_rank)
         }),
+        ("attn_mass_max", |r| {
+            r.last_eval().map_or(f64::NAN, |e| e.attn_mass_max)
+        }),
+        ("top_ffn_abs", |r| {
+            r.last_eval().map_or(f64::NAN, |e| e.top_ffn_abs)
+        }),
+        ("max_abs_ratio", |r| {
+            r.last_eval().map_or(f64::NAN, |e| e.max_abs_ratio)
+        }),
     ];
     for (name, _) in VARIANTS {
         let rs = by(name);
@@ -502,11 +559,11 @@ fn write_metrics(ctx: &mut RunContext, all: &[RunResult], s: &Sizes) -> Result<(
         }
         for (q, f) in quantities {
             let samples: Vec<(u64, f64)> = rs.iter().map(|r| (r.seed, f(r))).collect();
-            ctx.metric_samples(&format!("final.{name}.{q}"), &samples)?;
+            ctx.metric_samples(&format!("{prefix}final.{name}.{q}"), &samples)?;
         }
-        for (phase, step) in PHASES.iter().zip(s.judged_steps) {
+        for (phase, step) in PHASES.iter().zip(judged_steps) {
             let samples: Vec<(u64, f64)> = rs.iter().map(|r| (r.seed, r.val_at(step))).collect();
-            ctx.metric_samples(&format!("val_loss.{phase}.{name}"), &samples)?;
+            ctx.metric_samples(&format!("{prefix}val_loss.{phase}.{name}"), &samples)?;
         }
         // Emergence: the first evaluation step at which some layer holds the sink, and
         // at which the first token's DomRatio exceeds MASSIVE_DOM_RATIO.
@@ -523,8 +580,8 @@ fn write_metrics(ctx: &mut RunContext, all: &[RunResult], s: &Sizes) -> Result<(
                 )
             })
             .collect();
-        ctx.metric_samples(&format!("emergence.{name}.sink_step"), &sink)?;
-        ctx.metric_samples(&format!("emergence.{name}.massive_step"), &massive)?;
+        ctx.metric_samples(&format!("{prefix}emergence.{name}.sink_step"), &sink)?;
+        ctx.metric_samples(&format!("{prefix}emergence.{name}.massive_step"), &massive)?;
     }
     // Paired differences, per seed (same data order and, for head-wise, the same
     // initial shared weights).
@@ -534,8 +591,14 @@ fn write_metrics(ctx: &mut RunContext, all: &[RunResult], s: &Sizes) -> Result<(
         if pairs.is_empty() {
             continue;
         }
-        paired_metrics(ctx, "", other, &pairs, s.judged_steps, true)?;
+        paired_metrics(ctx, prefix, other, &pairs, judged_steps, true)?;
     }
+    Ok(())
+}
+
+fn write_metrics(ctx: &mut RunContext, all: &[RunResult], s: &Sizes) -> Result<()> {
+    let judged: Vec<&RunResult> = all.iter().filter(|r| r.config == "judged").collect();
+    variant_metrics(ctx, "", &judged, s.judged_steps)?;
     // The sensitivity grid: head-wise vs baseline at each neighbour.
     for g in &s.grid {
         let pairs: Vec<(&RunResult, &RunResult)> = grid_pairs(all)
@@ -595,6 +658,55 @@ pub fn design(s: &Sizes, seeds: &[u64], device: &str) -> Vec<(String, &'static s
     out
 }
 
+/// The table of the synthetic section: every variant's measurements along training.
+pub const SYNTHETIC_EVAL_CSV: &str = "synthetic_eval_metrics.csv";
+
+/// Claim 4 on the synthetic subject, which forms a sink: baseline, head-wise RMSNorm and
+/// gated attention over the same seeds (same data order and, for head-wise, the same
+/// initial shared weights), measured along training; metrics `synthetic.*`.
+fn synthetic_section(ctx: &mut RunContext, p: &SyntheticProtocol, device: &str) -> Result<()> {
+    let sub = &p.subject;
+    let data = sinkrep_subjects::corpus(ctx, sub)?;
+    ctx.config("synthetic_data_fingerprint", &data.fingerprint)?;
+    let windows = analysis_windows(&data, sub.analysis_windows, sub.seq_len)?;
+    let seeds = ctx.seeds(p.seeds);
+    let mut plan = Vec::new();
+    for &seed in &seeds {
+        for (name, variant) in VARIANTS {
+            if SYNTHETIC_VARIANTS.contains(&name) {
+                plan.push((name, sub.train_config(variant, seed, device)));
+            }
+        }
+    }
+    let configs: Vec<TrainConfig> = plan.iter().map(|p| p.1.clone()).collect();
+    let runs = ctx.stage("synthetic-train", |ctx| {
+        sinkrep_subjects::obtain(ctx, &data, &windows, &configs, "synthetic subject")
+    })?;
+    let all: Vec<RunResult> = plan
+        .into_iter()
+        .zip(runs)
+        .map(|((variant, cfg), run)| RunResult {
+            config: "synthetic".to_string(),
+            variant,
+            seed: cfg.seed,
+            run: run.measured.clone(),
+        })
+        .collect();
+    let refs: Vec<&RunResult> = all.iter().collect();
+    write_eval_rows(ctx, SYNTHETIC_EVAL_CSV, &refs)?;
+    variant_metrics(ctx, "synthetic.", &refs, p.judged_steps)?;
+    // Gu et al.'s sink threshold: the first step with Sink_0^0.3 >= 30%.
+    for name in SYNTHETIC_VARIANTS {
+        let samples: Vec<(u64, f64)> = refs
+            .iter()
+            .filter(|r| r.variant == name)
+            .map(|r| (r.seed, sinkrep_subjects::sink_step(&r.evals)))
+            .collect();
+        ctx.metric_samples(&format!("synthetic.emergence.{name}.sink30_step"), &samples)?;
+    }
+    Ok(())
+}
+
 impl Study for HeadwiseRmsnorm {
     fn run(&self, claim: &Claim, ctx: &mut RunContext) -> Result<()> {
         let s: Sizes = claim.scale_params(ctx.scale())?;
@@ -628,6 +740,7 @@ impl Study for HeadwiseRmsnorm {
         let judged: Vec<&RunResult> = all.iter().filter(|r| r.config == "judged").collect();
         write_tables(ctx, &judged, &all)?;
         write_metrics(ctx, &all, &s)?;
+        synthetic_section(ctx, &s.synthetic, &device)?;
         Ok(())
     }
 

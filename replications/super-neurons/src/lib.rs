@@ -14,6 +14,7 @@ pub mod plan;
 pub mod probe;
 mod rows;
 mod scratch;
+use sinkrep_subjects::Subject;
 pub mod study;
 pub mod weights;
 
@@ -75,8 +76,10 @@ fn run(ctx: &mut RunContext, claim: &Claim, sizes: &Sizes) -> anyhow::Result<()>
         ctx.for_model(&claim.models, alias, |ctx| run_model(ctx, &sizes, alias))?;
     }
 
-    // 6. From scratch: the same census on the harness's small pre-trained model (once).
-    scratch::run(ctx, &sizes)?;
+    // 6. From scratch: the same census on the harness's two trained subjects (once each).
+    for subject in [Subject::Corpus, Subject::Synthetic] {
+        scratch::run(ctx, &sizes, subject)?;
+    }
     Ok(())
 }
 

@@ -1,30 +1,39 @@
-//! "From scratch": the sink census and the super-neuron scan repeated on the small
-//! decoder the training harness pre-trains at this scale (`sinkrep-subjects`' baseline
-//! subject: claim 4's judged configuration), on random byte sequences and on validation
-//! windows, for `SCRATCH_SEEDS` independently trained models.
+//! "From scratch": the sink census and the super-neuron scan repeated on the two
+//! decoders the training harness trains at this scale (`sinkrep-subjects`): the text
+//! corpus subject (claim 4's judged configuration) and the synthetic subject (a
+//! Bigram-Backcopy model that forms a sink), on random token sequences and on validation
+//! windows, for `SCRATCH_SEEDS` independently trained models each. For the synthetic
+//! subject, whose sink forms during training, the order of events along training too.
 
 use crate::metrics::census_metrics;
 use crate::rows::write_census_to;
 use crate::{study, Sizes};
-use sinkrep_analysis::{random_tokens, SinkReport};
+use sinkrep_analysis::{random_tokens, SinkReport, SUPER_NEURON_ABS, SUPER_NEURON_MEDIAN_RATIO};
 use sinkrep_runner::RunContext;
-use sinkrep_subjects::{from_scratch_stage, SCRATCH_SEEDS};
+use sinkrep_subjects::{
+    first_step, from_scratch_stage, sink_step, FromScratch, Subject, MASSIVE_DOM_RATIO,
+    SCRATCH_SEEDS,
+};
 
-/// Trains (or reuses) the models, runs both censuses on each, writes
-/// `scratch_census_layers.csv` and `scratch_alpha_per_head.csv` for the first seed, and
-/// records `scratch.*` metrics as means over the seeds (with their spread).
-pub fn run(ctx: &mut RunContext, sizes: &Sizes) -> anyhow::Result<()> {
-    let subjects = from_scratch_stage(ctx, SCRATCH_SEEDS)?;
+/// Trains (or reuses) the models of `subject`, runs both censuses on each, writes
+/// `<prefix>_census_layers.csv` and `<prefix>_alpha_per_head.csv` for the first seed,
+/// and records `<prefix>.*` metrics as means over the seeds (with their spread).
+pub fn run(ctx: &mut RunContext, sizes: &Sizes, subject: Subject) -> anyhow::Result<()> {
+    let subjects = from_scratch_stage(ctx, subject, SCRATCH_SEEDS)?;
     let seeds: Vec<u64> = subjects.iter().map(|f| f.seed).collect();
-    ctx.per_seed(&seeds, |ctx, i| one(ctx, sizes, &subjects[i], i == 0))
+    ctx.per_seed(&seeds, |ctx, i| {
+        one(ctx, sizes, &subjects[i], subject, i == 0)
+    })
 }
 
 fn one(
     ctx: &mut RunContext,
     sizes: &Sizes,
-    fs: &sinkrep_subjects::FromScratch,
+    fs: &FromScratch,
+    subject: Subject,
     tables: bool,
 ) -> anyhow::Result<()> {
+    let p = subject.prefix();
     let seed = fs.seed;
     let t = sizes.seq_len.min(fs.config.seq_len);
     let random = random_tokens(sizes.random_seqs, t, fs.model.config.vocab_size, seed);
@@ -32,22 +41,22 @@ fn one(
     let census = |seqs: &[Vec<i64>]| -> anyhow::Result<SinkReport> {
         study::census(&fs.model, seqs, sizes.batch, &mut |_| {})
     };
-    let (rand_rep, text_rep) = ctx.stage("scratch-census", |_| {
+    let (rand_rep, text_rep) = ctx.stage(&format!("{p}-census"), |_| {
         Ok::<_, anyhow::Error>((census(&random)?, census(&text)?))
     })?;
     if tables {
-        ctx.write_json("scratch_census_text.json", &text_rep)?;
+        ctx.write_json(&format!("{p}_census_text.json"), &text_rep)?;
         write_census_to(
             ctx,
-            "scratch_",
+            &format!("{p}_"),
             &[("text", &text_rep), ("random", &rand_rep)],
         )?;
     }
-    census_metrics(ctx, "scratch.", &text_rep, &rand_rep)?;
-    ctx.metric("scratch.val_loss", fs.final_val_loss)?;
+    census_metrics(ctx, &format!("{p}."), &text_rep, &rand_rep)?;
+    ctx.metric(&format!("{p}.val_loss"), fs.final_val_loss)?;
     for (name, r) in [("text", &text_rep), ("random", &rand_rep)] {
         ctx.metric(
-            &format!("scratch.n_super_neurons_{name}"),
+            &format!("{p}.n_super_neurons_{name}"),
             r.super_neurons.len() as f64,
         )?;
         let strongest = r
@@ -56,7 +65,46 @@ fn one(
             .filter_map(|l| l.top_ffn_channels.first())
             .map(|c| c.value.abs())
             .fold(0.0f64, f64::max);
-        ctx.metric(&format!("scratch.top_ffn_abs_{name}"), strongest)?;
+        ctx.metric(&format!("{p}.top_ffn_abs_{name}"), strongest)?;
     }
+    if subject == Subject::Synthetic {
+        order_metrics(ctx, p, fs)?;
+    }
+    Ok(())
+}
+
+/// The order of events along training (evaluation steps of the run): the first step
+/// with a sink (Sink_0^0.3 >= 30%), with a super neuron at position 0 (the strongest FFN
+/// channel there passes the census's rule: |mean activation| > SUPER_NEURON_ABS and >
+/// SUPER_NEURON_MEDIAN_RATIO x the layer median) and with massive dims (DomRatio of h_0
+/// above MASSIVE_DOM_RATIO in some layer); the leads are sink step minus the other
+/// (positive: before the sink). NaN when an event never happens.
+fn order_metrics(ctx: &mut RunContext, p: &str, fs: &FromScratch) -> anyhow::Result<()> {
+    let evals = &fs.measured.evals;
+    let sink = sink_step(evals);
+    let sup = first_step(evals, |e| {
+        e.top_ffn_abs > SUPER_NEURON_ABS && e.top_ffn_ratio > SUPER_NEURON_MEDIAN_RATIO
+    });
+    let massive = first_step(evals, |e| e.dom_ratio_max > MASSIVE_DOM_RATIO);
+    ctx.metric(&format!("{p}.order.sink_step"), sink)?;
+    ctx.metric(&format!("{p}.order.super_neuron_step"), sup)?;
+    ctx.metric(&format!("{p}.order.massive_step"), massive)?;
+    ctx.metric(&format!("{p}.order.super_neuron_lead"), sink - sup)?;
+    ctx.metric(&format!("{p}.order.massive_lead"), sink - massive)?;
+    // Peaks over training (the final model may have moved past them).
+    let peak =
+        |f: fn(&sinkrep_subjects::EvalPoint) -> f64| evals.iter().map(f).fold(f64::NAN, f64::max);
+    ctx.metric(
+        &format!("{p}.order.peak_top_ffn_abs"),
+        peak(|e| e.top_ffn_abs),
+    )?;
+    ctx.metric(
+        &format!("{p}.order.peak_top_ffn_ratio"),
+        peak(|e| e.top_ffn_ratio),
+    )?;
+    ctx.metric(
+        &format!("{p}.order.peak_dom_ratio_max"),
+        peak(|e| e.dom_ratio_max),
+    )?;
     Ok(())
 }

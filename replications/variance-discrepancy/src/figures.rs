@@ -352,5 +352,63 @@ pub(crate) fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Resul
         Some(("1 (no discrepancy)", 1.0)),
         true,
     )?);
+    files.extend(synthetic_figures(run_dir, fig_dir, style)?);
+    Ok(files)
+}
+
+/// The synthetic subject along training, one line per seed: the variance ratio of
+/// position 0 and Sink_0^0.3 (two figures with a shared step axis).
+fn synthetic_figures(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Result<Vec<PathBuf>> {
+    let path = run_dir.join(crate::synthetic::CURVES_CSV);
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let t = CsvTable::read(&path)?;
+    let (seeds, steps) = (t.column("seed")?, t.column_f64("step")?);
+    let mut keys: Vec<&str> = seeds.to_vec();
+    keys.dedup();
+    let mut files = Vec::new();
+    let charts = [
+        (
+            "synthetic_var_ratio_over_training",
+            "Synthetic subject: Var(o_0) / mean Var(o_t), t >= 1, across channels, over training",
+            "variance ratio (mean over layers)",
+            "agg_var_ratio_channels",
+            true,
+        ),
+        (
+            "synthetic_sink_over_training",
+            "Synthetic subject: Sink_0^0.3 over training",
+            "Sink_0^0.3 (%)",
+            "sink_pct",
+            false,
+        ),
+    ];
+    for (stem, title, y_label, col, log_y) in charts {
+        let ys = t.column_f64(col)?;
+        let series: Vec<Series> = keys
+            .iter()
+            .map(|k| Series {
+                name: format!("seed {k}"),
+                points: (0..ys.len())
+                    .filter(|&i| seeds[i] == *k)
+                    .map(|i| (steps[i], ys[i]))
+                    .collect(),
+            })
+            .collect();
+        let f = line_chart(
+            style,
+            &fig_dir.join(stem),
+            &LineChart {
+                title,
+                x_label: "training step",
+                y_label,
+                series: &series,
+                log_x: false,
+                log_y,
+            },
+        )?;
+        files.extend(f.paths());
+    }
     Ok(files)
 }

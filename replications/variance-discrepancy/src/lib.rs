@@ -9,6 +9,7 @@
 
 mod figures;
 pub mod stats;
+pub mod synthetic;
 pub mod theory;
 
 use std::path::{Path, PathBuf};
@@ -498,6 +499,8 @@ impl Study for VarianceDiscrepancy {
             ctx.for_model(&claim.models, alias, |ctx| run_model(ctx, &s, alias))?;
         }
         ctx.stage("random-init models", |ctx| run_init(ctx, &s))?;
+        // The synthetic subject: variance discrepancy vs the sink along training.
+        synthetic::run(ctx)?;
         Ok(())
     }
 
