@@ -105,6 +105,13 @@ fuzz N="50000": _venv
     cargo test --release -p sinkrep-gguf --test gguf --no-run --quiet
     ulimit -v 3145728 && SINKREP_FUZZ_N={{N}} cargo test --release -p sinkrep-gguf --test gguf pinned_headers_survive_seeded_corruption -- --nocapture
 
+# The synthetic-subject search (issue 14): a grid of task x start token x depth x lr x
+# weight decay, each run measured along training; writes docs/research/synthetic-search/
+# (curves.csv, summary.csv/.md, sink_vs_steps figure, manifest.json). About 25 CPU-minutes.
+# Options: --jobs N, --only SUBSTR, --steps N, --out DIR.
+synthetic-search *ARGS: _venv
+    cargo run --release --quiet -p sinkrep-subjects --example synthetic_search -- "$@"
+
 # Criterion benchmarks (`just bench -- --save-baseline X` to compare later).
 bench *ARGS: _venv
     cargo bench --bench model "$@"

@@ -326,6 +326,10 @@ def main():
         tlog.close()
         vlog.close()
         print(f"train_ddp: {run}: {a.steps} steps on {world} process(es)", file=sys.stderr)
+    # Tear the group down together: a rank that destroyed it while rank 0 was still
+    # writing checkpoints made gloo abort rank 0 ("terminate called without an active
+    # exception") once, on a loaded machine.
+    dist.barrier()
     dist.destroy_process_group()
 
 

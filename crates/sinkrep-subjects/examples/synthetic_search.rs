@@ -9,13 +9,14 @@
 //! - `curves.csv`: one row per (config, step);
 //! - `summary.csv` and `summary.md`: one row per config, final state and first sink step;
 //! - `timing.csv`: CPU seconds per run (the only numbers that vary between runs);
-//! - `sink_vs_steps.svg/.png`: Sink_0 over steps, one line per config;
+//! - `sink_vs_steps.svg/.png`: Sink_0 over steps, a heatmap row per config;
 //! - `manifest.json`: the machine, the grid and every output's sha256.
 //!
 //! `just synthetic-search` runs it into `docs/research/synthetic-search/`. Runs train in
 //! parallel, one libtorch thread each, so the numbers do not depend on `--jobs`.
 //!
-//! Usage: `synthetic_search [--out DIR] [--jobs N] [--only SUBSTR] [--steps N]`
+//! Usage: `synthetic_search [--out DIR] [--jobs N] [--only SUBSTR] [--steps N] [--replot]`
+//! (`--replot` redraws the figure from the folder's `curves.csv` without training).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sinkrep_model::{AttnVariant, Precision};
-use sinkrep_runner::{line_chart, FigureStyle, LineChart, Series};
+use sinkrep_runner::{heatmap, ColourMap, FigureStyle, Heatmap};
 use sinkrep_stats::SINK_EPS;
 use sinkrep_subjects::{analysis_windows, train_subject, GainInit, SubjectSizes};
 use sinkrep_train::{Start, SyntheticTask, TaskKind, TokenData};
@@ -171,6 +172,7 @@ struct Args {
     jobs: usize,
     only: Option<String>,
     steps: usize,
+    replot: bool,
 }
 
 fn args() -> Result<Args> {
@@ -179,6 +181,7 @@ fn args() -> Result<Args> {
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         only: None,
         steps: 1500,
+        replot: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -188,8 +191,11 @@ fn args() -> Result<Args> {
             "--jobs" => a.jobs = value()?.parse().context("--jobs: not a number")?,
             "--only" => a.only = Some(value()?),
             "--steps" => a.steps = value()?.parse().context("--steps: not a number")?,
+            "--replot" => a.replot = true,
             "-h" | "--help" => {
-                println!("synthetic_search [--out DIR] [--jobs N] [--only SUBSTR] [--steps N]");
+                println!(
+                    "synthetic_search [--out DIR] [--jobs N] [--only SUBSTR] [--steps N] [--replot]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (see --help)"),
@@ -241,6 +247,9 @@ fn cpu_time() -> Option<f64> {
 
 fn main() -> Result<()> {
     let a = args()?;
+    if a.replot {
+        return replot(&a.out);
+    }
     let points: Vec<Point> = grid()
         .into_iter()
         .filter(|p| a.only.as_ref().is_none_or(|s| p.id().contains(s.as_str())))
@@ -273,7 +282,6 @@ fn write_outputs(a: &Args, outcomes: &[Outcome]) -> Result<()> {
     let mut curves = csv::Writer::from_writer(Vec::new());
     let mut summary = csv::Writer::from_writer(Vec::new());
     let mut timing = csv::Writer::from_writer(Vec::new());
-    let mut series = Vec::new();
     let mut md = String::from(
         "| config | Sink_0 final (%) | Sink_0 last 5 evals (%) | alpha_0 max | DomRatio h_0 | top FFN at 0 | max\\|h_0\\| / others | val loss | first step Sink_0 >= 30% | CPU s |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
@@ -336,14 +344,6 @@ fn write_outputs(a: &Args, outcomes: &[Outcome]) -> Result<()> {
             o.cpu_seconds,
         ));
         summary.serialize(row)?;
-        series.push(Series {
-            name: o.id.clone(),
-            points: o
-                .evals
-                .iter()
-                .map(|e| (e.step as f64, e.sink_pct))
-                .collect(),
-        });
     }
     let mut files: Vec<PathBuf> = Vec::new();
     for (name, bytes) in [
@@ -356,20 +356,14 @@ fn write_outputs(a: &Args, outcomes: &[Outcome]) -> Result<()> {
         sinkrep_inputs::write_atomic(&path, &bytes)?;
         files.push(path);
     }
-    let style = FigureStyle::with_default_font();
-    let fig = line_chart(
-        &style,
-        &a.out.join("sink_vs_steps"),
-        &LineChart {
-            title: "Synthetic search: Sink_0^0.3 over training, per config",
-            x_label: "step",
-            y_label: "Sink_0^0.3 (%)",
-            series: &series,
-            log_x: false,
-            log_y: false,
-        },
-    )?;
-    files.extend(fig.paths());
+    let grid: Vec<(String, Vec<(usize, f64)>)> = outcomes
+        .iter()
+        .map(|o| {
+            let pts = o.evals.iter().map(|e| (e.step, e.sink_pct)).collect();
+            (o.id.clone(), pts)
+        })
+        .collect();
+    files.extend(draw(&a.out, &grid)?);
     let (cpu_model, cpu_isa) = sinkrep_runner::cpu_info();
     let mut hashes = BTreeMap::new();
     for f in &files {
@@ -392,5 +386,69 @@ fn write_outputs(a: &Args, outcomes: &[Outcome]) -> Result<()> {
     json.push(b'\n');
     sinkrep_inputs::write_atomic(&a.out.join("manifest.json"), &json)?;
     eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// The figure: one row per config, one column per evaluation step (a heatmap stays
+/// readable with dozens of configs where a line per config does not).
+fn draw(out: &Path, grid: &[(String, Vec<(usize, f64)>)]) -> Result<Vec<PathBuf>> {
+    let style = FigureStyle::with_default_font();
+    let steps: Vec<usize> = grid
+        .first()
+        .map(|g| g.1.iter().map(|p| p.0).collect())
+        .unwrap_or_default();
+    let matrix: Vec<Vec<f64>> = grid
+        .iter()
+        .map(|g| g.1.iter().map(|p| p.1).collect())
+        .collect();
+    let x_ticks: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+    let y_ticks: Vec<String> = grid.iter().map(|g| g.0.clone()).collect();
+    let fig = heatmap(
+        &style,
+        &out.join("sink_vs_steps"),
+        &Heatmap {
+            title: "Synthetic search: Sink_0^0.3 (%) over training, per config",
+            x_label: "training step",
+            y_label: "config",
+            matrix: &matrix,
+            x_ticks: &x_ticks,
+            y_ticks: &y_ticks,
+            legend: "Sink_0^0.3 (%)",
+            colours: ColourMap::Viridis,
+            range: Some((0.0, 100.0)),
+            log: false,
+        },
+    )?;
+    Ok(fig.paths())
+}
+
+/// `--replot`: redraws the figure from `curves.csv` in `out` (configs in file order).
+fn replot(out: &Path) -> Result<()> {
+    let path = out.join("curves.csv");
+    let mut r =
+        csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut grid: Vec<(String, Vec<(usize, f64)>)> = Vec::new();
+    for row in r.deserialize() {
+        let (config, step, sink): (String, usize, f64) = {
+            let rec: BTreeMap<String, String> = row?;
+            let get = |k: &str| {
+                rec.get(k)
+                    .cloned()
+                    .with_context(|| format!("no column {k}"))
+            };
+            (
+                get("config")?,
+                get("step")?.parse()?,
+                get("sink_pct")?.parse()?,
+            )
+        };
+        match grid.last_mut() {
+            Some(g) if g.0 == config => g.1.push((step, sink)),
+            _ => grid.push((config, vec![(step, sink)])),
+        }
+    }
+    for f in draw(out, &grid)? {
+        eprintln!("wrote {}", f.display());
+    }
     Ok(())
 }

@@ -130,13 +130,33 @@ fn smoke_run_is_reproducible_and_complete() {
         VARIANTS.len() * s.seeds * sub.n_layers * sub.seq_len
     );
 
+    // The synthetic section: every variant and seed at every evaluation step, and the
+    // metrics its checks judge.
+    let syn = &s.synthetic;
+    let evals = syn.subject.steps / syn.subject.eval_every + 1;
+    let se = CsvTable::read(&rd.join(sinkrep_headwise_rmsnorm::SYNTHETIC_EVAL_CSV)).unwrap();
+    assert_eq!(
+        se.rows.len(),
+        sinkrep_headwise_rmsnorm::SYNTHETIC_VARIANTS.len() * syn.seeds * evals
+    );
+    for name in [
+        "synthetic.final.baseline.sink_pct",
+        "synthetic.paired.attn_mass_max.headwise_minus_baseline",
+        "synthetic.ratio.max_abs_ratio.headwise_over_baseline",
+        "synthetic.speedup.geomean.headwise",
+        "synthetic.emergence.gated.sink30_step",
+    ] {
+        assert!(metrics.contains_key(name), "{name}");
+    }
+
     // Figures come from the run folder alone.
     let figs = tempfile::tempdir().unwrap();
     let files: Vec<PathBuf> = replication()
         .unwrap()
         .figures(rd, figs.path(), &FigureStyle::svg_only())
         .expect("figures");
-    assert_eq!(files.len(), 9, "{files:?}");
+    // 9 of the corpus subject, 4 of the synthetic one.
+    assert_eq!(files.len(), 13, "{files:?}");
     assert!(files.iter().all(|f| f.is_file()));
 }
 

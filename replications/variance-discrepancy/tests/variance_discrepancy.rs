@@ -152,6 +152,13 @@ fn smoke_run_is_reproducible_and_complete() {
     assert!(metrics.contains_key("gemma3-270m.random.l0.slope"));
     let init = CsvTable::read(&rd.join("init_layers.csv")).unwrap();
     assert_eq!(init.rows.len(), s.init_seeds * s.init_layers);
+    // The synthetic subject: one row per seed and evaluation step; a fixed BOS has zero
+    // variance across sequences, the across-channels ratio is defined.
+    let syn =
+        CsvTable::read(&rd.join(sinkrep_variance_discrepancy::synthetic::CURVES_CSV)).unwrap();
+    assert!(!syn.rows.is_empty());
+    assert_eq!(metrics["synthetic.agg_var_ratio_seq.init"], Some(0.0));
+    assert!(metrics["synthetic.agg_var_ratio.init"].is_some_and(|r| r > 0.0));
 
     // Figures come from the run folder alone.
     let figs = tempfile::tempdir().unwrap();
@@ -159,8 +166,9 @@ fn smoke_run_is_reproducible_and_complete() {
         .unwrap()
         .figures(rd, figs.path(), &FigureStyle::svg_only())
         .expect("figures");
-    // 9 figures of the primary model, theory and init; 6 of Gemma's tables.
-    assert_eq!(files.len(), 15, "{files:?}");
+    // 9 figures of the primary model, theory and init; 6 of Gemma's tables; 2 of the
+    // synthetic subject.
+    assert_eq!(files.len(), 17, "{files:?}");
     assert!(files
         .iter()
         .any(|f| f.starts_with(figs.path().join("gemma3-270m"))));
