@@ -363,11 +363,14 @@ def main():
             r["step_s"] = float(m.group(1)) / 1e3
             m = re.search(r"([\d.]+) ms/step \(CPU\)", line)
             r["step_cpu_s"] = float(m.group(1)) / 1e3 if m else float("nan")
+            pl = next((l for l in read(r["stdout"]).splitlines() if l.startswith("Baseline") and "phases" in l), "")
+            r["phase_s"] = {k: float(v) / 1e3 for k, v in re.findall(r"(data|forward|backward|optimizer) ([\d.]+)", pl)}
             train["sinkrep"].append(r)
             r = R.run("train-torch", [a.torch_python, os.path.join(ROOT, "scripts", "bench", "torch_train_step.py"),
                                       "--steps", str(a.train_steps), "--threads", str(a.threads)])
             out = json.loads(read(r["stdout"]))
             r["step_s"], r["step_cpu_s"] = out["step_time_s"], out["step_cpu_s"]
+            r["phase_s"] = out.get("phase_s", {})
             train["torch"].append(r)
     matmul_peak("end")
 
@@ -530,10 +533,13 @@ def main():
     r2b = rows_bf16[0]["ratio"]
     targets.append(("Sink protocol at least 5x faster than HF (process wall), bf16 on both sides", fmt_x(r2b),
                     verdict(r2b >= 5, f"{5 / r2b:.2f}x short of 5x")))
+    r2ba = rows_bf16[2]["ratio"] if len(rows_bf16) > 2 else float("nan")
+    targets.append(("bf16 analysis phase ahead of HF's bf16 analysis (this CPU)", fmt_x(r2ba),
+                    verdict(r2ba > 1, f"sinkrep's takes {1 / r2ba:.2f}x HF's time")))
     frac = gf_s / peak
-    targets.append(("Sink protocol analysis at >= 50% of the matmul peak (f32)",
+    targets.append(("Sink protocol analysis at >= 85% of the matmul peak (f32)",
                     f"{gf_s:.1f} GFLOP/s = {100 * frac:.0f}% of {peak:.0f}",
-                    verdict(frac >= 0.5, f"{0.5 / frac:.2f}x too slow for 50%")))
+                    verdict(frac >= 0.85, f"{0.85 / frac:.2f}x too slow for 85%")))
     frac_b = gf_sb / peak_bf16
     targets.append(("Sink protocol analysis at >= 50% of the matmul peak (bf16)",
                     f"{gf_sb:.1f} GFLOP/s = {100 * frac_b:.0f}% of {peak_bf16:.0f}",
@@ -558,10 +564,13 @@ def main():
     train_row = next((r for r in rows if r["name"].startswith("3.") and "(wall" in r["name"]), None)
     if train_row:
         r3 = train_row["ratio"]
-        targets.append(("Training step at least as fast as PyTorch (wall)", fmt_x(r3),
-                        verdict(r3 >= 1, f"sinkrep takes {1 / r3:.2f}x PyTorch's time")))
+        targets.append(("Training step at least 1.3x plain PyTorch (wall)", fmt_x(r3),
+                        verdict(r3 >= 1.3, f"{1.3 / r3:.2f}x short of 1.3x (per-phase split under "
+                                           "'Where the time goes')")))
     else:
-        targets.append(("Training step at least as fast as PyTorch", "pending: training harness", "pending"))
+        targets.append(("Training step at least 1.3x plain PyTorch", "pending: training harness", "pending"))
+    targets.append(("cpu-scale `just replicate-all` at most 20 minutes on 2 cores",
+                    "not timed here (README, 'Scales', has the latest fresh-clone wall time)", "see README"))
 
     # ------------------------------------------------------------------------------------
     # BENCHMARKS.md
@@ -574,6 +583,8 @@ def main():
         envd = {}
     libtorch = envd.get("libtorch_version", "?")
     cpu = next((l.split(":", 1)[1].strip() for l in read("/proc/cpuinfo").splitlines() if l.startswith("model name")), "?")
+    flags = next((l.split(":", 1)[1].split() for l in read("/proc/cpuinfo").splitlines() if l.startswith("flags")), [])
+    isa = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2"))
     mem_total = next((l.split()[1] for l in read("/proc/meminfo").splitlines() if l.startswith("MemTotal")), "0")
     tv = sh([a.peers_python, "-c", "import torch, transformers; print(torch.__version__, transformers.__version__)"],
             env=env).split()
@@ -587,6 +598,8 @@ def main():
       f"`{os.path.relpath(a.workdir, ROOT)}/results.json`.\n")
     w("## Machine and versions\n")
     w(f"- CPU: {cpu}, {ncpu} logical CPUs, {int(mem_total) / 1048576:.0f} GiB RAM; {platform.system()} {platform.release()}")
+    w(f"- ISA: {isa} (AMX and AVX512-BF16 decide the bf16 matmul peak; absolute figures from machines that "
+      "differ here are not comparable, ratios measured side by side are)")
     w(f"- Load: `uptime` before: `{uptime_before}`; after: `{uptime_after}`. "
       f"1-minute load average at the start of each measured process: min {min(las):.2f}, median {med(las):.2f}, "
       f"max {max(las):.2f} on {ncpu} CPUs.")
@@ -678,6 +691,14 @@ def main():
     w("")
 
     w("## Where the time goes\n")
+    if train["sinkrep"] and all(r.get("phase_s") for r in train["sinkrep"] + train["torch"]):
+        ph = {side: {k: med([r["phase_s"].get(k, float("nan")) for r in train[side]])
+                     for k in ("data", "forward", "backward", "optimizer")} for side in ("sinkrep", "torch")}
+        w("- Training step, per phase (median over runs of each run's mean per step, wall): "
+          + "; ".join(f"{k} {1e3 * ph['sinkrep'][k]:.2f} ms vs {1e3 * ph['torch'][k]:.2f} ms "
+                      f"({ph['torch'][k] / ph['sinkrep'][k]:.2f}x)" for k in ph["sinkrep"])
+          + " (sinkrep vs PyTorch; data: sampling the batch; forward: forward pass and loss read back; "
+          "backward: zero_grad and backward; optimizer: gradient norm, clipping, lr, AdamW).")
     w(f"- Load process: sinkrep {fmt_s(rows[0]['ma'])} wall / {fmt_s(rows[1]['ma'])} CPU. HF "
       f"{fmt_s(rows[0]['mb'])} wall / {fmt_s(rows[1]['mb'])} CPU, of which `from_pretrained` + "
       f"`AutoTokenizer` take {fmt_s(med(hf_self['load']))} (model alone, in the sink runs: "

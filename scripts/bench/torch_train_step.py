@@ -153,21 +153,31 @@ def main():
         return MIN_LR + (LR - MIN_LR) * 0.5 * (1 + math.cos(math.pi * prog))
 
     times, cpu_times, losses = [], [], []
+    # Per-phase wall time, split as sinkrep-train's PhaseTimes: batch, forward + loss read
+    # back, zero_grad + backward, clip + lr + AdamW step.
+    phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     offs = torch.arange(SEQ + 1)
     for step in range(1, a.steps + 1):
         t0, c0 = time.perf_counter(), time.process_time()
         starts = torch.randint(0, tokens.numel() - SEQ - 1, (BATCH, 1), generator=gen)
         ids = tokens[starts + offs]  # (B, T+1)
         x, y = ids[:, :SEQ], ids[:, 1:].contiguous()
+        t_data = time.perf_counter()
         loss = model.loss(x, y)
         loss_v = loss.item()
+        t_fwd = time.perf_counter()
         opt.zero_grad()
         loss.backward()
+        t_bwd = time.perf_counter()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP))
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         opt.step()
-        times.append(time.perf_counter() - t0)
+        t_end = time.perf_counter()
+        for k, v in (("data", t_data - t0), ("forward", t_fwd - t_data),
+                     ("backward", t_bwd - t_fwd), ("optimizer", t_end - t_bwd)):
+            phases[k] += v
+        times.append(t_end - t0)
         cpu_times.append(time.process_time() - c0)
         losses.append(loss_v)
         if not (math.isfinite(loss_v) and math.isfinite(grad_norm)):
@@ -178,6 +188,7 @@ def main():
         "step_cpu_s": sum(cpu_times) / len(cpu_times),
         "median_step_s_after_first": statistics.median(times[1:]) if len(times) > 1 else times[0],
         "step_times_s": times,
+        "phase_s": {k: v / len(times) for k, v in phases.items()},
         "steps": a.steps,
         "tokens_per_step": BATCH * SEQ,
         "loss_first": losses[0],

@@ -40,7 +40,7 @@ const PROTOCOL_ORIGIN: &str = "replications/headwise-rmsnorm/claim.toml";
 /// never draws.
 pub const ANALYSIS_STEP: u64 = 1_000_000;
 /// Bumped whenever [`measure`] changes what it computes: part of every subject's key.
-const MEASURE_VERSION: u32 = 2;
+const MEASURE_VERSION: u32 = 3;
 
 /// How the head-wise RMSNorm gain starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +244,12 @@ pub struct EvalPoint {
     /// across sequences is 0): it asks whether o_0 = v_0, never averaged, is spread wider
     /// than the averaged outputs.
     pub agg_var_ratio_channels: f64,
+    /// The same across-channels ratio of the attention output after the head norm /
+    /// gate and W_O (mean over layers and windows), and the mean of |ln| of it: the
+    /// parity gap where position 0 holds a fixed token, whose across-sequences ratio is
+    /// 0 (and its |ln| infinite) in every variant.
+    pub out_var_ratio_channels: f64,
+    pub abs_log_out_var_ratio_channels: f64,
     /// Mean over layers of |ln out_var_ratio|: 0 is perfect parity.
     pub abs_log_out_var_ratio: f64,
     /// Effective rank of the final (normalised) hidden states, (windows x T) x d_model.
@@ -286,17 +292,25 @@ pub fn measure(model: &Model, windows: &[Vec<i64>], step: usize) -> Result<EvalP
         .max_by(|a, b| a.value.abs().total_cmp(&b.value.abs()));
     let one = AnalyzeOptions {
         batch: 1,
-        with_attn_out: false,
         ..opts.clone()
     };
-    let mut channel_ratios = Vec::new();
+    let (mut agg_ch, mut out_ch, mut gap_ch) = (Vec::new(), Vec::new(), Vec::new());
     for w in windows.iter().take(CHANNEL_VAR_WINDOWS) {
         let r = analyze(model, std::slice::from_ref(w), &one, &mut |_| {})
             .context("analysing one window")?;
-        channel_ratios.push(mean(r.layers.iter().map(|l| l.agg_var_ratio)));
+        agg_ch.push(mean(r.layers.iter().map(|l| l.agg_var_ratio)));
+        let out: Vec<f64> = r
+            .layers
+            .iter()
+            .map(|l| ratio_at(&l.attn_out_var_by_pos, 0))
+            .collect();
+        out_ch.push(mean(out.iter().copied()));
+        gap_ch.push(mean(out.iter().map(|x| x.ln().abs())));
     }
     Ok(EvalPoint {
-        agg_var_ratio_channels: mean(channel_ratios.iter().copied()),
+        agg_var_ratio_channels: mean(agg_ch.iter().copied()),
+        out_var_ratio_channels: mean(out_ch.iter().copied()),
+        abs_log_out_var_ratio_channels: mean(gap_ch.iter().copied()),
         top_ffn_abs: top.map_or(f64::NAN, |c| c.value.abs()),
         top_ffn_ratio: top.map_or(f64::NAN, |c| c.ratio_to_median),
         max_abs_ratio: ls

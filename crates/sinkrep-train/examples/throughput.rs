@@ -56,6 +56,15 @@ fn main() -> anyhow::Result<()> {
             out.final_train_loss.unwrap_or(f64::NAN),
             cfg.model.n_params(),
         );
+        let ph = &out.phase_time_s;
+        println!(
+            "{:<34} phases ms/step: data {:.2} forward {:.2} backward {:.2} optimizer {:.2}",
+            format!("{variant:?}"),
+            ph.data_s * 1e3,
+            ph.forward_s * 1e3,
+            ph.backward_s * 1e3,
+            ph.optimizer_s * 1e3,
+        );
     }
     Ok(())
 }

@@ -27,8 +27,8 @@ pub use data::{Corpus, Document, Sampler, TextTokenizer, TokenData, TokenDoc, To
 pub use optim::{AdamW, LrSchedule};
 pub use synthetic::{Start, SyntheticTask, TaskKind};
 pub use train::{
-    init_model, read_train_log, read_val_log, resume, train, OnEval, RunOptions, StepRecord,
-    TrainOutcome, ValRecord,
+    init_model, read_train_log, read_val_log, resume, train, OnEval, PhaseTimes, RunOptions,
+    StepRecord, TrainOutcome, ValRecord,
 };
 
 use std::path::{Path, PathBuf};

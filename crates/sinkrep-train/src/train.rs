@@ -216,6 +216,40 @@ pub struct TrainOutcome {
     pub step_time_s: f64,
     /// libtorch intra-op threads used by this call.
     pub torch_threads: usize,
+    /// Mean wall time per step of each phase in this call (they add up to
+    /// `step_time_s`). On a GPU, work still queued when a phase ends is counted in a
+    /// later one.
+    pub phase_time_s: PhaseTimes,
+}
+
+/// Where a training step's wall time goes: the batch (sampling and copying to the
+/// device), forward and loss (up to reading the loss back), backward, and the optimizer
+/// (gradient norm, clipping, the AdamW update).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PhaseTimes {
+    pub data_s: f64,
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub optimizer_s: f64,
+}
+
+impl PhaseTimes {
+    fn add(&mut self, o: &PhaseTimes) {
+        self.data_s += o.data_s;
+        self.forward_s += o.forward_s;
+        self.backward_s += o.backward_s;
+        self.optimizer_s += o.optimizer_s;
+    }
+
+    fn per_step(&self, n: usize) -> PhaseTimes {
+        let n = n.max(1) as f64;
+        PhaseTimes {
+            data_s: self.data_s / n,
+            forward_s: self.forward_s / n,
+            backward_s: self.backward_s / n,
+            optimizer_s: self.optimizer_s / n,
+        }
+    }
 }
 
 /// Trains `cfg` on `data` in `out_dir`. A new folder starts a run; a folder holding a
@@ -656,19 +690,23 @@ impl<'d> Session<'d> {
         let pb = progress_bar(opts.progress, self.cfg.steps, self.step);
         let tps = self.cfg.tokens_per_step();
         let (mut train_secs, mut steps_run) = (0.0f64, 0usize);
+        let mut phases = PhaseTimes::default();
         let mut completed = self.step >= self.cfg.steps;
         while self.step < self.cfg.steps {
             let step = self.step + 1;
             let t0 = Instant::now();
             let lr = self.sched.at(step);
             let (x, y) = self.train_sampler.batch(step as u64, self.device);
+            let t_data = Instant::now();
             let loss = self.model.loss(&x, &y, &mut Hooks::new())?;
             let loss_v = loss.double_value(&[]);
             if !loss_v.is_finite() {
                 return Err(self.non_finite(step, "training loss", loss_v));
             }
+            let t_forward = Instant::now();
             self.opt.zero_grad();
             loss.backward();
+            let t_backward = Instant::now();
             let grad_norm = self.opt.grad_norm();
             if !grad_norm.is_finite() {
                 return Err(self.non_finite(step, "gradient norm", grad_norm));
@@ -681,6 +719,12 @@ impl<'d> Session<'d> {
             self.opt.step(lr);
             self.step = step;
             let step_s = t0.elapsed().as_secs_f64();
+            phases.add(&PhaseTimes {
+                data_s: (t_data - t0).as_secs_f64(),
+                forward_s: (t_forward - t_data).as_secs_f64(),
+                backward_s: (t_backward - t_forward).as_secs_f64(),
+                optimizer_s: step_s - (t_backward - t0).as_secs_f64(),
+            });
             train_secs += step_s;
             steps_run += 1;
 
@@ -734,6 +778,7 @@ impl<'d> Session<'d> {
             timing_csv: self.dir.join(TIMING_CSV),
             tokens_per_s: (steps_run * tps) as f64 / train_secs.max(1e-9),
             step_time_s: train_secs / steps_run.max(1) as f64,
+            phase_time_s: phases.per_step(steps_run),
             torch_threads: tch::get_num_threads().max(0) as usize,
             train_log: self.train_log,
             val_log: self.val_log,

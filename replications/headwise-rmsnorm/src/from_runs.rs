@@ -24,7 +24,10 @@ use sinkrep_analysis::pinned;
 use sinkrep_runner::{Claim, FigureStyle, Replication, RunContext, Scale};
 use sinkrep_subjects::imported::{measure_all, ImportedRun, Weights};
 
-use crate::{record_measure_config, write_metrics, write_tables, RunResult, Sizes, VARIANTS};
+use crate::{
+    record_measure_config, synthetic_section, write_metrics, write_tables, RunResult, Sizes,
+    VARIANTS,
+};
 
 /// Variants an import must have: the ones the checks judge.
 const REQUIRED: [&str; 2] = ["baseline", "headwise"];
@@ -275,5 +278,8 @@ fn run(claim: &Claim, import: &Import, ctx: &mut RunContext) -> Result<()> {
     let judged: Vec<&RunResult> = all.iter().collect();
     write_tables(ctx, &judged, &all)?;
     s.grid.clear();
-    write_metrics(ctx, &all, &s)
+    write_metrics(ctx, &all, &s)?;
+    // The synthetic section is not imported: its small runs train here (the same
+    // protocol as a self-trained run), so its checks are judged either way.
+    synthetic_section(ctx, &s.synthetic, &device)
 }

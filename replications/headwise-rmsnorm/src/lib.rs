@@ -318,6 +318,7 @@ fn write_eval_rows(ctx: &mut RunContext, file: &str, runs: &[&RunResult]) -> Res
                 out_var_ratio_mean: e.out_var_ratio_mean,
                 abs_log_out_var_ratio: e.abs_log_out_var_ratio,
                 eff_rank: e.eff_rank,
+                abs_log_out_var_ratio_channels: e.abs_log_out_var_ratio_channels,
                 top_ffn_abs: e.top_ffn_abs,
                 top_ffn_ratio: e.top_ffn_ratio,
                 max_abs_ratio: e.max_abs_ratio,
@@ -380,6 +381,7 @@ struct EvalRow {
     out_var_ratio_mean: f64,
     abs_log_out_var_ratio: f64,
     eff_rank: f64,
+    abs_log_out_var_ratio_channels: f64,
     top_ffn_abs: f64,
     top_ffn_ratio: f64,
     max_abs_ratio: f64,
@@ -471,8 +473,11 @@ fn paired_metrics(
         &per_seed(&|b, o| o.final_train() - b.final_train()),
     )?;
     type Of = fn(&EvalPoint) -> f64;
-    let diffs: [(&str, Of); 3] = [
+    let diffs: [(&str, Of); 4] = [
         ("abs_log_out_var_ratio", |e| e.abs_log_out_var_ratio),
+        ("abs_log_out_var_ratio_channels", |e| {
+            e.abs_log_out_var_ratio_channels
+        }),
         ("attn_mass_max", |e| e.attn_mass_max),
         ("sink_pct", |e| e.sink_pct),
     ];
@@ -664,7 +669,11 @@ pub const SYNTHETIC_EVAL_CSV: &str = "synthetic_eval_metrics.csv";
 /// Claim 4 on the synthetic subject, which forms a sink: baseline, head-wise RMSNorm and
 /// gated attention over the same seeds (same data order and, for head-wise, the same
 /// initial shared weights), measured along training; metrics `synthetic.*`.
-fn synthetic_section(ctx: &mut RunContext, p: &SyntheticProtocol, device: &str) -> Result<()> {
+pub(crate) fn synthetic_section(
+    ctx: &mut RunContext,
+    p: &SyntheticProtocol,
+    device: &str,
+) -> Result<()> {
     let sub = &p.subject;
     let data = sinkrep_subjects::corpus(ctx, sub)?;
     ctx.config("synthetic_data_fingerprint", &data.fingerprint)?;
