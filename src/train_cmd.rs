@@ -82,6 +82,9 @@ fn config_for(a: &TrainArgs) -> Result<TrainConfig> {
     };
     let variant = AttnVariant::from(a.variant);
     if let Some(path) = &a.config {
+        if matches!(a.subject, SubjectArg::Synthetic) {
+            bail!("--subject goes with --scale; a --config names its own data (its `task`)");
+        }
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut cfg: TrainConfig = serde_json::from_str(&text)

@@ -672,3 +672,54 @@ fn hf_llama3_rope_scaling_loads_and_round_trips() {
     assert_eq!(back.config, lin);
     assert!(run(&back, &x, &mut Hooks::new()).equal(&run(&m, &x, &mut Hooks::new())));
 }
+
+/// `sinkrep train --subject synthetic` trains the synthetic subject (no corpus needed),
+/// records its task in run.json, and `analyze --random` reads the result.
+#[test]
+fn train_and_analyze_the_synthetic_subject() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let run_s = run_dir.to_str().unwrap();
+    let o = sinkrep(&[
+        "train",
+        "--variant",
+        "baseline",
+        "--scale",
+        "smoke",
+        "--subject",
+        "synthetic",
+        "--device",
+        "cpu",
+        "--out",
+        run_s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["data"]["task"]["task"], "bigram-backcopy");
+    assert_eq!(run["data"]["task"]["start"], "bos");
+    let a = sinkrep(&[
+        "analyze",
+        "--model",
+        run_s,
+        "--random",
+        "4",
+        "--seq-len",
+        "16",
+        "--device",
+        "cpu",
+    ]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert!(String::from_utf8_lossy(&a.stdout).contains("Sink_0^0.3"));
+    // --subject needs --scale.
+    let bad = sinkrep(&[
+        "train",
+        "--variant",
+        "baseline",
+        "--subject",
+        "synthetic",
+        "--out",
+        run_s,
+    ]);
+    assert!(!bad.status.success());
+}
