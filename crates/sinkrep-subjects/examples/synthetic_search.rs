@@ -26,8 +26,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sinkrep_model::{AttnVariant, Precision};
 use sinkrep_runner::{heatmap, ColourMap, FigureStyle, Heatmap};
-use sinkrep_stats::SINK_EPS;
-use sinkrep_subjects::{analysis_windows, train_subject, GainInit, SubjectSizes};
+use sinkrep_subjects::{analysis_windows, sink_step, train_subject, GainInit, SubjectSizes};
 use sinkrep_train::{Start, SyntheticTask, TaskKind, TokenData};
 
 /// One point of the grid.
@@ -304,11 +303,8 @@ fn write_outputs(a: &Args, outcomes: &[Outcome]) -> Result<()> {
         let last = o.evals.last().context("a run without evaluations")?;
         let tail = &o.evals[o.evals.len().saturating_sub(5)..];
         let late = tail.iter().map(|e| e.sink_pct).sum::<f64>() / tail.len() as f64;
-        let first = o
-            .evals
-            .iter()
-            .find(|e| e.sink_pct >= 100.0 * SINK_EPS)
-            .map(|e| e.step);
+        let step = sink_step(&o.evals);
+        let first = (!step.is_nan()).then_some(step as usize);
         let row = SummaryRow {
             config: o.id.clone(),
             task: o.point.task,

@@ -687,6 +687,20 @@ pub fn sink_step(evals: &[EvalPoint]) -> f64 {
     first_step(evals, |e| e.sink_pct >= 100.0 * SINK_EPS)
 }
 
+/// Trains (or reuses) `subject`'s baseline for `SCRATCH_SEEDS` seeds and runs `f` once
+/// per model as a per-seed measurement (`RunContext::per_seed`: every metric `f` records
+/// becomes a seed family). `f` is told whether its model is the first seed's, whose
+/// tables a section writes.
+pub fn per_scratch_seed(
+    ctx: &mut RunContext,
+    subject: Subject,
+    mut f: impl FnMut(&mut RunContext, &FromScratch, bool) -> Result<()>,
+) -> Result<()> {
+    let subjects = from_scratch_stage(ctx, subject, SCRATCH_SEEDS)?;
+    let seeds: Vec<u64> = subjects.iter().map(|s| s.seed).collect();
+    ctx.per_seed(&seeds, |ctx, i| f(ctx, &subjects[i], i == 0))
+}
+
 /// How many seeds of the baseline subject other claims' "from scratch" sections analyse:
 /// their metrics are means over these seeds, so drift checks get a seed spread.
 pub const SCRATCH_SEEDS: usize = 3;

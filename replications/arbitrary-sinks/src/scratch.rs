@@ -9,7 +9,7 @@ use sinkrep_analysis::{analyze, random_tokens, AnalyzeOptions, SinkReport};
 use sinkrep_model::{Amplify, AmplifyMode, CenterMean, Interventions, Layers, MaskSelf, Model};
 use sinkrep_runner::RunContext;
 use sinkrep_stats::{mean, SINK_EPS};
-use sinkrep_subjects::{from_scratch_stage, FromScratch, Subject, SCRATCH_SEEDS};
+use sinkrep_subjects::{per_scratch_seed, FromScratch, Subject};
 
 /// The conditions, in table order.
 pub const CONDITIONS: [&str; 4] = ["baseline", "mask_self", "centered", "plain"];
@@ -69,10 +69,8 @@ fn report(
 /// metrics (means over inputs and k, then over the `SCRATCH_SEEDS` models, with their
 /// spread).
 pub fn run(ctx: &mut RunContext, plan: &Plan, subject: Subject) -> anyhow::Result<()> {
-    let subjects = from_scratch_stage(ctx, subject, SCRATCH_SEEDS)?;
-    let seeds: Vec<u64> = subjects.iter().map(|f| f.seed).collect();
-    ctx.per_seed(&seeds, |ctx, i| {
-        one(ctx, plan, &subjects[i], subject, i == 0)
+    per_scratch_seed(ctx, subject, |ctx, fs, first| {
+        one(ctx, plan, fs, subject, first)
     })
 }
 

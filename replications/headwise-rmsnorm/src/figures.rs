@@ -126,7 +126,7 @@ pub fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Result<Vec<P
     );
 
     let ev = CsvTable::read(&run_dir.join("eval_metrics.csv"))?;
-    for (col, stem, title, y, log_y) in [
+    let charts = [
         (
             "sink_pct",
             "sink_over_training",
@@ -155,24 +155,8 @@ pub fn draw(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Result<Vec<P
             "effective rank",
             false,
         ),
-    ] {
-        let series = means(&by_variant(&ev, "step", col)?);
-        out.extend(
-            line_chart(
-                style,
-                &fig_dir.join(stem),
-                &LineChart {
-                    title,
-                    x_label: "step",
-                    y_label: y,
-                    series: &series,
-                    log_x: false,
-                    log_y,
-                },
-            )?
-            .paths(),
-        );
-    }
+    ];
+    out.extend(over_training(&ev, &charts, means, fig_dir, style)?);
 
     // Per-position variance at the end, normalised by the mean over positions > 0 in
     // each (seed, layer), then averaged over seeds and layers.
@@ -250,8 +234,7 @@ fn synthetic_figures(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Res
         return Ok(Vec::new());
     }
     let ev = CsvTable::read(&path)?;
-    let mut out = Vec::new();
-    for (col, stem, title, y, log_y) in [
+    let charts = [
         (
             "sink_pct",
             "synthetic_sink_over_training",
@@ -280,8 +263,25 @@ fn synthetic_figures(run_dir: &Path, fig_dir: &Path, style: &FigureStyle) -> Res
             "val loss (nats/token)",
             false,
         ),
-    ] {
-        let series = banded(&by_variant(&ev, "step", col)?);
+    ];
+    over_training(&ev, &charts, banded, fig_dir, style)
+}
+
+/// One chart of an evaluation table's column over training steps.
+type OverTraining<'a> = (&'a str, &'a str, &'a str, &'a str, bool);
+
+/// Line charts of `charts` (column, file stem, title, y label, log y) over training
+/// steps, one line set per variant as `reduce` makes it from the seeds.
+fn over_training(
+    ev: &CsvTable,
+    charts: &[OverTraining],
+    reduce: fn(&Groups) -> Vec<Series>,
+    fig_dir: &Path,
+    style: &FigureStyle,
+) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for &(col, stem, title, y, log_y) in charts {
+        let series = reduce(&by_variant(ev, "step", col)?);
         out.extend(
             line_chart(
                 style,

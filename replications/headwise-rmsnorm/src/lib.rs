@@ -28,7 +28,7 @@ pub use sinkrep_subjects::{
     analysis_windows, final_hidden_eff_rank, first_step, measure, EvalPoint, GainInit, Measured,
     SubjectSizes, Trained, ANALYSIS_STEP, MASSIVE_DOM_RATIO,
 };
-use sinkrep_train::TrainConfig;
+use sinkrep_train::{TokenData, TrainConfig};
 
 /// The variants compared, with their short names (used in metric names and CSVs).
 /// `headwise` is the claim's module with one gain vector shared by all heads (the paper's
@@ -663,6 +663,32 @@ pub fn design(s: &Sizes, seeds: &[u64], device: &str) -> Vec<(String, &'static s
     out
 }
 
+/// Trains every (configuration, variant, config) of `plan` not trained yet in this
+/// invocation (in parallel, `sinkrep_subjects::obtain`) in stage `stage`, on `data` with
+/// its analysis windows, and returns the runs in plan order.
+fn train_plan(
+    ctx: &mut RunContext,
+    (data, windows): (&TokenData, &[Vec<i64>]),
+    plan: Vec<(String, &'static str, TrainConfig)>,
+    stage: &str,
+    label: &str,
+) -> Result<Vec<RunResult>> {
+    let configs: Vec<TrainConfig> = plan.iter().map(|p| p.2.clone()).collect();
+    let runs = ctx.stage(stage, |ctx| {
+        sinkrep_subjects::obtain(ctx, data, windows, &configs, label)
+    })?;
+    Ok(plan
+        .into_iter()
+        .zip(runs)
+        .map(|((config, variant, cfg), run)| RunResult {
+            config,
+            variant,
+            seed: cfg.seed,
+            run: run.measured.clone(),
+        })
+        .collect())
+}
+
 /// The table of the synthetic section: every variant's measurements along training.
 pub const SYNTHETIC_EVAL_CSV: &str = "synthetic_eval_metrics.csv";
 
@@ -683,24 +709,18 @@ pub(crate) fn synthetic_section(
     for &seed in &seeds {
         for (name, variant) in VARIANTS {
             if SYNTHETIC_VARIANTS.contains(&name) {
-                plan.push((name, sub.train_config(variant, seed, device)));
+                let cfg = sub.train_config(variant, seed, device);
+                plan.push(("synthetic".to_string(), name, cfg));
             }
         }
     }
-    let configs: Vec<TrainConfig> = plan.iter().map(|p| p.1.clone()).collect();
-    let runs = ctx.stage("synthetic-train", |ctx| {
-        sinkrep_subjects::obtain(ctx, &data, &windows, &configs, "synthetic subject")
-    })?;
-    let all: Vec<RunResult> = plan
-        .into_iter()
-        .zip(runs)
-        .map(|((variant, cfg), run)| RunResult {
-            config: "synthetic".to_string(),
-            variant,
-            seed: cfg.seed,
-            run: run.measured.clone(),
-        })
-        .collect();
+    let all = train_plan(
+        ctx,
+        (&data, &windows),
+        plan,
+        "synthetic-train",
+        "synthetic subject",
+    )?;
     let refs: Vec<&RunResult> = all.iter().collect();
     write_eval_rows(ctx, SYNTHETIC_EVAL_CSV, &refs)?;
     variant_metrics(ctx, "synthetic.", &refs, p.judged_steps)?;
@@ -732,20 +752,7 @@ impl Study for HeadwiseRmsnorm {
         let seeds = ctx.seeds(s.seeds);
         let plan = design(&s, &seeds, &device);
         ctx.config("train_config_baseline_seed0", &plan[0].2)?;
-        let configs: Vec<TrainConfig> = plan.iter().map(|p| p.2.clone()).collect();
-        let runs = ctx.stage("train", |ctx| {
-            sinkrep_subjects::obtain(ctx, &data, &windows, &configs, "headwise-rmsnorm")
-        })?;
-        let all: Vec<RunResult> = plan
-            .into_iter()
-            .zip(runs)
-            .map(|((config, variant, cfg), run)| RunResult {
-                config,
-                variant,
-                seed: cfg.seed,
-                run: run.measured.clone(),
-            })
-            .collect();
+        let all = train_plan(ctx, (&data, &windows), plan, "train", "headwise-rmsnorm")?;
         let judged: Vec<&RunResult> = all.iter().filter(|r| r.config == "judged").collect();
         write_tables(ctx, &judged, &all)?;
         write_metrics(ctx, &all, &s)?;

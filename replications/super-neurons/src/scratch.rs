@@ -11,18 +11,15 @@ use crate::{study, Sizes};
 use sinkrep_analysis::{random_tokens, SinkReport, SUPER_NEURON_ABS, SUPER_NEURON_MEDIAN_RATIO};
 use sinkrep_runner::RunContext;
 use sinkrep_subjects::{
-    first_step, from_scratch_stage, sink_step, FromScratch, Subject, MASSIVE_DOM_RATIO,
-    SCRATCH_SEEDS,
+    first_step, per_scratch_seed, sink_step, FromScratch, Subject, MASSIVE_DOM_RATIO,
 };
 
 /// Trains (or reuses) the models of `subject`, runs both censuses on each, writes
 /// `<prefix>_census_layers.csv` and `<prefix>_alpha_per_head.csv` for the first seed,
 /// and records `<prefix>.*` metrics as means over the seeds (with their spread).
 pub fn run(ctx: &mut RunContext, sizes: &Sizes, subject: Subject) -> anyhow::Result<()> {
-    let subjects = from_scratch_stage(ctx, subject, SCRATCH_SEEDS)?;
-    let seeds: Vec<u64> = subjects.iter().map(|f| f.seed).collect();
-    ctx.per_seed(&seeds, |ctx, i| {
-        one(ctx, sizes, &subjects[i], subject, i == 0)
+    per_scratch_seed(ctx, subject, |ctx, fs, first| {
+        one(ctx, sizes, fs, subject, first)
     })
 }
 

@@ -56,26 +56,18 @@ pub fn run(ctx: &mut RunContext) -> Result<()> {
     ctx.per_seed(&seeds, |ctx, i| -> Result<()> {
         let fs = &subjects[i];
         let evals = &fs.measured.evals;
-        let at =
-            |e: Option<&sinkrep_subjects::EvalPoint>,
-             f: fn(&sinkrep_subjects::EvalPoint) -> f64| { e.map_or(f64::NAN, f) };
-        let (first, last) = (evals.first(), evals.last());
-        ctx.metric(
-            "synthetic.agg_var_ratio.init",
-            at(first, |e| e.agg_var_ratio_channels),
-        )?;
-        ctx.metric(
-            "synthetic.agg_var_ratio.final",
-            at(last, |e| e.agg_var_ratio_channels),
-        )?;
-        ctx.metric(
-            "synthetic.agg_var_ratio_seq.init",
-            at(first, |e| e.agg_var_ratio_mean),
-        )?;
-        ctx.metric(
-            "synthetic.agg_var_ratio_seq.final",
-            at(last, |e| e.agg_var_ratio_mean),
-        )?;
+        // The ratio across channels (judged) and across sequences (0 for a fixed BOS),
+        // untrained and at the end.
+        type Of = fn(&sinkrep_subjects::EvalPoint) -> f64;
+        let ratios: [(&str, Of); 2] = [
+            ("agg_var_ratio", |e| e.agg_var_ratio_channels),
+            ("agg_var_ratio_seq", |e| e.agg_var_ratio_mean),
+        ];
+        for (name, f) in ratios {
+            for (when, e) in [("init", evals.first()), ("final", evals.last())] {
+                ctx.metric(&format!("synthetic.{name}.{when}"), e.map_or(f64::NAN, f))?;
+            }
+        }
         let sink = sink_step(evals);
         let var = first_step(evals, |e| e.agg_var_ratio_channels > 1.0);
         ctx.metric("synthetic.order.sink_step", sink)?;
