@@ -77,20 +77,37 @@ _drift-detected RUNS:
 # committed baselines.
 # Every argument goes to `sinkrep run` (e.g. --scale smoke --threads 1); --scale also
 # to figures, report and verify.
-replicate-all *ARGS: setup
+# Each phase's wall time goes to <runs>/replicate-all-timing.json (with the CPU model, ISA
+# flags and git revision; scripts/replicate_timing.py), which `just bench-compare` reads.
+replicate-all *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
-    scale=(); prev=""
+    started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    scale=(); scale_name=""; runs="{{justfile_directory()}}/runs"; prev=""
     for a in "$@"; do
-        [ "$prev" = "--scale" ] && scale=(--scale "$a")
-        case "$a" in --scale=*) scale=("$a");; esac
+        [ "$prev" = "--scale" ] && { scale=(--scale "$a"); scale_name=$a; }
+        [ "$prev" = "--out" ] && runs=$a
+        case "$a" in --scale=*) scale=("$a"); scale_name=${a#--scale=};; --out=*) runs=${a#--out=};; esac
         prev=$a
     done
+    timed=()
+    phase() {
+        local name=$1; shift; local t0; t0=$(date +%s%N); local rc=0
+        "$@" || rc=$?
+        local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+        timed+=("$name=$((ms / 1000)).$(printf %03d $((ms % 1000)))")
+        return $rc
+    }
+    phase setup just setup
+    phase build cargo build --release --quiet --bin sinkrep
     just sinkrep env
-    just sinkrep run all "$@"
-    just sinkrep figures "${scale[@]}"
-    just sinkrep report "${scale[@]}"
-    just sinkrep verify "${scale[@]}"
+    phase run just sinkrep run all "$@"
+    phase figures just sinkrep figures "${scale[@]}"
+    phase report just sinkrep report "${scale[@]}"
+    # A drifted verify still leaves its timing record, then fails the recipe.
+    rc=0; phase verify just sinkrep verify "${scale[@]}" || rc=$?
+    python3 scripts/replicate_timing.py "$runs" "$scale_name" "$started" "$*" "${timed[@]}"
+    exit $rc
 
 # Rewrite the committed baselines of a scale from its latest run (say why in the commit).
 update-baselines SCALE="smoke":

@@ -78,8 +78,9 @@ pub struct AnalyzeArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
     /// Matmul precision: f32 (exact, the default) or bf16 (linear layers in bf16 with
-    /// f32 accumulation; residual stream, softmax and every statistic stay f32; several
-    /// times faster on CPUs with AMX/AVX512-BF16 and on GPUs).
+    /// f32 accumulation; residual stream, softmax, the value projection and every
+    /// statistic stay f32; several times faster on CPUs with AMX/AVX512-BF16 and on GPUs;
+    /// statistics within 4% of f32).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
     /// Emit JSON instead of a table.

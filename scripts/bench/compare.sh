@@ -2,7 +2,7 @@
 # `just bench-compare [ARGS]`: sinkrep side by side with HF transformers and plain PyTorch on
 # this machine, in one run with alternating runs; writes BENCHMARKS.md at the repo root.
 #
-# Builds what it times (release profile only: the sinkrep binary, sinkrep-train's
+# Builds what it times (release profile only: the sinkrep binary, sinkrep-subjects'
 # `throughput` example, the criterion benches), sets up the peers venv
 # (scripts/peers/setup.sh), fetches the pinned model, then runs scripts/bench/compare.py
 # with the torch venv's python. ARGS go to compare.py (`--help` lists them), e.g.
@@ -30,11 +30,11 @@ MODEL="${SINKREP_BENCH_MODEL:-$CACHE/inputs/smollm2-135m-instruct/SmolLM2-135M-I
 [ -f "$MODEL" ] || die "model not found: $MODEL"
 
 extra=()
-# Row 3 needs sinkrep-train's throughput example; without it the row stays "pending".
-if cargo build --release --quiet -p sinkrep-train --example throughput 2>"$TARGET/bench-compare-train-build.log"; then
+# Row 3 needs sinkrep-subjects' throughput example; without it the row stays "pending".
+if cargo build --release --quiet -p sinkrep-subjects --example throughput 2>"$TARGET/bench-compare-train-build.log"; then
     extra+=(--train-bin "$TARGET/release/examples/throughput")
 else
-    say "sinkrep-train's throughput example does not build (see $TARGET/bench-compare-train-build.log): training row pending"
+    say "the throughput example does not build (see $TARGET/bench-compare-train-build.log): training row pending"
 fi
 if cargo build --release --quiet --example probe_overhead 2>"$TARGET/bench-compare-probe-build.log"; then
     extra+=(--probe-bin "$TARGET/release/examples/probe_overhead")

@@ -44,6 +44,23 @@ PROG = "torch_train_step"
 VOCAB, D, LAYERS, HEADS, HEAD_DIM, FF = 256, 128, 4, 4, 32, 384
 EPS, ROPE_BASE, SEQ, BATCH = 1e-5, 10_000.0, 128, 16
 LR, MIN_LR, WD, BETAS, ADAM_EPS, CLIP = 3e-3, 3e-4, 0.1, (0.9, 0.95), 1e-8, 1.0
+CLAIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "replications",
+                     "headwise-rmsnorm", "claim.toml")
+
+
+def use_subject():
+    """Switch the sizes to claim 4's cpu-scale subject (`[scale.cpu.subject]` of
+    replications/headwise-rmsnorm/claim.toml), what sinkrep's `throughput ... subject` times:
+    the same read as `SubjectSizes::at(Scale::Cpu)` for the fields that shape a step."""
+    import tomllib
+    global D, LAYERS, HEADS, HEAD_DIM, FF, SEQ, BATCH, LR, MIN_LR, WD
+    with open(CLAIM, "rb") as f:
+        s = tomllib.load(f)["scale"]["cpu"]["subject"]
+    if s.get("bpe_vocab"):
+        sys.exit(f"{PROG}: error: the cpu subject uses a BPE vocabulary; this script times byte models only")
+    D, LAYERS, HEADS, FF = s["d_model"], s["n_layers"], s["n_heads"], s["d_ff"]
+    HEAD_DIM, SEQ, BATCH = D // HEADS, s["seq_len"], s["batch"]
+    LR, MIN_LR, WD = s["lr"], s["min_lr"], s["weight_decay"]
 
 
 def rms_norm(x, w):
@@ -130,7 +147,11 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", choices=["small", "subject"], default="small",
+                   help="small: TrainConfig::small (default); subject: claim 4's cpu-scale subject")
     a = p.parse_args()
+    if a.model == "subject":
+        use_subject()
     if a.steps < 1:
         sys.exit(f"{PROG}: error: --steps must be >= 1")
     if a.threads > 0:
@@ -197,6 +218,8 @@ def main():
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "data": source,
+        "model": a.model,
+        "sizes": {"d_model": D, "layers": LAYERS, "heads": HEADS, "d_ff": FF, "seq": SEQ, "batch": BATCH},
     }))
 
 

@@ -377,6 +377,40 @@ fn bf16_precision_is_close_and_snapshot_is_transparent() {
     );
 }
 
+/// In bf16, a layer whose value aggregation a probe reads computes its value projection
+/// in f32: position 0 attends only to itself, so its aggregation is exactly v_0, and at
+/// layer 0 (whose input, the embedding, bf16 has not touched) it equals the f32 one bit
+/// for bit. Unprobed, the value projection is bf16 and position 0 differs.
+#[test]
+fn bf16_value_path_is_f32_where_probed() {
+    let mut m = tiny_model(3);
+    m.attn_impl = sinkrep_model::AttnImpl::Explicit;
+    let x = tokens(2, 16);
+    let z0 = |m: &Model, site: Site| {
+        let mut cap = Capture::new([(0, site)]);
+        run(m, &x, &mut Hooks::new().probe(&mut cap));
+        cap.get(0, site).unwrap().shallow_clone()
+    };
+    let f32_z = z0(&m, Site::AttnZ).select(1, 0);
+    m.set_precision(Precision::Bf16, true);
+    let bf16_z = z0(&m, Site::AttnZ).select(1, 0);
+    assert!(
+        bf16_z.equal(&f32_z),
+        "probed value path is not f32 in bf16 mode"
+    );
+    // The W_O output of the same layer, with nobody reading the aggregation: bf16 values.
+    let f32_model = {
+        let mut m2 = tiny_model(3);
+        m2.attn_impl = sinkrep_model::AttnImpl::Explicit;
+        z0(&m2, Site::AttnOut).select(1, 0)
+    };
+    let bf16_out = z0(&m, Site::AttnOut).select(1, 0);
+    assert!(
+        !bf16_out.equal(&f32_model),
+        "bf16 mode changed nothing unprobed"
+    );
+}
+
 /// The probe's per-position variance across sequences is exact however the sequences
 /// are batched, and where the mean dwarfs the spread (the first token's massive dims:
 /// 1e4 +- 1e-2 here, where an f32 sum / sum-of-squares would give garbage): guards the

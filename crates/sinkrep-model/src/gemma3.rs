@@ -236,7 +236,10 @@ impl Attention {
             self.eps,
         )
         .transpose(1, 2); // (B, KV, T, Dh)
-        let v = prec.mm(&xc, &self.wv).view([b, t, kv, dh]).transpose(1, 2); // (B, KV, T, Dh)
+        let v = prec
+            .value(x, &xc, &self.wv, hooks.wants(layer, Site::AttnZ))
+            .view([b, t, kv, dh])
+            .transpose(1, 2); // (B, KV, T, Dh)
         let q = rope.apply(&q);
         let k = rope.apply(&k);
 

@@ -1,11 +1,16 @@
-//! Training throughput of the small model (d_model 128, 4 layers, 4 heads, seq 128,
-//! batch 16, byte vocabulary) for each attention variant, on the pinned corpus.
+//! Training throughput of one model for each attention variant, on the pinned corpus:
+//! `small` (the default: `TrainConfig::small`, d_model 128, 4 layers, 4 heads, seq 128,
+//! batch 16, byte vocabulary) or `subject` (claim 4's cpu-scale subject, the model a cpu
+//! `just replicate-all` trains 90 times: `[scale.cpu.subject]` of
+//! replications/headwise-rmsnorm/claim.toml, read through `SubjectSizes`).
 //!
-//! `cargo run --release -p sinkrep-train --example throughput -- [steps] [threads] [device] [precision]`
+//! `cargo run --release -p sinkrep-subjects --example throughput -- [steps] [threads] [device] [precision] [small|subject]`
 //! (threads: libtorch intra-op threads, 0 = libtorch's default; precision: f32 or bf16).
 
 use sinkrep_model::AttnVariant;
-use sinkrep_train::{train, Corpus, RunOptions, TokenData, TokenizerKind, TrainConfig};
+use sinkrep_runner::Scale;
+use sinkrep_subjects::SubjectSizes;
+use sinkrep_train::{train, Corpus, RunOptions, TokenData, TrainConfig};
 
 fn main() -> anyhow::Result<()> {
     // As the sinkrep binary does: keep freed tensor memory for reuse.
@@ -19,21 +24,31 @@ fn main() -> anyhow::Result<()> {
         Some("bf16") => sinkrep_model::Precision::Bf16,
         Some(p) => anyhow::bail!("precision `{p}`: expected f32 or bf16"),
     };
+    let subject = match args.get(5).map(String::as_str) {
+        None | Some("small") => None,
+        Some("subject") => Some(SubjectSizes::at(Scale::Cpu)?),
+        Some(m) => anyhow::bail!("model `{m}`: expected small or subject"),
+    };
+    let config = |variant: AttnVariant| match &subject {
+        None => TrainConfig::small(variant),
+        Some(s) => s.train_config(variant, 0, "cpu"),
+    };
     let corpus = Corpus::shakespeare()?;
-    let data = TokenData::build(&corpus, TokenizerKind::Bytes)?;
+    let data = TokenData::build(&corpus, config(AttnVariant::Baseline).tokenizer)?;
     if threads > 0 {
         tch::set_num_threads(threads as i32);
     }
     println!(
-        "torch threads {}, device {device}, {precision:?} matmuls, {steps} steps per variant",
-        tch::get_num_threads()
+        "torch threads {}, device {device}, {precision:?} matmuls, {steps} steps per variant, model {}",
+        tch::get_num_threads(),
+        if subject.is_some() { "subject (claim 4, cpu scale)" } else { "small" },
     );
     for variant in [
         AttnVariant::Baseline,
         AttnVariant::HeadwiseRmsnorm { shared: true },
         AttnVariant::Gated,
     ] {
-        let mut cfg = TrainConfig::small(variant);
+        let mut cfg = config(variant);
         cfg.steps = steps;
         cfg.warmup_steps = steps / 4;
         cfg.eval_every = 0;
