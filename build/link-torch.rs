@@ -13,7 +13,7 @@
 //! `SINKREP_EXTRA_RPATH` (colon-separated) puts more folders in the RUNPATH, searched
 //! before the build's own libtorch: the device bundle (scripts/device/bundle.sh) names
 //! `$ORIGIN` and the device image's torch/lib there.
-fn main() {
+pub fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=SINKREP_EXTRA_RPATH");
     println!("cargo:rustc-env=SINKREP_TCH_VERSION={}", tch_version());

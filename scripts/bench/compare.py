@@ -737,12 +737,15 @@ def main():
       "(start + load + analysis + JSON). HF: eager attention, `output_attentions=True`, "
       "`output_hidden_states=True`, forward hooks, `logits_to_keep=1`, reductions in float64 after the "
       "forward; sinkrep: reductions inside the forward pass (`SinkProbe`), no attention maps kept.")
-    w(f"3. **Training step**: the `cpu`-scale model (`TrainConfig::small`: byte vocab, d_model 128, 4 layers, "
-      f"4 heads, SwiGLU 384, half-split RoPE, tied embeddings, seq 128, batch 16, AdamW + clipping). sinkrep: "
-      f"`sinkrep-train`'s `throughput` example, Baseline variant, {a.train_steps} steps, its `ms/step` "
-      "(mean over all steps, first included, evaluation and checkpoints excluded); PyTorch: "
-      f"`scripts/bench/torch_train_step.py --steps {a.train_steps}`, same architecture, init, optimizer and "
-      "batch, same mean. Both are processes of their own; only the step time is compared.")
+    w(f"3. **Training step**, two models: the small model (`TrainConfig::small`: byte vocab, d_model 128, "
+      f"4 layers, 4 heads, SwiGLU 384, half-split RoPE, tied embeddings, seq 128, batch 16, AdamW + clipping; "
+      f"{a.train_steps} steps) and (3b) claim 4's cpu-scale subject, the model a cpu `just replicate-all` "
+      f"trains (`[scale.cpu.subject]` of replications/headwise-rmsnorm/claim.toml; {a.train_steps_subject} "
+      "steps). sinkrep: `sinkrep-subjects`' `throughput` example, Baseline variant, its `ms/step` (mean over "
+      "all steps, first included, evaluation and checkpoints excluded), with its fused RMSNorm, SwiGLU and "
+      "RoPE kernels (crates/sinkrep-model/csrc/fused.cpp); PyTorch: `scripts/bench/torch_train_step.py "
+      "--model small|subject`, same architecture, init, optimizer and batch, eager ops, same mean. Both are "
+      "processes of their own; only the step time is compared.")
     w("4. **Peak memory**: max RSS of the processes of rows 1 and 2.")
     w("\nRow 0, **start-up only**, is a breakdown of row 1, alternated with it: `sinkrep --version` vs "
       "`python -c 'import torch, transformers'` in the peers venv.\n")
@@ -872,15 +875,14 @@ def main():
             ("every pair agrees" if len(tr["pairs"]) > 1 else "one pair only")
         w(f"- **{train_label[m].split('. ', 1)[1]}**: {fmt_x(tr['ratio'])} (pairs {lo:.2f} to {hi:.2f}; {spread}).")
     if train_rows:
-        w("  Both sides run the same libtorch kernels for forward, backward and AdamW (sinkrep's AdamW is "
-          "written out per parameter, PyTorch's takes its single-tensor path on CPU); what differs is batch "
-          "construction, per-step logging and dispatch overhead, a few percent of a step. The profiles above "
-          "put the rest in sgemm and in memory-bound elementwise kernels (RMSNorm, RoPE, SwiGLU and their "
-          "backward passes, each a separate pass over its tensor), which eager libtorch has no fused form "
-          "of. Rearrangements that stay in eager libtorch were measured in plain PyTorch and gave nothing: "
-          "docs/research/train-step-variants.md (fused QKV and gate/up matmuls, `F.rms_norm`, explicit "
-          "attention instead of SDPA, micro-batches for cache locality). 1.3x needs fused "
-          "forward/backward kernels (a C++ custom autograd function through torch-sys, or a compiler).")
+        w("  Both sides run the same libtorch sgemm, attention and AdamW kernels. What differs: sinkrep "
+          "runs RMSNorm, SwiGLU and half-split RoPE as fused custom autograd functions (one pass forward, "
+          "one backward, each; crates/sinkrep-model/csrc/fused.cpp), where eager PyTorch runs 3 to 8 "
+          "elementwise kernels for each, every one a pass over its tensor. Rearrangements that stay in "
+          "eager libtorch (fused QKV and gate/up matmuls, `F.rms_norm`, explicit attention instead of SDPA, "
+          "micro-batches) were measured in plain PyTorch and gave nothing: docs/research/"
+          "train-step-variants.md. What is left is sgemm, attention and the remaining elementwise work "
+          "(residual adds, the loss), in the profiles above.")
     if rt.get("scale") == "cpu":
         rc = rt.get("replications_wall_seconds", {})
         w(f"- **cpu-scale replicate-all**: {rt['wall_seconds'] / 60:.1f} min in all; per replication "

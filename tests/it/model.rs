@@ -388,7 +388,7 @@ fn bf16_value_path_is_f32_where_probed() {
     let x = tokens(2, 16);
     let z0 = |m: &Model, site: Site| {
         let mut cap = Capture::new([(0, site)]);
-        run(m, &x, &mut Hooks::new().probe(&mut cap));
+        let _ = run(m, &x, &mut Hooks::new().probe(&mut cap));
         cap.get(0, site).unwrap().shallow_clone()
     };
     let f32_z = z0(&m, Site::AttnZ).select(1, 0);

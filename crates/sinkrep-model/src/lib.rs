@@ -10,6 +10,7 @@
 
 pub mod alloc;
 pub mod config;
+mod fused;
 pub mod gemma3;
 pub mod hf;
 pub mod hooks;

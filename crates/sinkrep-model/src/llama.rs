@@ -153,6 +153,17 @@ pub(crate) fn weight_init(fan_in: i64, cfg: &Config) -> nn::Init {
 }
 
 pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
+    // A training forward on the CPU: one fused pass each way (crate::fused), for a gain
+    // of shape (D) or (P, D) over x's last two dimensions (the head-wise per-head gain).
+    let d = x.size().last().copied().unwrap_or(0);
+    let gain_fits = match w.size()[..] {
+        [wd] => wd == d,
+        [p, wd] => wd == d && x.dim() >= 2 && x.size()[x.dim() - 2] == p,
+        _ => false,
+    };
+    if gain_fits && w.kind() == Kind::Float && crate::fused::applies(x) {
+        return crate::fused::rms_norm(x, w, eps);
+    }
     // As HF LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * w, in f32.
     let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
     x * (var + eps).rsqrt() * w
@@ -180,6 +191,18 @@ impl Rope {
     /// Positions the tables cover.
     pub(crate) fn len(&self) -> usize {
         self.cos.size()[0] as usize
+    }
+
+    /// x: (B, T, H, Dh) as the projections leave it; returns (B, H, T, Dh). A training
+    /// forward on the CPU with half-split pairs takes the fused kernel (crate::fused).
+    pub(crate) fn apply_bthd(&self, x: &Tensor) -> Tensor {
+        if self.pairing == RopePairing::HalfSplit
+            && x.size()[1] <= self.len() as i64
+            && crate::fused::applies(x)
+        {
+            return crate::fused::rope(x, &self.cos, &self.sin).transpose(1, 2);
+        }
+        self.apply(&x.transpose(1, 2))
     }
 
     /// x: (B, H, T, Dh).
@@ -280,23 +303,13 @@ impl Attention {
         let rep = h / kv;
         let lin = |x: &Tensor, w: &Weight| exec.prec.linear(x, w);
         let xc = exec.prec.input(x);
-        let q = exec
-            .prec
-            .mm(&xc, &self.wq)
-            .view([b, t, h, dh])
-            .transpose(1, 2); // (B, H, T, Dh)
-        let k = exec
-            .prec
-            .mm(&xc, &self.wk)
-            .view([b, t, kv, dh])
-            .transpose(1, 2); // (B, KV, T, Dh)
+        let q = rope.apply_bthd(&exec.prec.mm(&xc, &self.wq).view([b, t, h, dh])); // (B, H, T, Dh)
+        let k = rope.apply_bthd(&exec.prec.mm(&xc, &self.wk).view([b, t, kv, dh])); // (B, KV, T, Dh)
         let v = exec
             .prec
             .value(x, &xc, &self.wv, hooks.wants(layer, Site::AttnZ))
             .view([b, t, kv, dh])
             .transpose(1, 2); // (B, KV, T, Dh)
-        let q = rope.apply(&q);
-        let k = rope.apply(&k);
         let scale = 1.0 / (dh as f64).sqrt();
         let self_only = hooks.interventions.mask_self_at(layer);
         let explicit = exec.imp == AttnImpl::Explicit
@@ -406,9 +419,14 @@ impl Mlp {
     /// SwiGLU: W_down (silu(x W_gate) * (x W_up)).
     fn forward(&self, x: &Tensor, layer: usize, prec: Precision, hooks: &mut Hooks) -> Tensor {
         let xc = prec.input(x);
-        let g = prec.mm(&xc, &self.w_gate).silu();
+        let a = prec.mm(&xc, &self.w_gate);
         let u = prec.mm(&xc, &self.w_up);
-        let h = g * u; // (B, T, F)
+        // silu(a) * u: one fused pass each way in a training forward on the CPU.
+        let h = if crate::fused::applies(&a) && a.size() == u.size() {
+            crate::fused::swiglu(&a, &u)
+        } else {
+            a.silu() * u
+        }; // (B, T, F)
         let h = if hooks.interventions.ablate.is_empty() {
             h
         } else {

@@ -1,0 +1,362 @@
+// Fused CPU kernels for the training forward and backward passes: RMSNorm, SwiGLU and
+// half-split RoPE, each one custom autograd function whose forward and backward are single
+// passes over their tensors (eager libtorch runs 3 to 8 separate elementwise kernels for
+// each, and the step is memory-bound there: BENCHMARKS.md, "Where the time goes").
+//
+// Numerics and determinism:
+// - f32 in, f32 out; contiguous inputs (the Rust side checks and falls back otherwise).
+// - Every output element is computed by the same scalar expression whatever the thread
+//   count, and every reduction (a row's sum of squares, the RMSNorm gain's gradient over
+//   rows) runs in a fixed order over fixed blocks: results are bit-identical for any
+//   number of threads.
+// - Compiled with -ffp-contract=off, and each kernel cloned for AVX-512, AVX2 and baseline
+//   x86-64 (GCC target_clones, chosen at load time): no clone fuses a multiply-add, so all
+//   three give the same bits.
+// - exp is a Cephes-style polynomial (max error ~2 ulp on the range used), written so the
+//   compiler vectorises it; libm's expf would not vectorise.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <string>
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
+
+using at::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::Function;
+using torch::autograd::variable_list;
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define SINKREP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SINKREP_CLONES
+#endif
+
+namespace {
+
+// Flush denormals to zero (FTZ and DAZ) while a kernel runs on this thread, then restore
+// the caller's mode. The vectorised exp evaluates its clamped branches on every lane, and
+// products with exp(-87) ~ 1e-38 are denormal: each cost a microcode assist, which made
+// the SwiGLU kernels ~6x slower. Flushing changes only values below 1.2e-38, the same
+// way in every clone and thread.
+class FlushDenormals {
+ public:
+#if defined(__x86_64__)
+  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }
+  ~FlushDenormals() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned int saved_;
+#endif
+};
+
+// Rows per block of the gain-gradient reduction: fixed, so the summation order does not
+// depend on the thread count.
+constexpr int64_t kRowBlock = 64;
+// Elements per parallel chunk of the elementwise kernels.
+constexpr int64_t kGrain = 1 << 14;
+
+inline float exp_approx(float x) {
+  // Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-6 polynomial, 2^n by
+  // the exponent bits. Inputs clamped to the finite range.
+  const float hi = 88.3762626647949f, lo = -87.3365478515625f;
+  x = std::min(std::max(x, lo), hi);
+  float fn = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - fn * 0.693359375f;
+  r = r - fn * -2.12194440e-4f;
+  float z = r * r;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * z + r + 1.0f;
+  int32_t e = (static_cast<int32_t>(fn) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &e, sizeof scale);
+  return y * scale;
+}
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+
+// ---- RMSNorm: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps), over rows of d.
+// Row r uses gain row (r % period) of w (period 1: one gain vector; period H: one per head).
+
+SINKREP_CLONES
+void rms_fwd(const float* x, const float* w, float* y, float* rstd, int64_t r0, int64_t r1,
+             int64_t d, int64_t period, float eps) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* xr = x + r * d;
+    float acc[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= d; i += 16)
+      for (int j = 0; j < 16; j++) acc[j] += xr[i + j] * xr[i + j];
+    float tail = 0.0f;
+    for (; i < d; i++) tail += xr[i] * xr[i];
+    for (int s = 8; s > 0; s >>= 1)
+      for (int j = 0; j < s; j++) acc[j] += acc[j + s];
+    float ms = (acc[0] + tail) / static_cast<float>(d);
+    float rs = 1.0f / std::sqrt(ms + eps);
+    rstd[r] = rs;
+    const float* wr = w + (r % period) * d;
+    float* yr = y + r * d;
+    for (int64_t k = 0; k < d; k++) yr[k] = (xr[k] * rs) * wr[k];
+  }
+}
+
+// dx = rstd * (g w) - (rstd^3 / d) x sum(g w x); the gain's gradient g x rstd is summed
+// per block of kRowBlock rows into dw_part (one row of period * d per block).
+SINKREP_CLONES
+void rms_bwd(const float* x, const float* w, const float* rstd, const float* g, float* dx,
+             float* dw_part, int64_t b0, int64_t b1, int64_t rows, int64_t d, int64_t period) {
+  for (int64_t b = b0; b < b1; b++) {
+    float* part = dw_part ? dw_part + b * period * d : nullptr;
+    if (part)
+      for (int64_t k = 0; k < period * d; k++) part[k] = 0.0f;
+    int64_t end = (b + 1) * kRowBlock < rows ? (b + 1) * kRowBlock : rows;
+    for (int64_t r = b * kRowBlock; r < end; r++) {
+      const float* xr = x + r * d;
+      const float* gr = g + r * d;
+      const float* wr = w + (r % period) * d;
+      float acc[16] = {0};
+      int64_t i = 0;
+      for (; i + 16 <= d; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] += (gr[i + j] * wr[i + j]) * xr[i + j];
+      float tail = 0.0f;
+      for (; i < d; i++) tail += (gr[i] * wr[i]) * xr[i];
+      for (int s = 8; s > 0; s >>= 1)
+        for (int j = 0; j < s; j++) acc[j] += acc[j + s];
+      float rs = rstd[r];
+      float c = ((rs * rs) * rs) * (acc[0] + tail) / static_cast<float>(d);
+      float* dxr = dx + r * d;
+      for (int64_t k = 0; k < d; k++) dxr[k] = rs * (gr[k] * wr[k]) - c * xr[k];
+      if (part) {
+        float* pr = part + (r % period) * d;
+        for (int64_t k = 0; k < d; k++) pr[k] += gr[k] * (xr[k] * rs);
+      }
+    }
+  }
+}
+
+class RmsNormFn : public Function<RmsNormFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w, double eps) {
+    int64_t d = x.size(-1);
+    int64_t rows = x.numel() / d;
+    int64_t period = w.numel() / d;
+    auto y = at::empty_like(x);
+    auto rstd = at::empty({rows}, x.options());
+    const float* xp = x.data_ptr<float>();
+    const float* wp = w.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    float* rp = rstd.data_ptr<float>();
+    float e = static_cast<float>(eps);
+    at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / d), [&](int64_t r0, int64_t r1) {
+      FlushDenormals ftz;
+      rms_fwd(xp, wp, yp, rp, r0, r1, d, period, e);
+    });
+    ctx->save_for_backward({x, w, rstd});
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const Tensor& x = saved[0];
+    const Tensor& w = saved[1];
+    const Tensor& rstd = saved[2];
+    Tensor g = grads[0].contiguous();
+    int64_t d = x.size(-1);
+    int64_t rows = x.numel() / d;
+    int64_t period = w.numel() / d;
+    int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+    bool want_w = ctx->needs_input_grad(1);
+    auto dx = at::empty_like(x);
+    Tensor part = want_w ? at::empty({blocks, period * d}, x.options()) : Tensor();
+    const float* xp = x.data_ptr<float>();
+    const float* wp = w.data_ptr<float>();
+    const float* rp = rstd.data_ptr<float>();
+    const float* gp = g.data_ptr<float>();
+    float* dxp = dx.data_ptr<float>();
+    float* pp = want_w ? part.data_ptr<float>() : nullptr;
+    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+      FlushDenormals ftz;
+      rms_bwd(xp, wp, rp, gp, dxp, pp, b0, b1, rows, d, period);
+    });
+    Tensor dw;
+    if (want_w) {
+      // Blocks summed in block order, one output element at a time.
+      dw = at::empty({period * d}, x.options());
+      float* dwp = dw.data_ptr<float>();
+      int64_t n = period * d;
+      at::parallel_for(0, n, 256, [&](int64_t k0, int64_t k1) {
+        for (int64_t k = k0; k < k1; k++) {
+          float s = 0.0f;
+          for (int64_t b = 0; b < blocks; b++) s += pp[b * n + k];
+          dwp[k] = s;
+        }
+      });
+      dw = dw.view(w.sizes());
+    }
+    return {dx, dw, Tensor()};
+  }
+};
+
+// ---- SwiGLU: h = silu(a) * u.
+
+SINKREP_CLONES
+void swiglu_fwd(const float* a, const float* u, float* h, int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; i++) {
+    float s = sigmoid(a[i]);
+    h[i] = (a[i] * s) * u[i];
+  }
+}
+
+// da = dh u silu'(a), silu'(a) = s (1 + a (1 - s)); du = dh silu(a).
+SINKREP_CLONES
+void swiglu_bwd(const float* a, const float* u, const float* dh, float* da, float* du,
+                int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; i++) {
+    float s = sigmoid(a[i]);
+    du[i] = dh[i] * (a[i] * s);
+    da[i] = (dh[i] * u[i]) * (s * (1.0f + a[i] * (1.0f - s)));
+  }
+}
+
+class SwigluFn : public Function<SwigluFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& a, const Tensor& u) {
+    auto h = at::empty_like(a);
+    const float* ap = a.data_ptr<float>();
+    const float* up = u.data_ptr<float>();
+    float* hp = h.data_ptr<float>();
+    at::parallel_for(0, a.numel(), kGrain, [&](int64_t i0, int64_t i1) {
+      FlushDenormals ftz;
+      swiglu_fwd(ap, up, hp, i0, i1);
+    });
+    ctx->save_for_backward({a, u});
+    return h;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const Tensor& a = saved[0];
+    const Tensor& u = saved[1];
+    Tensor dh = grads[0].contiguous();
+    auto da = at::empty_like(a);
+    auto du = at::empty_like(u);
+    const float* ap = a.data_ptr<float>();
+    const float* up = u.data_ptr<float>();
+    const float* gp = dh.data_ptr<float>();
+    float* dap = da.data_ptr<float>();
+    float* dup = du.data_ptr<float>();
+    at::parallel_for(0, a.numel(), kGrain, [&](int64_t i0, int64_t i1) {
+      FlushDenormals ftz;
+      swiglu_bwd(ap, up, gp, dap, dup, i0, i1);
+    });
+    return {da, du};
+  }
+};
+
+// ---- RoPE, half-split pairs (i, i + dh/2), on (B, T, H, Dh) rows: row r is at position
+// (r / H) % T. o0 = x0 c - x1 s, o1 = x0 s + x1 c; backward rotates the other way.
+
+SINKREP_CLONES
+void rope_rows(const float* x, const float* cs, const float* sn, float* o, int64_t r0,
+               int64_t r1, int64_t t, int64_t h, int64_t dh, int64_t table_stride, bool inverse) {
+  int64_t half = dh / 2;
+  for (int64_t r = r0; r < r1; r++) {
+    int64_t pos = (r / h) % t;
+    const float* c = cs + pos * table_stride;
+    const float* s = sn + pos * table_stride;
+    const float* xr = x + r * dh;
+    float* orow = o + r * dh;
+    if (!inverse) {
+      for (int64_t i = 0; i < half; i++) {
+        orow[i] = xr[i] * c[i] - xr[i + half] * s[i];
+        orow[i + half] = xr[i] * s[i] + xr[i + half] * c[i];
+      }
+    } else {
+      for (int64_t i = 0; i < half; i++) {
+        orow[i] = xr[i] * c[i] + xr[i + half] * s[i];
+        orow[i + half] = xr[i + half] * c[i] - xr[i] * s[i];
+      }
+    }
+  }
+}
+
+Tensor rope_apply(const Tensor& x, const Tensor& cs, const Tensor& sn, bool inverse) {
+  int64_t t = x.size(1), h = x.size(2), dh = x.size(3);
+  int64_t rows = x.numel() / dh;
+  auto o = at::empty_like(x);
+  const float* xp = x.data_ptr<float>();
+  const float* cp = cs.data_ptr<float>();
+  const float* sp = sn.data_ptr<float>();
+  float* op = o.data_ptr<float>();
+  int64_t stride = cs.size(1);
+  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / dh), [&](int64_t r0, int64_t r1) {
+    FlushDenormals ftz;
+    rope_rows(xp, cp, sp, op, r0, r1, t, h, dh, stride, inverse);
+  });
+  return o;
+}
+
+class RopeFn : public Function<RopeFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& cs, const Tensor& sn) {
+    ctx->save_for_backward({cs, sn});
+    return rope_apply(x, cs, sn, false);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    return {rope_apply(grads[0].contiguous(), saved[0], saved[1], true), Tensor(), Tensor()};
+  }
+};
+
+template <typename F>
+int guarded(F f, at::Tensor** out, char* err, size_t errlen) {
+  try {
+    *out = new at::Tensor(f());
+    return 0;
+  } catch (const std::exception& e) {
+    if (err && errlen) {
+      std::strncpy(err, e.what(), errlen - 1);
+      err[errlen - 1] = '\0';
+    }
+    *out = nullptr;
+    return 1;
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// x: (..., D) f32 contiguous; w: (P, D) or (D) f32 contiguous, P dividing the row count
+// pattern (row r uses gain row r % P).
+int sinkrep_fused_rms_norm(const at::Tensor* x, const at::Tensor* w, double eps, at::Tensor** out,
+                           char* err, size_t errlen) {
+  return guarded([&] { return RmsNormFn::apply(*x, *w, eps); }, out, err, errlen);
+}
+
+// a, u: same shape, f32 contiguous.
+int sinkrep_fused_swiglu(const at::Tensor* a, const at::Tensor* u, at::Tensor** out, char* err,
+                         size_t errlen) {
+  return guarded([&] { return SwigluFn::apply(*a, *u); }, out, err, errlen);
+}
+
+// x: (B, T, H, Dh) f32 contiguous; cos, sin: (T_max >= T, Dh/2) f32 contiguous.
+int sinkrep_fused_rope(const at::Tensor* x, const at::Tensor* cs, const at::Tensor* sn,
+                       at::Tensor** out, char* err, size_t errlen) {
+  return guarded([&] { return RopeFn::apply(*x, *cs, *sn); }, out, err, errlen);
+}
+
+}  // extern "C"
