@@ -83,6 +83,9 @@ replicate-all *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
     started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    # The tree as the run found it (the run itself rewrites REPORT.md and figures/).
+    export SINKREP_TIMING_GIT_REV=$(git rev-parse HEAD 2>/dev/null || true)
+    export SINKREP_TIMING_GIT_DIRTY=$(git status --porcelain 2>/dev/null | head -c1 | wc -c)
     scale=(); scale_name=""; runs="{{justfile_directory()}}/runs"; prev=""
     for a in "$@"; do
         [ "$prev" = "--scale" ] && { scale=(--scale "$a"); scale_name=$a; }

@@ -80,8 +80,10 @@ def main():
         "cpu_model": model,
         "cpu_isa": isa,
         "logical_cpus": os.cpu_count(),
-        "git_rev": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain")),
+        # As the recipe found the tree at its start (it rewrites REPORT.md and figures/).
+        "git_rev": os.environ.get("SINKREP_TIMING_GIT_REV") or git("rev-parse", "HEAD"),
+        "git_dirty": (os.environ["SINKREP_TIMING_GIT_DIRTY"].strip() not in ("", "0"))
+        if "SINKREP_TIMING_GIT_DIRTY" in os.environ else bool(git("status", "--porcelain")),
     }
     os.makedirs(runs, exist_ok=True)
     path = os.path.join(runs, "replicate-all-timing.json")
