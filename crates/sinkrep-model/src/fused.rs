@@ -14,7 +14,6 @@
 use std::ffi::{c_char, c_int, CStr};
 use tch::{Device, Kind, Tensor};
 
-#[allow(improper_ctypes)]
 extern "C" {
     fn sinkrep_fused_rms_norm(
         x: *const std::ffi::c_void,
