@@ -1,10 +1,13 @@
-// Fused CPU kernels for the training forward and backward passes: RMSNorm, SwiGLU and
-// half-split RoPE, each one custom autograd function whose forward and backward are single
-// passes over their tensors (eager libtorch runs 3 to 8 separate elementwise kernels for
-// each, and the step is memory-bound there: BENCHMARKS.md, "Where the time goes").
+// Fused CPU kernels for RMSNorm, SwiGLU and half-split RoPE: for training, each one custom
+// autograd function whose forward and backward are single passes over their tensors; for
+// inference (no autograd), one pass that also reads and writes bf16 where a bf16 forward
+// wants it, so no cast surrounds each linear layer. Eager libtorch runs 3 to 8 separate
+// elementwise kernels for each, and both the training step and the analysis are
+// memory-bound there (BENCHMARKS.md, "Where the time goes").
 //
 // Numerics and determinism:
-// - f32 in, f32 out; contiguous inputs (the Rust side checks and falls back otherwise).
+// - Training: f32 in, f32 out. Inference: f32 or bf16 in and out, arithmetic in f32.
+//   Contiguous inputs (the Rust side checks and falls back otherwise).
 // - Every output element is computed by the same scalar expression whatever the thread
 //   count, and every reduction (a row's sum of squares, the RMSNorm gain's gradient over
 //   rows) runs in a fixed order over fixed blocks: results are bit-identical for any
@@ -321,6 +324,129 @@ class RopeFn : public Function<RopeFn> {
   }
 };
 
+// ---- Inference (no autograd): the same three kernels for f32 or bf16 tensors, with the
+// output in the kind the next operation takes, so a bf16 forward does not cast around
+// every linear layer. Arithmetic is in f32 whatever the storage kind; bf16 values are
+// widened exactly and results rounded to nearest-even, as libtorch's casts do.
+
+inline float bf16_to_f32(uint16_t b) {
+  return __builtin_bit_cast(float, static_cast<uint32_t>(b) << 16);
+}
+
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u = __builtin_bit_cast(uint32_t, f);
+  uint16_t r = static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  return f != f ? static_cast<uint16_t>(0x7FC0) : r;
+}
+
+inline float load(const float* p, int64_t i) { return p[i]; }
+inline float load(const uint16_t* p, int64_t i) { return bf16_to_f32(p[i]); }
+inline void store(float* p, int64_t i, float v) { p[i] = v; }
+inline void store(uint16_t* p, int64_t i, float v) { p[i] = f32_to_bf16(v); }
+
+// Rows [r0, r1) of RMSNorm into yf (f32) and/or yb (bf16): the forward of rms_fwd, same
+// summation order, no saved statistics.
+SINKREP_CLONES
+void rms_infer(const float* x, const float* w, float* yf, uint16_t* yb, int64_t r0, int64_t r1,
+               int64_t d, int64_t period, float eps) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* xr = x + r * d;
+    float acc[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= d; i += 16)
+      for (int j = 0; j < 16; j++) acc[j] += xr[i + j] * xr[i + j];
+    float tail = 0.0f;
+    for (; i < d; i++) tail += xr[i] * xr[i];
+    for (int s = 8; s > 0; s >>= 1)
+      for (int j = 0; j < s; j++) acc[j] += acc[j + s];
+    float ms = (acc[0] + tail) / static_cast<float>(d);
+    float rs = 1.0f / std::sqrt(ms + eps);
+    const float* wr = w + (r % period) * d;
+    if (yf) {
+      float* o = yf + r * d;
+      for (int64_t k = 0; k < d; k++) o[k] = (xr[k] * rs) * wr[k];
+    }
+    if (yb) {
+      uint16_t* o = yb + r * d;
+      for (int64_t k = 0; k < d; k++) o[k] = f32_to_bf16((xr[k] * rs) * wr[k]);
+    }
+  }
+}
+
+// Elements per stack block of the inference SwiGLU: each block is computed into f32, then
+// written out, so every loop is branch-free and vectorises.
+constexpr int64_t kBlock = 512;
+
+inline void emit(const float* v, int64_t n, float* hf, uint16_t* hb) {
+  if (hf)
+    for (int64_t i = 0; i < n; i++) hf[i] = v[i];
+  if (hb)
+    for (int64_t i = 0; i < n; i++) hb[i] = f32_to_bf16(v[i]);
+}
+
+SINKREP_CLONES
+void swiglu_infer_f32(const float* a, const float* u, float* hf, uint16_t* hb, int64_t i0,
+                      int64_t i1) {
+  float v[kBlock];
+  for (int64_t c = i0; c < i1; c += kBlock) {
+    int64_t n = std::min(kBlock, i1 - c);
+    for (int64_t i = 0; i < n; i++) {
+      float av = a[c + i];
+      v[i] = (av * sigmoid(av)) * u[c + i];
+    }
+    emit(v, n, hf ? hf + c : nullptr, hb ? hb + c : nullptr);
+  }
+}
+
+SINKREP_CLONES
+void swiglu_infer_bf16(const uint16_t* a, const uint16_t* u, float* hf, uint16_t* hb,
+                       int64_t i0, int64_t i1) {
+  float v[kBlock];
+  for (int64_t c = i0; c < i1; c += kBlock) {
+    int64_t n = std::min(kBlock, i1 - c);
+    for (int64_t i = 0; i < n; i++) {
+      float av = bf16_to_f32(a[c + i]);
+      v[i] = (av * sigmoid(av)) * bf16_to_f32(u[c + i]);
+    }
+    emit(v, n, hf ? hf + c : nullptr, hb ? hb + c : nullptr);
+  }
+}
+
+// Half-split RoPE from (B, T, H, Dh) rows to a (B, H, T, Dh) contiguous output, the layout
+// attention takes (the training kernel keeps the input layout).
+template <typename In, typename Out>
+SINKREP_CLONES void rope_infer(const In* x, const float* cs, const float* sn, Out* o, int64_t r0,
+                               int64_t r1, int64_t t, int64_t h, int64_t dh,
+                               int64_t table_stride) {
+  int64_t half = dh / 2;
+  for (int64_t r = r0; r < r1; r++) {
+    int64_t head = r % h;
+    int64_t pos = (r / h) % t;
+    int64_t batch = r / (h * t);
+    const float* c = cs + pos * table_stride;
+    const float* s = sn + pos * table_stride;
+    const In* xr = x + r * dh;
+    Out* orow = o + ((batch * h + head) * t + pos) * dh;
+    for (int64_t i = 0; i < half; i++) {
+      float x0 = load(xr, i), x1 = load(xr, i + half);
+      store(orow, i, x0 * c[i] - x1 * s[i]);
+      store(orow, i + half, x0 * s[i] + x1 * c[i]);
+    }
+  }
+}
+
+bool is_bf16(const Tensor& t) { return t.scalar_type() == at::kBFloat16; }
+
+uint16_t* bf16_ptr(const Tensor& t) {
+  return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>());
+}
+
+void check_infer(const Tensor& t, const char* what) {
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), what, ": a contiguous CPU tensor");
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16, what,
+              ": f32 or bf16");
+}
+
 template <typename F>
 int guarded(F f, at::Tensor** out, char* err, size_t errlen) {
   try {
@@ -357,6 +483,116 @@ int sinkrep_fused_swiglu(const at::Tensor* a, const at::Tensor* u, at::Tensor** 
 int sinkrep_fused_rope(const at::Tensor* x, const at::Tensor* cs, const at::Tensor* sn,
                        at::Tensor** out, char* err, size_t errlen) {
   return guarded([&] { return RopeFn::apply(*x, *cs, *sn); }, out, err, errlen);
+}
+
+// Inference RMSNorm of x (rows, D) f32 with gain (D) or (P, D) f32: an f32 output into
+// out_f32 when want_f32, a bf16 one into out_bf16 when want_bf16 (at least one).
+int sinkrep_infer_rms_norm(const at::Tensor* x, const at::Tensor* w, double eps, int want_f32,
+                           int want_bf16, at::Tensor** out_f32, at::Tensor** out_bf16, char* err,
+                           size_t errlen) {
+  at::Tensor yb;
+  int rc = guarded(
+      [&] {
+        TORCH_CHECK(x->scalar_type() == at::kFloat && w->scalar_type() == at::kFloat,
+                    "RMSNorm: f32 input and gain");
+        check_infer(*x, "RMSNorm input");
+        at::Tensor wc = w->contiguous();
+        int64_t d = x->size(-1);
+        int64_t rows = x->numel() / d;
+        int64_t period = wc.numel() / d;
+        at::Tensor yf = want_f32 ? at::empty_like(*x) : at::Tensor();
+        if (want_bf16) yb = at::empty(x->sizes(), x->options().dtype(at::kBFloat16));
+        const float* xp = x->data_ptr<float>();
+        const float* wp = wc.data_ptr<float>();
+        float* yfp = want_f32 ? yf.data_ptr<float>() : nullptr;
+        uint16_t* ybp = want_bf16 ? bf16_ptr(yb) : nullptr;
+        float e = static_cast<float>(eps);
+        at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / d), [&](int64_t r0, int64_t r1) {
+          FlushDenormals ftz;
+          rms_infer(xp, wp, yfp, ybp, r0, r1, d, period, e);
+        });
+        return yf;
+      },
+      out_f32, err, errlen);
+  *out_bf16 = rc == 0 && want_bf16 ? new at::Tensor(yb) : nullptr;
+  return rc;
+}
+
+// Inference silu(a) * u for a, u of one shape and kind (f32 or bf16), contiguous: an f32
+// output when want_f32, a bf16 one when want_bf16 (at least one).
+int sinkrep_infer_swiglu(const at::Tensor* a, const at::Tensor* u, int want_f32, int want_bf16,
+                         at::Tensor** out_f32, at::Tensor** out_bf16, char* err, size_t errlen) {
+  at::Tensor hb;
+  int rc = guarded(
+      [&] {
+        check_infer(*a, "SwiGLU gate");
+        check_infer(*u, "SwiGLU up");
+        TORCH_CHECK(a->sizes() == u->sizes() && a->scalar_type() == u->scalar_type(),
+                    "SwiGLU: gate and up of one shape and kind");
+        at::Tensor hf =
+            want_f32 ? at::empty(a->sizes(), a->options().dtype(at::kFloat)) : at::Tensor();
+        if (want_bf16) hb = at::empty(a->sizes(), a->options().dtype(at::kBFloat16));
+        float* hfp = want_f32 ? hf.data_ptr<float>() : nullptr;
+        uint16_t* hbp = want_bf16 ? bf16_ptr(hb) : nullptr;
+        bool bf = is_bf16(*a);
+        const void* ap = a->data_ptr();
+        const void* up = u->data_ptr();
+        at::parallel_for(0, a->numel(), kGrain, [&](int64_t i0, int64_t i1) {
+          FlushDenormals ftz;
+          if (bf)
+            swiglu_infer_bf16(static_cast<const uint16_t*>(ap), static_cast<const uint16_t*>(up),
+                              hfp, hbp, i0, i1);
+          else
+            swiglu_infer_f32(static_cast<const float*>(ap), static_cast<const float*>(up), hfp,
+                             hbp, i0, i1);
+        });
+        return hf;
+      },
+      out_f32, err, errlen);
+  *out_bf16 = rc == 0 && want_bf16 ? new at::Tensor(hb) : nullptr;
+  return rc;
+}
+
+// Inference half-split RoPE of x (B, T, H, Dh), f32 or bf16 contiguous, with tables
+// (T_max >= T, Dh/2) f32: returns (B, H, T, Dh) contiguous in bf16 when out_bf16, else f32.
+int sinkrep_infer_rope(const at::Tensor* x, const at::Tensor* cs, const at::Tensor* sn,
+                       int out_bf16, at::Tensor** out, char* err, size_t errlen) {
+  return guarded(
+      [&] {
+        check_infer(*x, "RoPE input");
+        TORCH_CHECK(x->dim() == 4 && x->size(3) % 2 == 0, "RoPE input: (B, T, H, Dh), Dh even");
+        TORCH_CHECK(cs->scalar_type() == at::kFloat && sn->scalar_type() == at::kFloat &&
+                        cs->is_contiguous() && sn->is_contiguous() && cs->size(0) >= x->size(1) &&
+                        cs->size(1) == x->size(3) / 2,
+                    "RoPE tables: f32 (T_max >= T, Dh/2)");
+        int64_t b = x->size(0), t = x->size(1), h = x->size(2), dh = x->size(3);
+        auto kind = out_bf16 ? at::kBFloat16 : at::kFloat;
+        at::Tensor o = at::empty({b, h, t, dh}, x->options().dtype(kind));
+        int64_t rows = b * t * h;
+        int64_t stride = cs->size(1);
+        const float* cp = cs->data_ptr<float>();
+        const float* sp = sn->data_ptr<float>();
+        bool in_bf = is_bf16(*x);
+        const void* xp = x->data_ptr();
+        void* op = o.data_ptr();
+        at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / dh), [&](int64_t r0, int64_t r1) {
+          FlushDenormals ftz;
+          if (in_bf && out_bf16)
+            rope_infer(static_cast<const uint16_t*>(xp), cp, sp, static_cast<uint16_t*>(op), r0,
+                       r1, t, h, dh, stride);
+          else if (in_bf)
+            rope_infer(static_cast<const uint16_t*>(xp), cp, sp, static_cast<float*>(op), r0, r1,
+                       t, h, dh, stride);
+          else if (out_bf16)
+            rope_infer(static_cast<const float*>(xp), cp, sp, static_cast<uint16_t*>(op), r0, r1,
+                       t, h, dh, stride);
+          else
+            rope_infer(static_cast<const float*>(xp), cp, sp, static_cast<float*>(op), r0, r1, t,
+                       h, dh, stride);
+        });
+        return o;
+      },
+      out, err, errlen);
 }
 
 }  // extern "C"

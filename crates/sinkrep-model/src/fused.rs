@@ -1,11 +1,14 @@
-//! Fused CPU kernels for training (csrc/fused.cpp): RMSNorm, SwiGLU and half-split RoPE as
-//! custom autograd functions, each one pass forward and one pass backward.
+//! Fused CPU kernels (csrc/fused.cpp) for RMSNorm, SwiGLU and half-split RoPE.
 //!
-//! `applies` says when they are used: f32 tensors on the CPU that take part in autograd
-//! (a training forward). Everything else (no-grad analysis, which every pretrained-model
-//! baseline holds; bf16; CUDA) keeps the composite libtorch ops, so those numbers do not
-//! move. Within a training run the results are bit-identical for any thread count and
-//! for each of the kernels' ISA clones (see the C++ file's header).
+//! - Training (`applies`: f32 tensors on the CPU that take part in autograd): custom
+//!   autograd functions, each one pass forward and one pass backward.
+//! - Inference (`applies_infer`: f32 or bf16 CPU tensors outside autograd, as in every
+//!   analysis and every evaluation during training): one pass each, reading and writing
+//!   bf16 where a bf16 forward wants it, so no cast surrounds each linear layer.
+//!
+//! Everything else (CUDA, strided inputs) keeps the composite libtorch ops. Results are
+//! bit-identical for any thread count and for each of the kernels' ISA clones (see the
+//! C++ file's header); against the composite ops they differ in the last bits only.
 
 // The FFI calls and taking ownership of the tensors the C++ side returns need `unsafe`;
 // the C++ functions catch every exception and report failure by return code.
@@ -38,10 +41,40 @@ extern "C" {
         err: *mut c_char,
         errlen: usize,
     ) -> c_int;
+    fn sinkrep_infer_rms_norm(
+        x: *const std::ffi::c_void,
+        w: *const std::ffi::c_void,
+        eps: f64,
+        want_f32: c_int,
+        want_bf16: c_int,
+        out_f32: *mut *mut std::ffi::c_void,
+        out_bf16: *mut *mut std::ffi::c_void,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn sinkrep_infer_swiglu(
+        a: *const std::ffi::c_void,
+        u: *const std::ffi::c_void,
+        want_f32: c_int,
+        want_bf16: c_int,
+        out_f32: *mut *mut std::ffi::c_void,
+        out_bf16: *mut *mut std::ffi::c_void,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn sinkrep_infer_rope(
+        x: *const std::ffi::c_void,
+        cos: *const std::ffi::c_void,
+        sin: *const std::ffi::c_void,
+        out_bf16: c_int,
+        out: *mut *mut std::ffi::c_void,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
 }
 
-/// Set `SINKREP_FUSED=0` to train with the composite ops instead (a comparison switch;
-/// the two differ in the last bits, so runs are only reproducible under one setting).
+/// Set `SINKREP_FUSED=0` to train and analyse with the composite ops instead (a comparison
+/// switch; the two differ in the last bits, so runs are only reproducible under one setting).
 fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("SINKREP_FUSED").map_or(true, |v| v != "0"))
@@ -52,6 +85,15 @@ pub(crate) fn applies(x: &Tensor) -> bool {
     x.device() == Device::Cpu
         && x.kind() == Kind::Float
         && x.requires_grad()
+        && x.is_contiguous()
+        && enabled()
+}
+
+/// Should an inference kernel take `x`? f32 or bf16, CPU, contiguous, outside autograd.
+pub(crate) fn applies_infer(x: &Tensor) -> bool {
+    x.device() == Device::Cpu
+        && matches!(x.kind(), Kind::Float | Kind::BFloat16)
+        && !x.requires_grad()
         && x.is_contiguous()
         && enabled()
 }
@@ -98,6 +140,89 @@ pub(crate) fn swiglu(a: &Tensor, u: &Tensor) -> Tensor {
 pub(crate) fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
     call("RoPE", |out, err, n| unsafe {
         sinkrep_fused_rope(ptr(x), ptr(cos), ptr(sin), out, err, n)
+    })
+}
+
+/// Takes ownership of a tensor the C++ side made (None for a null pointer).
+fn owned(p: *mut std::ffi::c_void) -> Option<Tensor> {
+    // SAFETY: as in `call`: a heap `at::Tensor*` from the C++ side, or null.
+    (!p.is_null()).then(|| unsafe { Tensor::from_ptr(p.cast()) })
+}
+
+/// A two-output inference kernel: the f32 output when `want_f32`, the bf16 one when
+/// `want_bf16`.
+fn call2(
+    what: &str,
+    want_f32: bool,
+    want_bf16: bool,
+    f: impl FnOnce(*mut *mut std::ffi::c_void, *mut *mut std::ffi::c_void, *mut c_char, usize) -> c_int,
+) -> (Option<Tensor>, Option<Tensor>) {
+    let mut of: *mut std::ffi::c_void = std::ptr::null_mut();
+    let mut ob: *mut std::ffi::c_void = std::ptr::null_mut();
+    let mut err = [0 as c_char; 512];
+    let rc = f(&mut of, &mut ob, err.as_mut_ptr(), err.len());
+    let (f32_out, bf16_out) = (owned(of), owned(ob));
+    if rc != 0 {
+        // The callers check kinds, devices and layout first: an error here is a bug.
+        let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
+        panic!("fused {what} kernel failed: {msg}");
+    }
+    (f32_out.filter(|_| want_f32), bf16_out.filter(|_| want_bf16))
+}
+
+/// Inference RMSNorm of f32 `x` (rows of D) with f32 gain (D) or (P, D): the output in
+/// f32 (`want_f32`) and/or bf16 (`want_bf16`), from one pass.
+pub(crate) fn rms_norm_infer(
+    x: &Tensor,
+    w: &Tensor,
+    eps: f64,
+    want_f32: bool,
+    want_bf16: bool,
+) -> (Option<Tensor>, Option<Tensor>) {
+    call2("RMSNorm", want_f32, want_bf16, |of, ob, err, n| unsafe {
+        sinkrep_infer_rms_norm(
+            ptr(x),
+            ptr(w),
+            eps,
+            want_f32.into(),
+            want_bf16.into(),
+            of,
+            ob,
+            err,
+            n,
+        )
+    })
+}
+
+/// Inference `silu(a) * u` for contiguous `a`, `u` of one shape and kind (f32 or bf16):
+/// the output in f32 and/or bf16, from one pass.
+pub(crate) fn swiglu_infer(
+    a: &Tensor,
+    u: &Tensor,
+    want_f32: bool,
+    want_bf16: bool,
+) -> (Option<Tensor>, Option<Tensor>) {
+    call2("SwiGLU", want_f32, want_bf16, |of, ob, err, n| unsafe {
+        sinkrep_infer_swiglu(
+            ptr(a),
+            ptr(u),
+            want_f32.into(),
+            want_bf16.into(),
+            of,
+            ob,
+            err,
+            n,
+        )
+    })
+}
+
+/// Inference half-split RoPE of `x` (B, T, H, Dh), f32 or bf16, contiguous, with f32
+/// tables (T_max >= T, Dh/2): returns (B, H, T, Dh) contiguous, in bf16 when `out` is
+/// `Kind::BFloat16`, else f32.
+pub(crate) fn rope_infer(x: &Tensor, cos: &Tensor, sin: &Tensor, out: Kind) -> Tensor {
+    let bf = c_int::from(out == Kind::BFloat16);
+    call("RoPE", |o, err, n| unsafe {
+        sinkrep_infer_rope(ptr(x), ptr(cos), ptr(sin), bf, o, err, n)
     })
 }
 
@@ -238,5 +363,162 @@ mod tests {
             &|t| rope.apply(&t[0].transpose(1, 2)),
             &[x],
         );
+    }
+
+    // ---- Inference kernels: no autograd; f32 or bf16 in and out.
+
+    fn plain(shape: &[i64], seed: i64, scale: f64) -> Tensor {
+        tch::manual_seed(seed);
+        Tensor::randn(shape, (Kind::Float, Device::Cpu)) * scale
+    }
+
+    /// Bit patterns, so NaNs compare too.
+    fn bits(t: &Tensor) -> Tensor {
+        match t.kind() {
+            Kind::BFloat16 => t.view_dtype(Kind::Int16),
+            _ => t.view_dtype(Kind::Int),
+        }
+    }
+
+    /// Same values bit for bit, NaN where the other has NaN (libtorch's own casts give a
+    /// NaN different payloads on different code paths).
+    fn same_bits(a: &Tensor, b: &Tensor, what: &str) {
+        assert_eq!(a.kind(), b.kind(), "{what}: kinds");
+        assert_eq!(a.size(), b.size(), "{what}: shapes");
+        let (na, nb) = (a.isnan(), b.isnan());
+        assert!(na.equal(&nb), "{what}: NaNs differ");
+        let (a, b) = (a.masked_fill(&na, 0.0), b.masked_fill(&nb, 0.0));
+        assert!(bits(&a).equal(&bits(&b)), "{what}: bits differ");
+    }
+
+    fn threads_agree(name: &str, f: &dyn Fn() -> Vec<Tensor>) {
+        let prev = tch::get_num_threads();
+        tch::set_num_threads(1);
+        let one = f();
+        tch::set_num_threads(2);
+        let two = f();
+        tch::set_num_threads(prev);
+        for (a, b) in one.iter().zip(&two) {
+            same_bits(a, b, &format!("{name}: 1 vs 2 threads"));
+        }
+    }
+
+    fn both(r: (Option<Tensor>, Option<Tensor>)) -> Vec<Tensor> {
+        r.0.into_iter().chain(r.1).collect()
+    }
+
+    #[test]
+    fn inference_rms_norm_matches_composite_and_rounds_to_bf16_like_libtorch() {
+        let x = plain(&[1, 151, 4, 40], 1, 3.0);
+        assert!(applies_infer(&x) && !applies(&x));
+        for w in [plain(&[40], 2, 0.5) + 1.0, plain(&[4, 40], 3, 0.5) + 1.0] {
+            let out = both(rms_norm_infer(&x, &w, 1e-5, true, true));
+            assert_eq!(out.len(), 2);
+            close(&out[0], &composite_rms(&x, &w), "RMSNorm (inference, f32)");
+            // The bf16 output is the f32 one rounded to nearest-even, as libtorch casts.
+            same_bits(
+                &out[1],
+                &out[0].to_kind(Kind::BFloat16),
+                "RMSNorm bf16 output",
+            );
+            // One output asked for: that one only, the same values.
+            let f = rms_norm_infer(&x, &w, 1e-5, true, false);
+            assert!(f.1.is_none());
+            same_bits(f.0.as_ref().unwrap(), &out[0], "RMSNorm f32 alone");
+            let b = rms_norm_infer(&x, &w, 1e-5, false, true);
+            assert!(b.0.is_none());
+            same_bits(b.1.as_ref().unwrap(), &out[1], "RMSNorm bf16 alone");
+            threads_agree("RMSNorm (inference)", &|| {
+                both(rms_norm_infer(&x, &w, 1e-5, true, true))
+            });
+        }
+    }
+
+    #[test]
+    fn inference_swiglu_reads_and_writes_bf16_exactly_as_f32_then_cast() {
+        let a = plain(&[7, 33, 100], 4, 30.0);
+        let u = plain(&[7, 33, 100], 5, 1.0);
+        let out = both(swiglu_infer(&a, &u, true, true));
+        close(&out[0], &(a.silu() * &u), "SwiGLU (inference, f32)");
+        same_bits(
+            &out[1],
+            &out[0].to_kind(Kind::BFloat16),
+            "SwiGLU bf16 output",
+        );
+        // bf16 inputs are widened exactly: the same as f32 inputs holding their values.
+        let (ab, ub) = (a.to_kind(Kind::BFloat16), u.to_kind(Kind::BFloat16));
+        let from_bf = both(swiglu_infer(&ab, &ub, true, true));
+        let from_f = both(swiglu_infer(
+            &ab.to_kind(Kind::Float),
+            &ub.to_kind(Kind::Float),
+            true,
+            true,
+        ));
+        for (g, w) in from_bf.iter().zip(&from_f) {
+            same_bits(g, w, "SwiGLU from bf16 inputs");
+        }
+        threads_agree("SwiGLU (inference)", &|| {
+            both(swiglu_infer(&ab, &ub, true, true))
+        });
+    }
+
+    #[test]
+    fn inference_rope_transposes_and_matches_composite_bit_for_bit() {
+        let cfg = crate::config::Config {
+            vocab_size: 16,
+            d_model: 80,
+            n_layers: 1,
+            n_heads: 5,
+            n_kv_heads: 5,
+            head_dim: 16,
+            d_ff: 32,
+            rms_eps: 1e-5,
+            rope_base: 10_000.0,
+            rope_pairing: RopePairing::HalfSplit,
+            rope_scaling: crate::config::RopeScaling::None,
+            tied_embeddings: true,
+            max_seq_len: 40,
+            attn_variant: crate::config::AttnVariant::Baseline,
+            head_norm_init: 1.0,
+            zero_init: false,
+        };
+        let rope = crate::llama::Rope::new(&cfg, 40, Device::Cpu);
+        let x = plain(&[6, 37, 5, 16], 6, 1.0);
+        // Position 0 rotates by nothing (cos 1, sin 0): put values there whose bf16
+        // rounding is a tie (to even, both ways), an infinity and a NaN.
+        let specials = [
+            f32::from_bits(0x3F80_8000),
+            f32::from_bits(0x3F81_8000),
+            f32::from_bits(0xBF80_8000),
+            f32::INFINITY,
+            f32::NAN,
+        ];
+        x.narrow(1, 0, 1)
+            .narrow(3, 0, 5)
+            .copy_(&Tensor::from_slice(&specials).view([1, 1, 1, 5]));
+        // The composite: transpose, rotate in f32, cast.
+        let want = rope.apply(&x.transpose(1, 2)).contiguous();
+        let got = rope.apply_heads(&x, Kind::Float);
+        assert!(got.is_contiguous());
+        same_bits(&got, &want, "RoPE (inference, f32)");
+        let got_b = rope.apply_heads(&x, Kind::BFloat16);
+        same_bits(
+            &got_b,
+            &want.to_kind(Kind::BFloat16),
+            "RoPE (inference, bf16 out)",
+        );
+        let xb = x.to_kind(Kind::BFloat16);
+        let want_b = rope.apply(&xb.to_kind(Kind::Float).transpose(1, 2));
+        same_bits(
+            &rope.apply_heads(&xb, Kind::Float),
+            &want_b.contiguous(),
+            "RoPE (inference, bf16 in)",
+        );
+        threads_agree("RoPE (inference)", &|| {
+            vec![
+                rope.apply_heads(&x, Kind::Float),
+                rope.apply_heads(&xb, Kind::BFloat16),
+            ]
+        });
     }
 }

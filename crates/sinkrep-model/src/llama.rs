@@ -70,6 +70,13 @@ impl Precision {
 
     /// `xc W^T` for `xc` from `input`, returned in f32.
     pub(crate) fn mm(self, xc: &Tensor, w: &Weight) -> Tensor {
+        self.mm_native(xc, w).to_kind(Kind::Float)
+    }
+
+    /// `xc W^T` in the kind the product comes out in: bf16 in `Bf16` (its values are
+    /// those `mm` returns, which only widens them), for consumers that read bf16 (the
+    /// inference kernels, the next matmul, a residual add that promotes it exactly).
+    pub(crate) fn mm_native(self, xc: &Tensor, w: &Weight) -> Tensor {
         match self {
             Precision::F32 => xc.linear::<Tensor>(&w.w, None),
             Precision::Bf16 => {
@@ -81,7 +88,7 @@ impl Precision {
                         &cast
                     }
                 };
-                xc.linear::<Tensor>(wb, None).to_kind(Kind::Float)
+                xc.linear::<Tensor>(wb, None)
             }
         }
     }
@@ -102,6 +109,16 @@ impl Precision {
             Precision::F32.mm(x, w)
         } else {
             self.mm(xc, w)
+        }
+    }
+
+    /// `value` for a normalised input, in the kind the product comes out in (f32 when
+    /// probed, as `value`; else as `mm_native`).
+    fn value_native(self, xn: &Normed, w: &Weight, probed: bool) -> Tensor {
+        if probed && !self.is_f32() {
+            Precision::F32.mm(&xn.f32(), w)
+        } else {
+            self.mm_native(&xn.mm, w)
         }
     }
 
@@ -152,21 +169,73 @@ pub(crate) fn weight_init(fan_in: i64, cfg: &Config) -> nn::Init {
     }
 }
 
-pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
-    // A training forward on the CPU: one fused pass each way (crate::fused), for a gain
-    // of shape (D) or (P, D) over x's last two dimensions (the head-wise per-head gain).
+/// Can the fused kernels normalise f32 `x` with gain `w`? A gain of shape (D) or (P, D)
+/// over x's last two dimensions (the head-wise per-head gain), f32.
+fn fused_gain_fits(x: &Tensor, w: &Tensor) -> bool {
     let d = x.size().last().copied().unwrap_or(0);
-    let gain_fits = match w.size()[..] {
+    let fits = match w.size()[..] {
         [wd] => wd == d,
         [p, wd] => wd == d && x.dim() >= 2 && x.size()[x.dim() - 2] == p,
         _ => false,
     };
-    if gain_fits && w.kind() == Kind::Float && crate::fused::applies(x) {
-        return crate::fused::rms_norm(x, w, eps);
+    fits && w.kind() == Kind::Float && x.kind() == Kind::Float
+}
+
+pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
+    // On the CPU, one fused pass (crate::fused): as an autograd function in a training
+    // forward, as a plain kernel in inference.
+    if fused_gain_fits(x, w) {
+        if crate::fused::applies(x) {
+            return crate::fused::rms_norm(x, w, eps);
+        }
+        if crate::fused::applies_infer(x) {
+            if let (Some(y), _) = crate::fused::rms_norm_infer(x, w, eps, true, false) {
+                return y;
+            }
+        }
     }
     // As HF LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * w, in f32.
     let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
     x * (var + eps).rsqrt() * w
+}
+
+/// A normalised block input in the forms its consumers take: `mm` for the matmuls (bf16
+/// in `Bf16`, else f32), and the f32 values where they were kept (`norm_input`).
+pub(crate) struct Normed {
+    f32: Option<Tensor>,
+    pub(crate) mm: Tensor,
+}
+
+impl Normed {
+    /// The f32 normalised input (kept, or widened from `mm` if it was not asked for).
+    pub(crate) fn f32(&self) -> Tensor {
+        match &self.f32 {
+            Some(f) => f.shallow_clone(),
+            None => self.mm.to_kind(Kind::Float),
+        }
+    }
+}
+
+/// RMSNorm of f32 `x` for the linear layers of precision `prec`. In `Bf16` on the CPU
+/// outside autograd, one pass writes the bf16 matmul input (and the f32 values too when
+/// `keep_f32`); elsewhere the f32 norm and its cast, as `Precision::input` does.
+pub(crate) fn norm_input(
+    x: &Tensor,
+    w: &Tensor,
+    eps: f64,
+    prec: Precision,
+    keep_f32: bool,
+) -> Normed {
+    if !prec.is_f32() && fused_gain_fits(x, w) && crate::fused::applies_infer(x) {
+        if let (f, Some(b)) = crate::fused::rms_norm_infer(x, w, eps, keep_f32, true) {
+            return Normed { f32: f, mm: b };
+        }
+    }
+    let f = rms_norm(x, w, eps);
+    Normed {
+        mm: prec.input(&f),
+        f32: Some(f),
+    }
 }
 
 /// RoPE tables for positions 0..max_t: cos, sin of shape (T, Dh/2).
@@ -203,6 +272,20 @@ impl Rope {
             return crate::fused::rope(x, &self.cos, &self.sin).transpose(1, 2);
         }
         self.apply(&x.transpose(1, 2))
+    }
+
+    /// x: (B, T, H, Dh) in any kind, as a projection leaves it; returns (B, H, T, Dh) in
+    /// `out`, computed in f32. Outside autograd on the CPU (half-split pairs), one fused
+    /// pass that also transposes and casts (crate::fused).
+    pub(crate) fn apply_heads(&self, x: &Tensor, out: Kind) -> Tensor {
+        if self.pairing == RopePairing::HalfSplit
+            && x.dim() == 4
+            && x.size()[1] <= self.len() as i64
+            && crate::fused::applies_infer(x)
+        {
+            return crate::fused::rope_infer(x, &self.cos, &self.sin, out);
+        }
+        self.apply_bthd(&x.to_kind(Kind::Float)).to_kind(out)
     }
 
     /// x: (B, H, T, Dh).
@@ -288,33 +371,43 @@ impl Attention {
         }
     }
 
-    /// x: (B, T, D) normalised block input. Returns the attention output (B, T, D).
+    /// xn: the normalised block input (B, T, D). Returns the attention output (B, T, D),
+    /// in f32, or bf16 straight from W_O in `Bf16` (the residual add widens it exactly).
     fn forward(
         &self,
-        x: &Tensor,
+        xn: &Normed,
         layer: usize,
         rope: &Rope,
         exec: Exec,
         hooks: &mut Hooks,
     ) -> Tensor {
-        let s = x.size();
+        let xc = &xn.mm;
+        let s = xc.size();
         let (b, t) = (s[0], s[1]);
         let (h, kv, dh) = (self.n_heads, self.n_kv, self.head_dim);
         let rep = h / kv;
-        let lin = |x: &Tensor, w: &Weight| exec.prec.linear(x, w);
-        let xc = exec.prec.input(x);
-        let q = rope.apply_bthd(&exec.prec.mm(&xc, &self.wq).view([b, t, h, dh])); // (B, H, T, Dh)
-        let k = rope.apply_bthd(&exec.prec.mm(&xc, &self.wk).view([b, t, kv, dh])); // (B, KV, T, Dh)
-        let v = exec
-            .prec
-            .value(x, &xc, &self.wv, hooks.wants(layer, Site::AttnZ))
-            .view([b, t, kv, dh])
-            .transpose(1, 2); // (B, KV, T, Dh)
         let scale = 1.0 / (dh as f64).sqrt();
         let self_only = hooks.interventions.mask_self_at(layer);
         let explicit = exec.imp == AttnImpl::Explicit
             || !self_only.is_empty()
             || hooks.wants(layer, Site::AttnPattern);
+        // Explicit attention runs in f32; fused attention in `attn_kind`.
+        let kind = if explicit {
+            Kind::Float
+        } else {
+            exec.prec.attn_kind()
+        };
+        let q = rope.apply_heads(&exec.prec.mm_native(xc, &self.wq).view([b, t, h, dh]), kind); // (B, H, T, Dh)
+        let k = rope.apply_heads(
+            &exec.prec.mm_native(xc, &self.wk).view([b, t, kv, dh]),
+            kind,
+        ); // (B, KV, T, Dh)
+        let v = exec
+            .prec
+            .value_native(xn, &self.wv, hooks.wants(layer, Site::AttnZ))
+            .view([b, t, kv, dh])
+            .transpose(1, 2)
+            .to_kind(kind); // (B, KV, T, Dh)
 
         let z = if explicit {
             // Group the rep query heads of each KV head so K and V are not repeated:
@@ -322,7 +415,7 @@ impl Attention {
             let qg = q.reshape([b, kv, rep * t, dh]);
             let scores = qg.matmul(&k.transpose(-2, -1)) * scale;
             let scores = scores.view([b, h, t, t]); // (B, H, T, T)
-            let mask = causal_mask(t, &self_only, x.device()); // (T, T), true = blocked
+            let mask = causal_mask(t, &self_only, xc.device()); // (T, T), true = blocked
             let att = scores
                 .masked_fill(&mask, f64::NEG_INFINITY)
                 .softmax(-1, Kind::Float);
@@ -333,45 +426,51 @@ impl Attention {
                 .matmul(&v) // (B, KV, rep*T, Dh)
                 .view([b, h, t, dh])
         } else {
-            let kind = exec.prec.attn_kind();
             Tensor::scaled_dot_product_attention::<Tensor>(
-                &q.to_kind(kind),
-                &k.to_kind(kind),
-                &v.to_kind(kind),
+                &q,
+                &k,
+                &v,
                 None,
                 0.0,
                 true,
                 scale,
                 rep > 1,
             )
-            .to_kind(Kind::Float)
         };
         // Contiguous once here: W_O's reshape below is then a view, and probes of
-        // `attn_z` reshape it without another copy.
+        // `attn_z` reshape it without another copy. Still in the attention's kind: the
+        // interventions and variants below, and probes, take it in f32.
         let z = z.transpose(1, 2).contiguous(); // (B, T, H, Dh)
+        let disabled = hooks.interventions.disable_head_norm;
+        let variant = !disabled && (self.head_norm.is_some() || self.gate.is_some());
+        let z = if variant || !hooks.interventions.amplify.is_empty() {
+            z.to_kind(Kind::Float)
+        } else {
+            z
+        };
         let z = if hooks.interventions.amplify.is_empty() {
             z
         } else {
             hooks.interventions.amplify_z(layer, z.contiguous())
         };
         if hooks.wants(layer, Site::AttnZ) {
-            hooks.observe(layer, Site::AttnZ, &z);
+            hooks.observe(layer, Site::AttnZ, &z.to_kind(Kind::Float));
         }
-        let disabled = hooks.interventions.disable_head_norm;
         let z = match (&self.head_norm, &self.gate) {
             (Some(g), _) if !disabled => {
                 // Head-wise RMSNorm over each head's Dh channels (paper, claim 5).
                 rms_norm(&z, g, self.eps)
             }
             (_, Some(wg)) if !disabled => {
-                let gate = exec.prec.mm(&xc, wg).view([b, t, h, dh]).sigmoid();
+                let gate = exec.prec.mm(xc, wg).view([b, t, h, dh]).sigmoid();
                 z * gate
             }
             _ => z,
         };
-        let out = lin(&z.reshape([b, t, h * dh]), &self.wo);
+        let zc = exec.prec.input(&z.reshape([b, t, h * dh]));
+        let out = exec.prec.mm_native(&zc, &self.wo);
         if hooks.wants(layer, Site::AttnOut) {
-            hooks.observe(layer, Site::AttnOut, &out);
+            hooks.observe(layer, Site::AttnOut, &out.to_kind(Kind::Float));
         }
         out
     }
@@ -416,28 +515,48 @@ impl Mlp {
         }
     }
 
-    /// SwiGLU: W_down (silu(x W_gate) * (x W_up)).
-    fn forward(&self, x: &Tensor, layer: usize, prec: Precision, hooks: &mut Hooks) -> Tensor {
-        let xc = prec.input(x);
-        let a = prec.mm(&xc, &self.w_gate);
-        let u = prec.mm(&xc, &self.w_up);
-        // silu(a) * u: one fused pass each way in a training forward on the CPU.
-        let h = if crate::fused::applies(&a) && a.size() == u.size() {
-            crate::fused::swiglu(&a, &u)
+    /// SwiGLU: W_down (silu(x W_gate) * (x W_up)), for the normalised input `xn`. Returns
+    /// f32, or bf16 straight from W_down in `Bf16` (the residual add widens it exactly).
+    fn forward(&self, xn: &Normed, layer: usize, prec: Precision, hooks: &mut Hooks) -> Tensor {
+        let xc = &xn.mm;
+        let a = prec.mm_native(xc, &self.w_gate);
+        let u = prec.mm_native(xc, &self.w_up);
+        let ablate = !hooks.interventions.ablate.is_empty();
+        let post = hooks.wants(layer, Site::MlpPost);
+        // silu(a) * u in f32, one fused pass on the CPU: an autograd function in a
+        // training forward; in inference a kernel that reads the products in their kind
+        // and writes the down projection's bf16 input directly (and f32 for probes).
+        let (h, hc) = if crate::fused::applies(&a) && a.size() == u.size() {
+            (Some(crate::fused::swiglu(&a, &u)), None)
+        } else if crate::fused::applies_infer(&a)
+            && crate::fused::applies_infer(&u)
+            && a.size() == u.size()
+            && a.kind() == u.kind()
+        {
+            let bf = !prec.is_f32() && !ablate;
+            crate::fused::swiglu_infer(&a, &u, !bf || post, bf)
         } else {
-            a.silu() * u
+            (
+                Some(a.to_kind(Kind::Float).silu() * u.to_kind(Kind::Float)),
+                None,
+            )
         }; // (B, T, F)
-        let h = if hooks.interventions.ablate.is_empty() {
-            h
-        } else {
-            hooks.interventions.ablate_mlp(layer, h)
+        let h = match h {
+            Some(h) if ablate => Some(hooks.interventions.ablate_mlp(layer, h)),
+            h => h,
         };
-        if hooks.wants(layer, Site::MlpPost) {
-            hooks.observe(layer, Site::MlpPost, &h);
+        if let (true, Some(h)) = (post, &h) {
+            hooks.observe(layer, Site::MlpPost, h);
         }
-        let out = prec.linear(&h, &self.w_down);
+        let hc = match (hc, h) {
+            (Some(hc), _) => hc,
+            (None, Some(h)) => prec.input(&h),
+            // (swiglu_infer returns at least one of the two)
+            (None, None) => prec.input(&(a.to_kind(Kind::Float).silu() * u.to_kind(Kind::Float))),
+        };
+        let out = prec.mm_native(&hc, &self.w_down);
         if hooks.wants(layer, Site::MlpOut) {
-            hooks.observe(layer, Site::MlpOut, &out);
+            hooks.observe(layer, Site::MlpOut, &out.to_kind(Kind::Float));
         }
         out
     }
@@ -484,23 +603,16 @@ impl Block {
         if hooks.wants(layer, Site::ResidPre) {
             hooks.observe(layer, Site::ResidPre, x);
         }
-        let a = self.attn.forward(
-            &rms_norm(x, &self.attn_norm, self.eps),
-            layer,
-            rope,
-            exec,
-            hooks,
-        );
+        // The f32 normalised input is kept where the f32 value path wants it.
+        let keep_f32 = hooks.wants(layer, Site::AttnZ);
+        let xn = norm_input(x, &self.attn_norm, self.eps, exec.prec, keep_f32);
+        let a = self.attn.forward(&xn, layer, rope, exec, hooks);
         let mid = x + a;
         if hooks.wants(layer, Site::ResidMid) {
             hooks.observe(layer, Site::ResidMid, &mid);
         }
-        let m = self.mlp.forward(
-            &rms_norm(&mid, &self.ffn_norm, self.eps),
-            layer,
-            exec.prec,
-            hooks,
-        );
+        let xn = norm_input(&mid, &self.ffn_norm, self.eps, exec.prec, false);
+        let m = self.mlp.forward(&xn, layer, exec.prec, hooks);
         let out = mid + m;
         if hooks.wants(layer, Site::ResidPost) {
             hooks.observe(layer, Site::ResidPost, &out);
