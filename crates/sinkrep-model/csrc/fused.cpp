@@ -90,6 +90,21 @@ inline float exp_approx(float x) {
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
 
+// 1 / sqrt(mean(x^2) + eps) of one row of d: 16 partial sums in a fixed order, the tail,
+// then a fixed pairwise fold (the same bits in every clone and thread).
+inline float row_rstd(const float* xr, int64_t d, float eps) {
+  float acc[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= d; i += 16)
+    for (int j = 0; j < 16; j++) acc[j] += xr[i + j] * xr[i + j];
+  float tail = 0.0f;
+  for (; i < d; i++) tail += xr[i] * xr[i];
+  for (int s = 8; s > 0; s >>= 1)
+    for (int j = 0; j < s; j++) acc[j] += acc[j + s];
+  float ms = (acc[0] + tail) / static_cast<float>(d);
+  return 1.0f / std::sqrt(ms + eps);
+}
+
 // ---- RMSNorm: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps), over rows of d.
 // Row r uses gain row (r % period) of w (period 1: one gain vector; period H: one per head).
 
@@ -98,16 +113,7 @@ void rms_fwd(const float* x, const float* w, float* y, float* rstd, int64_t r0, 
              int64_t d, int64_t period, float eps) {
   for (int64_t r = r0; r < r1; r++) {
     const float* xr = x + r * d;
-    float acc[16] = {0};
-    int64_t i = 0;
-    for (; i + 16 <= d; i += 16)
-      for (int j = 0; j < 16; j++) acc[j] += xr[i + j] * xr[i + j];
-    float tail = 0.0f;
-    for (; i < d; i++) tail += xr[i] * xr[i];
-    for (int s = 8; s > 0; s >>= 1)
-      for (int j = 0; j < s; j++) acc[j] += acc[j + s];
-    float ms = (acc[0] + tail) / static_cast<float>(d);
-    float rs = 1.0f / std::sqrt(ms + eps);
+    float rs = row_rstd(xr, d, eps);
     rstd[r] = rs;
     const float* wr = w + (r % period) * d;
     float* yr = y + r * d;
@@ -351,16 +357,7 @@ void rms_infer(const float* x, const float* w, float* yf, uint16_t* yb, int64_t 
                int64_t d, int64_t period, float eps) {
   for (int64_t r = r0; r < r1; r++) {
     const float* xr = x + r * d;
-    float acc[16] = {0};
-    int64_t i = 0;
-    for (; i + 16 <= d; i += 16)
-      for (int j = 0; j < 16; j++) acc[j] += xr[i + j] * xr[i + j];
-    float tail = 0.0f;
-    for (; i < d; i++) tail += xr[i] * xr[i];
-    for (int s = 8; s > 0; s >>= 1)
-      for (int j = 0; j < s; j++) acc[j] += acc[j + s];
-    float ms = (acc[0] + tail) / static_cast<float>(d);
-    float rs = 1.0f / std::sqrt(ms + eps);
+    float rs = row_rstd(xr, d, eps);
     const float* wr = w + (r % period) * d;
     if (yf) {
       float* o = yf + r * d;

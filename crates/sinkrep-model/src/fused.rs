@@ -334,8 +334,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn rope_matches_composite_half_split() {
+    /// Half-split RoPE tables for 40 positions of 5 heads of 16 channels.
+    fn half_split_rope() -> crate::llama::Rope {
         let cfg = crate::config::Config {
             vocab_size: 16,
             d_model: 80,
@@ -354,7 +354,12 @@ mod tests {
             head_norm_init: 1.0,
             zero_init: false,
         };
-        let rope = crate::llama::Rope::new(&cfg, 40, Device::Cpu);
+        crate::llama::Rope::new(&cfg, 40, Device::Cpu)
+    }
+
+    #[test]
+    fn rope_matches_composite_half_split() {
+        let rope = half_split_rope();
         // T = 37 < the table's 40 positions; 1110 rows, two parallel chunks of 1024.
         let x = leaf(&[6, 37, 5, 16], 6, 1.0);
         check(
@@ -464,25 +469,7 @@ mod tests {
 
     #[test]
     fn inference_rope_transposes_and_matches_composite_bit_for_bit() {
-        let cfg = crate::config::Config {
-            vocab_size: 16,
-            d_model: 80,
-            n_layers: 1,
-            n_heads: 5,
-            n_kv_heads: 5,
-            head_dim: 16,
-            d_ff: 32,
-            rms_eps: 1e-5,
-            rope_base: 10_000.0,
-            rope_pairing: RopePairing::HalfSplit,
-            rope_scaling: crate::config::RopeScaling::None,
-            tied_embeddings: true,
-            max_seq_len: 40,
-            attn_variant: crate::config::AttnVariant::Baseline,
-            head_norm_init: 1.0,
-            zero_init: false,
-        };
-        let rope = crate::llama::Rope::new(&cfg, 40, Device::Cpu);
+        let rope = half_split_rope();
         let x = plain(&[6, 37, 5, 16], 6, 1.0);
         // Position 0 rotates by nothing (cos 1, sin 0): put values there whose bf16
         // rounding is a tie (to even, both ways), an infinity and a NaN.
