@@ -3,7 +3,7 @@
 //! reductions. Batches of sequences can be fed one after another: every statistic is an
 //! accumulated sum (f64) or an appended per-sequence value.
 
-use sinkrep_model::{Probe, Site};
+use sinkrep_model::{reduce, Probe, Site};
 use tch::{Kind, Tensor};
 
 /// Running per-(position, channel) moments across sequences, merged batch by batch.
@@ -29,18 +29,12 @@ impl Moments {
     /// Adds a batch x: (B, T, C) of f32 activations.
     pub fn add(&mut self, x: &Tensor) {
         let nb = x.size()[0];
-        let mean_f = x.mean_dim(0, false, Kind::Float); // (T, C)
-        let mut d = x - &mean_f; // (B, T, C)
-                                 // Corrected two-pass: sum(d^2) - sum(d)^2 / n removes the error of the rounded f32
-                                 // mean (exact arithmetic would give sum(d) = 0), and sum(d)/n restores it.
-        let dsum = d
-            .sum_dim_intlist(0, false, Kind::Float)
-            .to_kind(Kind::Double);
-        let m2_b = d
-            .square_()
-            .sum_dim_intlist(0, false, Kind::Float)
-            .to_kind(Kind::Double)
-            - dsum.square() / nb as f64;
+        // (T, C) each, f32, one fused pass on the CPU (sinkrep_model::reduce).
+        let (mean_f, dsum, d2) = reduce::batch_moments(x);
+        // Corrected two-pass: sum(d^2) - sum(d)^2 / n removes the error of the rounded f32
+        // mean (exact arithmetic would give sum(d) = 0), and sum(d)/n restores it.
+        let dsum = dsum.to_kind(Kind::Double);
+        let m2_b = d2.to_kind(Kind::Double) - dsum.square() / nb as f64;
         let mean_b = mean_f.to_kind(Kind::Double) + dsum / nb as f64;
         // The variance across channels is reported only for a single sequence (N = 1),
         // which means one batch of one: a batch of two or more proves N >= 2, so it is
@@ -108,16 +102,6 @@ fn others(x: &Tensor, dim: i64, k: i64) -> Vec<Tensor> {
         v.push(x.narrow(dim, k + 1, t - k - 1));
     }
     v
-}
-
-/// max |x| over `dims` of every view, elementwise across views (f32, exact). `abs` makes
-/// a contiguous copy, but libtorch's amax over the outer dims of a strided view is ~20x
-/// slower than over that copy.
-fn max_abs(views: &[Tensor], dims: &[i64]) -> Option<Tensor> {
-    views
-        .iter()
-        .map(|v| v.abs().amax(dims, false))
-        .reduce(|a, b| a.maximum(&b))
 }
 
 /// A tensor as a flat `Vec<f64>` on the CPU (any kind, any device); empty if libtorch
@@ -236,22 +220,29 @@ impl SinkProbe {
         let k = self.k as i64;
         let b = x.size()[0];
         let xk = x.select(1, k); // (B, D)
-        let absk = xk.abs();
-        let maxk = absk.amax([-1], false).to_kind(Kind::Double); // (B)
-        let meank = absk.mean_dim(-1, false, Kind::Float).to_kind(Kind::Double);
+                                 // Each position's norm and max |x| over channels, (B, T): one pass over x.
+        let (norms, maxabs) = reduce::row_norm_maxabs(x);
+        let maxk = maxabs.select(1, k).to_kind(Kind::Double); // (B)
+        let meank = xk
+            .abs()
+            .mean_dim(-1, false, Kind::Float)
+            .to_kind(Kind::Double);
         let acc = &mut self.layers[layer];
         acc.dom_ratio_sum += sum_f64(&(&maxk / &meank));
         acc.max_abs_k_sum += sum_f64(&maxk);
-        acc.norm_k_sum += sum_f64(&xk.norm_scalaropt_dim(2, [-1], false));
-        let views = others(x, 1, k); // (B, *, D) each
-        if let Some(m) = max_abs(&views, &[1, 2]) {
+        acc.norm_k_sum += sum_f64(&norms.select(1, k));
+        let views = others(&maxabs, 1, k); // (B, *) each
+        if let Some(m) = views
+            .iter()
+            .map(|v| v.amax([1], false))
+            .reduce(|a, c| a.maximum(&c))
+        {
             acc.max_abs_others_sum += sum_f64(&m);
             // Mean over the other positions of each position's norm, per sequence.
-            let norm_sum = views
+            let norm_sum = others(&norms, 1, k)
                 .iter()
                 .map(|v| {
-                    v.norm_scalaropt_dim(2, [-1], false)
-                        .to_kind(Kind::Double)
+                    v.to_kind(Kind::Double)
                         .sum_dim_intlist(-1, false, Kind::Double)
                 })
                 .reduce(|a, c| a + c)
@@ -271,7 +262,7 @@ impl SinkProbe {
         let k = self.k as i64;
         let t = x.size()[1];
         let acc = &mut self.layers[layer];
-        let norms = x.norm_scalaropt_dim(2, [-1], false).to_kind(Kind::Double); // (B, T)
+        let norms = reduce::row_norm_maxabs(x).0.to_kind(Kind::Double); // (B, T)
         acc.mid_norm_k_sum += sum_f64(&norms.select(1, k));
         if t > 1 {
             let others_sum: f64 = others(&norms, 1, k).iter().map(sum_f64).sum();
@@ -288,7 +279,7 @@ impl SinkProbe {
                 .to_kind(Kind::Double)
                 .sum_dim_intlist(0, false, Kind::Double),
         );
-        if let Some(mo) = max_abs(&others(m, 1, k), &[0, 1]) {
+        if let Some(mo) = reduce::channel_maxabs(m, Some(k)) {
             let mo = mo.to_kind(Kind::Double); // (F)
             acc.mlp_others_max = Some(match acc.mlp_others_max.take() {
                 Some(prev) => prev.maximum(&mo),

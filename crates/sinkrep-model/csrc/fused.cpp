@@ -444,6 +444,140 @@ void check_infer(const Tensor& t, const char* what) {
               ": f32 or bf16");
 }
 
+// ---- Probe reductions (f32, no autograd): what an analysis keeps of each activation, in
+// one or two passes over it instead of libtorch's chain of abs copies, subtractions and
+// separate reductions. Each output element is reduced in a fixed order (batch index, or
+// fixed partial sums along a row), so results are bit-identical for any thread count.
+
+// Over the batch (B) of x (B, R): mean (f32, the sum over b divided by B), then the sums
+// of d = x - mean and of d^2 (the corrected two-pass moments), for columns [c0, c1).
+SINKREP_CLONES
+void batch_moments(const float* x, float* mean, float* dsum, float* d2, int64_t nb, int64_t n,
+                   int64_t c0, int64_t c1) {
+  for (int64_t c = c0; c < c1; c++) mean[c] = 0.0f;
+  for (int64_t b = 0; b < nb; b++) {
+    const float* xb = x + b * n;
+    for (int64_t c = c0; c < c1; c++) mean[c] += xb[c];
+  }
+  float count = static_cast<float>(nb);
+  for (int64_t c = c0; c < c1; c++) {
+    mean[c] = mean[c] / count;
+    dsum[c] = 0.0f;
+    d2[c] = 0.0f;
+  }
+  for (int64_t b = 0; b < nb; b++) {
+    const float* xb = x + b * n;
+    for (int64_t c = c0; c < c1; c++) {
+      float d = xb[c] - mean[c];
+      dsum[c] += d;
+      d2[c] += d * d;
+    }
+  }
+}
+
+inline float max_nan(float acc, float v) { return (v > acc || v != v) ? v : acc; }
+
+// Rows [r0, r1) of x (rows, D): the L2 norm (sum of squares in 16 fixed partial sums) and
+// max |x| of each row; a NaN anywhere in a row makes both NaN (the sum of squares carries
+// it, and the max follows the sum).
+SINKREP_CLONES
+void row_norm_maxabs(const float* x, float* norm, float* maxabs, int64_t r0, int64_t r1,
+                     int64_t d) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* xr = x + r * d;
+    float acc[16] = {0};
+    float mx[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= d; i += 16)
+      for (int j = 0; j < 16; j++) {
+        float v = xr[i + j];
+        acc[j] += v * v;
+        mx[j] = std::max(mx[j], std::fabs(v));
+      }
+    float tail = 0.0f, mt = 0.0f;
+    for (; i < d; i++) {
+      tail += xr[i] * xr[i];
+      mt = std::max(mt, std::fabs(xr[i]));
+    }
+    for (int s = 8; s > 0; s >>= 1)
+      for (int j = 0; j < s; j++) {
+        acc[j] += acc[j + s];
+        mx[j] = std::max(mx[j], mx[j + s]);
+      }
+    float ss = acc[0] + tail;
+    norm[r] = std::sqrt(ss);
+    maxabs[r] = ss != ss ? ss : std::max(mx[0], mt);
+  }
+}
+
+// Rows [r0, r1) of causal attention scores s (B, H, T, T) (query position r % T): o =
+// softmax over keys j <= i of scale * s, zero beyond i. The max and the sum run over 16
+// fixed partial lanes; exp is exp_approx. A NaN score makes its row NaN.
+SINKREP_CLONES
+void causal_softmax_rows(const float* s, float* o, int64_t r0, int64_t r1, int64_t t,
+                         float scale) {
+  for (int64_t r = r0; r < r1; r++) {
+    int64_t n = r % t + 1;
+    const float* sr = s + r * t;
+    float* orow = o + r * t;
+    float mx[16];
+    for (int j = 0; j < 16; j++) mx[j] = -INFINITY;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+      for (int j = 0; j < 16; j++) {
+        float v = sr[i + j] * scale;
+        orow[i + j] = v;
+        mx[j] = max_nan(mx[j], v);
+      }
+    float mt = -INFINITY;
+    for (; i < n; i++) {
+      float v = sr[i] * scale;
+      orow[i] = v;
+      mt = max_nan(mt, v);
+    }
+    for (int w = 8; w > 0; w >>= 1)
+      for (int j = 0; j < w; j++) mx[j] = max_nan(mx[j], mx[j + w]);
+    float m = max_nan(mx[0], mt);
+    float acc[16] = {0};
+    i = 0;
+    for (; i + 16 <= n; i += 16)
+      for (int j = 0; j < 16; j++) {
+        float e = exp_approx(orow[i + j] - m);
+        orow[i + j] = e;
+        acc[j] += e;
+      }
+    float tail = 0.0f;
+    for (; i < n; i++) {
+      float e = exp_approx(orow[i] - m);
+      orow[i] = e;
+      tail += e;
+    }
+    for (int w = 8; w > 0; w >>= 1)
+      for (int j = 0; j < w; j++) acc[j] += acc[j + w];
+    float inv = 1.0f / (acc[0] + tail);
+    for (int64_t k = 0; k < n; k++) orow[k] = orow[k] * inv;
+    for (int64_t k = n; k < t; k++) orow[k] = 0.0f;
+  }
+}
+
+// Channels [c0, c1) of x (B, T, F): max |x| over every (b, t) with t != skip.
+SINKREP_CLONES
+void channel_maxabs(const float* x, float* out, int64_t nb, int64_t t, int64_t f, int64_t skip,
+                    int64_t c0, int64_t c1) {
+  for (int64_t c = c0; c < c1; c++) out[c] = 0.0f;
+  for (int64_t b = 0; b < nb; b++)
+    for (int64_t p = 0; p < t; p++) {
+      if (p == skip) continue;
+      const float* xr = x + (b * t + p) * f;
+      for (int64_t c = c0; c < c1; c++) out[c] = max_nan(out[c], std::fabs(xr[c]));
+    }
+}
+
+void check_f32(const Tensor& t, const char* what) {
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == at::kFloat, what,
+              ": a contiguous f32 CPU tensor");
+}
+
 template <typename F>
 int guarded(F f, at::Tensor** out, char* err, size_t errlen) {
   try {
@@ -586,6 +720,98 @@ int sinkrep_infer_rope(const at::Tensor* x, const at::Tensor* cs, const at::Tens
           else
             rope_infer(static_cast<const float*>(xp), cp, sp, static_cast<float*>(op), r0, r1, t,
                        h, dh, stride);
+        });
+        return o;
+      },
+      out, err, errlen);
+}
+
+// x: (B, ...) f32 contiguous, B >= 1. Returns (3, ...) f32: the mean over B, the sum over B
+// of (x - mean), and the sum of its square.
+int sinkrep_batch_moments(const at::Tensor* x, at::Tensor** out, char* err, size_t errlen) {
+  return guarded(
+      [&] {
+        check_f32(*x, "moments input");
+        TORCH_CHECK(x->dim() >= 2 && x->size(0) >= 1, "moments input: (B >= 1, ...)");
+        int64_t nb = x->size(0);
+        int64_t n = x->numel() / nb;
+        auto sizes = x->sizes().vec();
+        sizes[0] = 3;
+        at::Tensor o = at::empty(sizes, x->options());
+        const float* xp = x->data_ptr<float>();
+        float* op = o.data_ptr<float>();
+        at::parallel_for(0, n, 4096, [&](int64_t c0, int64_t c1) {
+          FlushDenormals ftz;
+          batch_moments(xp, op, op + n, op + 2 * n, nb, n, c0, c1);
+        });
+        return o;
+      },
+      out, err, errlen);
+}
+
+// x: (..., D) f32 contiguous. Returns (2, ...) f32 without the last dimension: each row's
+// L2 norm and max |x|.
+int sinkrep_row_norm_maxabs(const at::Tensor* x, at::Tensor** out, char* err, size_t errlen) {
+  return guarded(
+      [&] {
+        check_f32(*x, "row statistics input");
+        TORCH_CHECK(x->dim() >= 1 && x->size(-1) >= 1, "row statistics input: (..., D >= 1)");
+        int64_t d = x->size(-1);
+        int64_t rows = x->numel() / d;
+        auto sizes = x->sizes().vec();
+        sizes.pop_back();
+        sizes.insert(sizes.begin(), 2);
+        at::Tensor o = at::empty(sizes, x->options());
+        const float* xp = x->data_ptr<float>();
+        float* op = o.data_ptr<float>();
+        at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / d), [&](int64_t r0, int64_t r1) {
+          FlushDenormals ftz;
+          row_norm_maxabs(xp, op, op + rows, r0, r1, d);
+        });
+        return o;
+      },
+      out, err, errlen);
+}
+
+// scores: (B, H, T, T) f32 contiguous, q k^T before scaling. Returns the causal softmax of
+// scale * scores over the last dimension, (B, H, T, T) f32 (zeros above the diagonal).
+int sinkrep_causal_softmax(const at::Tensor* scores, double scale, at::Tensor** out, char* err,
+                           size_t errlen) {
+  return guarded(
+      [&] {
+        check_f32(*scores, "attention scores");
+        TORCH_CHECK(scores->dim() == 4 && scores->size(2) == scores->size(3),
+                    "attention scores: (B, H, T, T)");
+        int64_t t = scores->size(3);
+        int64_t rows = t == 0 ? 0 : scores->numel() / t;
+        at::Tensor o = at::empty_like(*scores);
+        const float* sp = scores->data_ptr<float>();
+        float* op = o.data_ptr<float>();
+        float sc = static_cast<float>(scale);
+        at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(t, 1)),
+                         [&](int64_t r0, int64_t r1) {
+                           FlushDenormals ftz;
+                           causal_softmax_rows(sp, op, r0, r1, t, sc);
+                         });
+        return o;
+      },
+      out, err, errlen);
+}
+
+// x: (B, T, F) f32 contiguous; skip: a position to leave out, or -1. Returns (F): max |x|
+// over every sequence and position but skip (zeros when nothing is left).
+int sinkrep_channel_maxabs(const at::Tensor* x, int64_t skip, at::Tensor** out, char* err,
+                           size_t errlen) {
+  return guarded(
+      [&] {
+        check_f32(*x, "channel max input");
+        TORCH_CHECK(x->dim() == 3, "channel max input: (B, T, F)");
+        int64_t nb = x->size(0), t = x->size(1), f = x->size(2);
+        at::Tensor o = at::empty({f}, x->options());
+        const float* xp = x->data_ptr<float>();
+        float* op = o.data_ptr<float>();
+        at::parallel_for(0, f, 256, [&](int64_t c0, int64_t c1) {
+          channel_maxabs(xp, op, nb, t, f, skip, c0, c1);
         });
         return o;
       },

@@ -62,6 +62,32 @@ extern "C" {
         err: *mut c_char,
         errlen: usize,
     ) -> c_int;
+    fn sinkrep_batch_moments(
+        x: *const std::ffi::c_void,
+        out: *mut *mut std::ffi::c_void,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn sinkrep_row_norm_maxabs(
+        x: *const std::ffi::c_void,
+        out: *mut *mut std::ffi::c_void,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn sinkrep_channel_maxabs(
+        x: *const std::ffi::c_void,
+        skip: i64,
+        out: *mut *mut std::ffi::c_void,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn sinkrep_causal_softmax(
+        scores: *const std::ffi::c_void,
+        scale: f64,
+        out: *mut *mut std::ffi::c_void,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
     fn sinkrep_infer_rope(
         x: *const std::ffi::c_void,
         cos: *const std::ffi::c_void,
@@ -96,6 +122,11 @@ pub(crate) fn applies_infer(x: &Tensor) -> bool {
         && !x.requires_grad()
         && x.is_contiguous()
         && enabled()
+}
+
+/// Should a probe-reduction kernel take `x`? f32, CPU, contiguous, outside autograd.
+pub(crate) fn applies_reduce(x: &Tensor) -> bool {
+    x.kind() == Kind::Float && applies_infer(x)
 }
 
 fn ptr(t: &Tensor) -> *const std::ffi::c_void {
@@ -223,6 +254,36 @@ pub(crate) fn rope_infer(x: &Tensor, cos: &Tensor, sin: &Tensor, out: Kind) -> T
     let bf = c_int::from(out == Kind::BFloat16);
     call("RoPE", |o, err, n| unsafe {
         sinkrep_infer_rope(ptr(x), ptr(cos), ptr(sin), bf, o, err, n)
+    })
+}
+
+/// Over dim 0 of f32 `x` (B, ...): (3, ...) holding the mean, the sum of x - mean and the
+/// sum of its square.
+pub(crate) fn batch_moments(x: &Tensor) -> Tensor {
+    call("moments", |o, err, n| unsafe {
+        sinkrep_batch_moments(ptr(x), o, err, n)
+    })
+}
+
+/// Each row (last dimension) of f32 `x`: (2, ...) holding the L2 norm and max |x|.
+pub(crate) fn row_norm_maxabs(x: &Tensor) -> Tensor {
+    call("row statistics", |o, err, n| unsafe {
+        sinkrep_row_norm_maxabs(ptr(x), o, err, n)
+    })
+}
+
+/// Causal softmax of `scale * scores` for f32 `scores` (B, H, T, T) (q k^T): zeros above
+/// the diagonal, as a softmax over -inf-masked scores gives.
+pub(crate) fn causal_softmax(scores: &Tensor, scale: f64) -> Tensor {
+    call("causal softmax", |o, err, n| unsafe {
+        sinkrep_causal_softmax(ptr(scores), scale, o, err, n)
+    })
+}
+
+/// f32 `x` (B, T, F): max |x| per channel over every (b, t) with t != `skip` (-1: none).
+pub(crate) fn channel_maxabs(x: &Tensor, skip: i64) -> Tensor {
+    call("channel max", |o, err, n| unsafe {
+        sinkrep_channel_maxabs(ptr(x), skip, o, err, n)
     })
 }
 
@@ -507,5 +568,23 @@ mod tests {
                 rope.apply_heads(&xb, Kind::BFloat16),
             ]
         });
+    }
+
+    #[test]
+    fn causal_softmax_matches_masked_softmax() {
+        // T = 37: full 16-lane blocks and tails; scores up to ~+-60 after scaling.
+        let s = plain(&[3, 4, 37, 37], 7, 40.0);
+        let scale = 1.0 / 8.0;
+        let mask = Tensor::ones([37, 37], (Kind::Bool, Device::Cpu)).triu(1);
+        let want = (&s * scale)
+            .masked_fill(&mask, f64::NEG_INFINITY)
+            .softmax(-1, Kind::Float);
+        let got = causal_softmax(&s, scale);
+        close(&got, &want, "causal softmax");
+        // Exact zeros above the diagonal; rows sum to 1.
+        assert_eq!(got.masked_select(&mask).abs().max().double_value(&[]), 0.0);
+        let sums = got.sum_dim_intlist(-1, false, Kind::Double);
+        assert!((sums - 1.0).abs().max().double_value(&[]) < 1e-6);
+        threads_agree("causal softmax", &|| vec![causal_softmax(&s, scale)]);
     }
 }

@@ -16,6 +16,7 @@ pub mod hf;
 pub mod hooks;
 pub mod interventions;
 pub mod llama;
+pub mod reduce;
 
 pub use config::{AttnVariant, Config, RopePairing, RopeScaling};
 pub use gemma3::{Gemma3, Gemma3Config};

@@ -413,12 +413,16 @@ impl Attention {
             // Group the rep query heads of each KV head so K and V are not repeated:
             // (B, KV, rep*T, Dh) @ (B, KV, Dh, T) -> (B, KV, rep*T, T).
             let qg = q.reshape([b, kv, rep * t, dh]);
-            let scores = qg.matmul(&k.transpose(-2, -1)) * scale;
-            let scores = scores.view([b, h, t, t]); // (B, H, T, T)
-            let mask = causal_mask(t, &self_only, xc.device()); // (T, T), true = blocked
-            let att = scores
-                .masked_fill(&mask, f64::NEG_INFINITY)
-                .softmax(-1, Kind::Float);
+            let raw = qg.matmul(&k.transpose(-2, -1)).view([b, h, t, t]); // (B, H, T, T)
+            let att = if self_only.is_empty() && crate::fused::applies_reduce(&raw) {
+                // Scale, mask and softmax in one pass (crate::fused).
+                crate::fused::causal_softmax(&raw, scale)
+            } else {
+                let mask = causal_mask(t, &self_only, xc.device()); // (T, T), true = blocked
+                (raw * scale)
+                    .masked_fill(&mask, f64::NEG_INFINITY)
+                    .softmax(-1, Kind::Float)
+            };
             if hooks.wants(layer, Site::AttnPattern) {
                 hooks.observe(layer, Site::AttnPattern, &att);
             }
