@@ -66,22 +66,29 @@ constexpr int64_t kRowBlock = 64;
 // Elements per parallel chunk of the elementwise kernels.
 constexpr int64_t kGrain = 1 << 14;
 
+// exp(x - fn ln2) for fn = round(x / ln2): ln2 split in two for the reduction, then
+// Cephes' degree-6 polynomial; T is float or 16 lanes (the same operations either way).
+template <typename T>
+__attribute__((always_inline)) inline T exp_reduced(const T& x, const T& fn) {
+  T r = x - fn * 0.693359375f;
+  r = r - fn * -2.12194440e-4f;
+  T z = r * r;
+  T y = T{} + 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  return y * z + r + 1.0f;
+}
+
 inline float exp_approx(float x) {
   // Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-6 polynomial, 2^n by
   // the exponent bits. Inputs clamped to the finite range.
   const float hi = 88.3762626647949f, lo = -87.3365478515625f;
   x = std::min(std::max(x, lo), hi);
   float fn = std::floor(x * 1.44269504088896341f + 0.5f);
-  float r = x - fn * 0.693359375f;
-  r = r - fn * -2.12194440e-4f;
-  float z = r * r;
-  float y = 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * z + r + 1.0f;
+  float y = exp_reduced(x, fn);
   int32_t e = (static_cast<int32_t>(fn) + 127) << 23;
   float scale;
   std::memcpy(&scale, &e, sizeof scale);
@@ -90,13 +97,59 @@ inline float exp_approx(float x) {
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
 
+// Sixteen f32 lanes (GCC vector extensions): the row reductions keep 16 partial sums in a
+// fixed order, which the compiler would otherwise only partly vectorise (16-byte pieces);
+// lane-wise arithmetic is the same in every clone (the baseline one splits the vector).
+// Helpers that take or return these are always inlined: called across clones, a 64-byte
+// vector argument would be passed differently by the caller and the callee.
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+#define SINKREP_VEC __attribute__((always_inline)) inline
+
+SINKREP_VEC f32x16 load16(const float* p) {
+  f32x16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+SINKREP_VEC void store16(float* p, const f32x16& v) { std::memcpy(p, &v, sizeof v); }
+
+SINKREP_VEC f32x16 splat(float c) { return c - f32x16{}; }
+
+SINKREP_VEC f32x16 abs16(const f32x16& v) { return (f32x16)((i32x16)v & 0x7fffffff); }
+
+// std::max lane by lane: (a < b) ? b : a.
+SINKREP_VEC f32x16 max16(const f32x16& a, const f32x16& b) { return a < b ? b : a; }
+
+// max_nan lane by lane.
+SINKREP_VEC f32x16 max_nan16(const f32x16& acc, const f32x16& v) { return ((v > acc) | (v != v)) ? v : acc; }
+
+// exp_approx lane by lane, the same operations in the same order (floor as truncation
+// corrected downwards, exact in the clamped range): the same bits as the scalar version.
+SINKREP_VEC f32x16 exp16(const f32x16& in) {
+  f32x16 x = in;
+  f32x16 lo = splat(-87.3365478515625f), hi = splat(88.3762626647949f);
+  x = x < lo ? lo : x;
+  x = hi < x ? hi : x;
+  f32x16 t = x * 1.44269504088896341f + 0.5f;
+  f32x16 tr = __builtin_convertvector(__builtin_convertvector(t, i32x16), f32x16);
+  f32x16 fn = tr + __builtin_convertvector(t < tr, f32x16);
+  f32x16 y = exp_reduced(x, fn);
+  i32x16 e = (__builtin_convertvector(fn, i32x16) + 127) << 23;
+  return y * (f32x16)e;
+}
+
 // 1 / sqrt(mean(x^2) + eps) of one row of d: 16 partial sums in a fixed order, the tail,
 // then a fixed pairwise fold (the same bits in every clone and thread).
-inline float row_rstd(const float* xr, int64_t d, float eps) {
-  float acc[16] = {0};
+SINKREP_VEC float row_rstd(const float* xr, int64_t d, float eps) {
+  f32x16 av = {};
   int64_t i = 0;
-  for (; i + 16 <= d; i += 16)
-    for (int j = 0; j < 16; j++) acc[j] += xr[i + j] * xr[i + j];
+  for (; i + 16 <= d; i += 16) {
+    f32x16 v = load16(xr + i);
+    av += v * v;
+  }
+  float acc[16];
+  std::memcpy(acc, &av, sizeof acc);
   float tail = 0.0f;
   for (; i < d; i++) tail += xr[i] * xr[i];
   for (int s = 8; s > 0; s >>= 1)
@@ -135,10 +188,11 @@ void rms_bwd(const float* x, const float* w, const float* rstd, const float* g, 
       const float* xr = x + r * d;
       const float* gr = g + r * d;
       const float* wr = w + (r % period) * d;
-      float acc[16] = {0};
+      f32x16 av = {};
       int64_t i = 0;
-      for (; i + 16 <= d; i += 16)
-        for (int j = 0; j < 16; j++) acc[j] += (gr[i + j] * wr[i + j]) * xr[i + j];
+      for (; i + 16 <= d; i += 16) av += (load16(gr + i) * load16(wr + i)) * load16(xr + i);
+      float acc[16];
+      std::memcpy(acc, &av, sizeof acc);
       float tail = 0.0f;
       for (; i < d; i++) tail += (gr[i] * wr[i]) * xr[i];
       for (int s = 8; s > 0; s >>= 1)
@@ -485,15 +539,16 @@ void row_norm_maxabs(const float* x, float* norm, float* maxabs, int64_t r0, int
                      int64_t d) {
   for (int64_t r = r0; r < r1; r++) {
     const float* xr = x + r * d;
-    float acc[16] = {0};
-    float mx[16] = {0};
+    f32x16 av = {}, mv = {};
     int64_t i = 0;
-    for (; i + 16 <= d; i += 16)
-      for (int j = 0; j < 16; j++) {
-        float v = xr[i + j];
-        acc[j] += v * v;
-        mx[j] = std::max(mx[j], std::fabs(v));
-      }
+    for (; i + 16 <= d; i += 16) {
+      f32x16 v = load16(xr + i);
+      av += v * v;
+      mv = max16(mv, abs16(v));
+    }
+    float acc[16], mx[16];
+    std::memcpy(acc, &av, sizeof acc);
+    std::memcpy(mx, &mv, sizeof mx);
     float tail = 0.0f, mt = 0.0f;
     for (; i < d; i++) {
       tail += xr[i] * xr[i];
@@ -520,15 +575,15 @@ void causal_softmax_rows(const float* s, float* o, int64_t r0, int64_t r1, int64
     int64_t n = r % t + 1;
     const float* sr = s + r * t;
     float* orow = o + r * t;
-    float mx[16];
-    for (int j = 0; j < 16; j++) mx[j] = -INFINITY;
+    f32x16 mv = splat(-INFINITY);
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-      for (int j = 0; j < 16; j++) {
-        float v = sr[i + j] * scale;
-        orow[i + j] = v;
-        mx[j] = max_nan(mx[j], v);
-      }
+    for (; i + 16 <= n; i += 16) {
+      f32x16 v = load16(sr + i) * scale;
+      store16(orow + i, v);
+      mv = max_nan16(mv, v);
+    }
+    float mx[16];
+    std::memcpy(mx, &mv, sizeof mx);
     float mt = -INFINITY;
     for (; i < n; i++) {
       float v = sr[i] * scale;
@@ -538,14 +593,15 @@ void causal_softmax_rows(const float* s, float* o, int64_t r0, int64_t r1, int64
     for (int w = 8; w > 0; w >>= 1)
       for (int j = 0; j < w; j++) mx[j] = max_nan(mx[j], mx[j + w]);
     float m = max_nan(mx[0], mt);
-    float acc[16] = {0};
+    f32x16 av = {};
     i = 0;
-    for (; i + 16 <= n; i += 16)
-      for (int j = 0; j < 16; j++) {
-        float e = exp_approx(orow[i + j] - m);
-        orow[i + j] = e;
-        acc[j] += e;
-      }
+    for (; i + 16 <= n; i += 16) {
+      f32x16 e = exp16(load16(orow + i) - m);
+      store16(orow + i, e);
+      av += e;
+    }
+    float acc[16];
+    std::memcpy(acc, &av, sizeof acc);
     float tail = 0.0f;
     for (; i < n; i++) {
       float e = exp_approx(orow[i] - m);
