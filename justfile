@@ -155,7 +155,8 @@ device-bundle-check: device-bundle _venv
     #!/usr/bin/env bash
     set -euo pipefail
     phase() { local name=$1; shift; local t0=$(date +%s); "$@"; echo "phase $name: $(( $(date +%s) - t0 ))s" >&2; }
-    bin=bundle/run/sinkrep
+    bin=bundle/bin/sinkrep
+    cmp -s "$bin" <(gzip -dc bundle/run/sinkrep.gz) || { echo "bundle/run/sinkrep.gz is not bundle/bin/sinkrep"; exit 1; }
     image_lib=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib
     phase runpath bash scripts/device/check-runpath.sh "$bin" "$image_lib"
     # The check must bite: the 2.13 build has no $ORIGIN nor the image's folder.

@@ -23,7 +23,8 @@
 # repository's ~5 MiB included; the SmolLM2 GGUF alone is 94 MiB and hardly compresses,
 # being 4- and 8-bit quantised: so two calls, see scripts/device/gpu-check.sh):
 #   stage-1/model.gguf.part1   the model's first STAGE_PART_MIB MiB
-#   run/sinkrep                stripped binary; RUNPATH $ORIGIN, the image's torch/lib, the local 2.11 venv
+#   run/sinkrep.gz             stripped binary, gzipped; RUNPATH $ORIGIN, the image's torch/lib, the local 2.11 venv
+#   bin/sinkrep                the same binary unzipped, for the checks on this machine (not carried)
 #   run/model.gguf.part2       the rest of the model; run/model.txt: its cache path, size, sha256
 #   run/inputs.tar.gz          the texts and the inputs' verification stamps, as the cache holds them
 #   run/cpu-reports/           NAME.args and NAME.json: `sinkrep analyze|intervene` on CPU, for the
@@ -110,9 +111,13 @@ phase "cargo build (tch $DEVICE_TCH_VERSION, libtorch $DEVICE_TORCH_VERSION, tar
 
 # 4. bundle/ through a temporary folder.
 rm -rf "$BUNDLE.tmp"
-mkdir -p "$BUNDLE.tmp/run/cpu-reports"
-BIN="$BUNDLE.tmp/run/sinkrep"
+mkdir -p "$BUNDLE.tmp/run/cpu-reports" "$BUNDLE.tmp/bin"
+# The stripped binary for the checks here (bin/, not carried) and gzipped for the device
+# (run/sinkrep.gz, ~40% of it): with the C++ kernels a plain binary no longer fitted in
+# run/ beside the model's second part (55 of 54 MiB on 2026-12-03).
+BIN="$BUNDLE.tmp/bin/sinkrep"
 strip -o "$BIN" "$TARGET/release/sinkrep"
+gzip -9 -n -c "$BIN" >"$BUNDLE.tmp/run/sinkrep.gz"
 phase "RUNPATH check" bash scripts/device/check-runpath.sh "$BIN" "$DEVICE_TORCH_LIB"
 
 export SINKREP_CACHE="$CACHE" SINKREP_PYTHON="$VENV/bin/python"
@@ -156,7 +161,7 @@ reports() {
     for args in "$dir"/*.args; do
         name=$(basename "$args" .args)
         # The same binary and arguments (and pinned inputs) give the same report.
-        if cmp -s "$BUNDLE/run/sinkrep" "$BIN" && cmp -s "$prev/$name.args" "$args" && [ -s "$prev/$name.json" ]; then
+        if cmp -s "$BUNDLE/bin/sinkrep" "$BIN" && cmp -s "$prev/$name.args" "$args" && [ -s "$prev/$name.json" ]; then
             cp "$prev/$name.json" "$dir/$name.json"
             continue
         fi

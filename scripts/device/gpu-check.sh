@@ -117,7 +117,8 @@ skip() {
 # --- 0. unpack: binary, texts, model (part 1 from the stage call, part 2 from this one).
 unpack() {
     [ -d "$PART2" ] || { echo "$PART2 not found: carry [\"bundle/run\"] ('just device-bundle' builds it)"; return 1; }
-    cp "$PART2/sinkrep" "$BIN" && chmod +x "$BIN" || return 1
+    if [ -f "$PART2/sinkrep.gz" ]; then gzip -dc "$PART2/sinkrep.gz" >"$BIN"; else cp "$PART2/sinkrep" "$BIN"; fi &&
+        chmod +x "$BIN" || return 1
     mkdir -p "$SINKREP_CACHE" && tar -xzf "$PART2/inputs.tar.gz" -C "$SINKREP_CACHE" || return 1
     # The model: part 1 from the stage call, part 2 from this one, checked against the
     # pinned size and sha256 (run/model.txt: cache path, size, sha256).
