@@ -3,7 +3,8 @@
 //! reductions. Batches of sequences can be fed one after another: every statistic is an
 //! accumulated sum (f64) or an appended per-sequence value.
 
-use sinkrep_model::{reduce, Probe, Site};
+use sinkrep_model::reduce::{self, others};
+use sinkrep_model::{Probe, Site};
 use tch::{Kind, Tensor};
 
 /// Running per-(position, channel) moments across sequences, merged batch by batch.
@@ -88,20 +89,6 @@ fn add_into(acc: &mut Option<Tensor>, x: Tensor) {
         Some(a) => a + x,
         None => x,
     });
-}
-
-/// The views of `x` along `dim` that hold every index except `k` (zero, one or two
-/// views: before k and after k), so reductions over "the other positions" need no copy.
-fn others(x: &Tensor, dim: i64, k: i64) -> Vec<Tensor> {
-    let t = x.size()[dim as usize];
-    let mut v = Vec::with_capacity(2);
-    if k > 0 {
-        v.push(x.narrow(dim, 0, k));
-    }
-    if k + 1 < t {
-        v.push(x.narrow(dim, k + 1, t - k - 1));
-    }
-    v
 }
 
 /// A tensor as a flat `Vec<f64>` on the CPU (any kind, any device); empty if libtorch

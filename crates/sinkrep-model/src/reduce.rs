@@ -51,18 +51,25 @@ pub fn channel_maxabs(x: &Tensor, skip: Option<i64>) -> Option<Tensor> {
     if fused::applies_reduce(x) {
         return Some(fused::channel_maxabs(x, skip.unwrap_or(-1)));
     }
-    let views: Vec<Tensor> = match skip.filter(|k| (0..t).contains(k)) {
-        None => vec![x.shallow_clone()],
-        Some(k) => [(0, k), (k + 1, t - k - 1)]
-            .into_iter()
-            .filter(|&(_, len)| len > 0)
-            .map(|(start, len)| x.narrow(1, start, len))
-            .collect(),
-    };
-    views
+    others(x, 1, skip.filter(|k| (0..t).contains(k)).unwrap_or(-1))
         .iter()
         .map(|v| v.abs().amax([0, 1], false))
         .reduce(|a, b| a.maximum(&b))
+}
+
+/// The views of `x` along `dim` that hold every index except `k` (zero, one or two
+/// views: before k and after k; all of `x` for k = -1), so reductions over "the other
+/// positions" need no copy.
+pub fn others(x: &Tensor, dim: i64, k: i64) -> Vec<Tensor> {
+    let t = x.size()[dim as usize];
+    let mut v = Vec::with_capacity(2);
+    if k > 0 {
+        v.push(x.narrow(dim, 0, k));
+    }
+    if k + 1 < t {
+        v.push(x.narrow(dim, k + 1, t - k - 1));
+    }
+    v
 }
 
 #[cfg(test)]
