@@ -5,7 +5,7 @@
 //! `cargo bench --bench model`; CI runs each once with `cargo test --benches`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sinkrep_analysis::{analyze, random_tokens, AnalyzeOptions, SinkProbe};
+use sinkrep_analysis::{analyze, random_tokens, AnalyzeOptions};
 use sinkrep_model::{GgufFile, GgufTokenizer, Hooks, Model, Precision};
 use std::time::Duration;
 use tch::{Device, Tensor};
@@ -57,11 +57,14 @@ fn forward(c: &mut Criterion) {
                 |bch, x| bch.iter(|| tch::no_grad(|| model.forward(x, &mut Hooks::new()).unwrap())),
             );
             let name = format!("sink_report{suffix}");
-            g.bench_with_input(BenchmarkId::new(name, &id), &x, |bch, x| {
-                bch.iter(|| {
-                    let mut p = SinkProbe::new(model.config.n_layers, 0);
-                    tch::no_grad(|| model.forward(x, &mut Hooks::new().probe(&mut p)).unwrap())
-                })
+            // The whole report, as `analyze` makes it (in bf16 with its f32 pass over the
+            // sink prefix).
+            let opts = AnalyzeOptions {
+                batch: b,
+                ..Default::default()
+            };
+            g.bench_with_input(BenchmarkId::new(name, &id), &ids, |bch, ids| {
+                bch.iter(|| analyze(model, ids, &opts, &mut |_| {}).unwrap())
             });
         }
         model.set_precision(Precision::F32, false);

@@ -78,9 +78,10 @@ pub struct AnalyzeArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
     /// Matmul precision: f32 (exact, the default) or bf16 (linear layers in bf16 with
-    /// f32 accumulation; residual stream, softmax, the value projection and every
-    /// statistic stay f32; several times faster on CPUs with AMX/AVX512-BF16 and on GPUs;
-    /// statistics within 4% of f32).
+    /// f32 accumulation; residual stream, softmax, the key and value projections and
+    /// every statistic stay f32, and the sink prefix, positions 0..=K, comes from an f32
+    /// pass; several times faster on CPUs with AMX/AVX512-BF16 and on GPUs; statistics
+    /// within 4% of f32).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
     /// Emit JSON instead of a table.

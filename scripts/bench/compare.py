@@ -775,8 +775,8 @@ def main():
     w(f"- **Same metric**: Sink_1^0.3 = {sink_s:.4f}% (sinkrep) vs {sink_h:.4f}% (HF), difference "
       f"{abs(sink_s - sink_h):.2g} percentage points. `compare_reports.py` over every reported field of the "
       f"last pair: `{cmp_last}`, `{cmp_worst}`.")
-    w(f"- **bf16, same metric**: Sink_1^0.3 = {cmp_bf16['sinkrep']['sink']:.4f}% (sinkrep, bf16 matmuls, "
-      f"f32 residual stream and statistics) vs {cmp_bf16['hf']['sink']:.4f}% (HF, every tensor bf16); the f32 "
+    w(f"- **bf16, same metric**: Sink_1^0.3 = {cmp_bf16['sinkrep']['sink']:.4f}% (sinkrep, bf16 matmuls; "
+      f"f32 residual stream, statistics, probed key/value projections and sink prefix) vs {cmp_bf16['hf']['sink']:.4f}% (HF, every tensor bf16); the f32 "
       f"value is {sink_s:.4f}%. Each bf16 report against sinkrep's f32 report over every field: sinkrep "
       f"`{cmp_bf16['sinkrep']['worst']}`; HF `{cmp_bf16['hf']['worst']}`.")
     w(f"- **Analysis phase**: sinkrep = its sink process minus the median of its load process (both build "
@@ -879,7 +879,8 @@ def main():
           "(two reads of (B, T, H*Dh): the mean, then the deviations; the across-channel variance only for "
           "one-sequence batches), each position's norm and max |x| of the residual stream (after attention and "
           "after the FFN), each FFN channel's max |x| off the sink position (one pass each, "
-          "sinkrep_model::reduce), a strided median sample, the value projection in f32 (bf16 runs), and the "
+          "sinkrep_model::reduce), a strided median sample, the key and value projections in f32 and an f32 pass over the sink "
+          "prefix (bf16 runs), and the "
           "explicit attention the (B, H, T, T) pattern needs instead of fused SDPA. Criterion runs the two benches one after "
           "the other, not alternated, so under load this ratio is noisier than the rows above.")
     if probe_pairs:

@@ -411,6 +411,72 @@ fn bf16_value_path_is_f32_where_probed() {
     );
 }
 
+/// A bf16 analysis takes the sink prefix (positions 0..=K) from an f32 pass over it:
+/// every statistic at K agrees with the f32 analysis to f32 rounding, the other
+/// positions' carry bf16's error, and the report says how many positions were exact.
+/// With an intervention that acts across positions there is no such pass.
+#[test]
+fn bf16_analysis_takes_the_sink_prefix_from_f32() {
+    use sinkrep_analysis::{analyze, AnalyzeOptions};
+    let mut m = tiny_model(5);
+    let seqs: Vec<Vec<i64>> = (0..6)
+        .map(|s| (0..12).map(|i| (s * 13 + i * 7 + 3) % 61).collect())
+        .collect();
+    let opts = AnalyzeOptions {
+        sink_pos: 1,
+        batch: 4,
+        ..Default::default()
+    };
+    let f = analyze(&m, &seqs, &opts, &mut |_| {}).unwrap();
+    m.set_precision(Precision::Bf16, true);
+    let b = analyze(&m, &seqs, &opts, &mut |_| {}).unwrap();
+    assert_eq!((f.exact_prefix, b.exact_prefix), (0, 2));
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-5 * x.abs().max(y.abs()).max(1e-12);
+    let mut later_moved = 0.0f64;
+    for (lf, lb) in f.layers.iter().zip(&b.layers) {
+        for (x, y) in [
+            (lf.dom_ratio, lb.dom_ratio),
+            (lf.max_abs_sink, lb.max_abs_sink),
+            (lf.norm_sink, lb.norm_sink),
+            (lf.mid_norm_sink, lb.mid_norm_sink),
+            (lf.agg_var_by_pos[0], lb.agg_var_by_pos[0]),
+            (lf.agg_var_by_pos[1], lb.agg_var_by_pos[1]),
+        ] {
+            assert!(
+                close(x, y),
+                "layer {}: {x} vs {y} at the sink prefix",
+                lf.layer
+            );
+        }
+        for (x, y) in lf.agg_var_by_pos[2..].iter().zip(&lb.agg_var_by_pos[2..]) {
+            later_moved = later_moved.max((x - y).abs() / x.abs());
+        }
+    }
+    assert!(
+        later_moved > 1e-4,
+        "bf16 did not move later positions ({later_moved:e})"
+    );
+    // Ablating a channel at every position: the prefix would not be the same computation.
+    let ablate = AnalyzeOptions {
+        interventions: Interventions {
+            ablate: vec![Ablate {
+                layer: 0,
+                channels: vec![3],
+                positions: (0..12).collect(),
+                kind: AblateKind::Mean,
+            }],
+            ..Default::default()
+        },
+        ..opts
+    };
+    assert_eq!(
+        analyze(&m, &seqs, &ablate, &mut |_| {})
+            .unwrap()
+            .exact_prefix,
+        0
+    );
+}
+
 /// The probe's per-position variance across sequences is exact however the sequences
 /// are batched, and where the mean dwarfs the spread (the first token's massive dims:
 /// 1e4 +- 1e-2 here, where an f32 sum / sum-of-squares would give garbage): guards the

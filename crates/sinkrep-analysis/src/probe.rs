@@ -84,6 +84,23 @@ impl Moments {
     }
 }
 
+impl Moments {
+    /// Takes positions 0..n (the first n rows) from `exact`, moments of the same sequences
+    /// over a prefix of at least n positions (`SinkProbe::adopt_prefix`).
+    fn adopt_prefix(&mut self, exact: &Moments, n: i64) {
+        debug_assert_eq!(self.count, exact.count);
+        for (mine, theirs) in [
+            (&mut self.mean, &exact.mean),
+            (&mut self.m2, &exact.m2),
+            (&mut self.chan_var_sum, &exact.chan_var_sum),
+        ] {
+            if let (Some(m), Some(e)) = (mine.as_mut(), theirs) {
+                m.narrow(0, 0, n).copy_(&e.narrow(0, 0, n));
+            }
+        }
+    }
+}
+
 fn add_into(acc: &mut Option<Tensor>, x: Tensor) {
     *acc = Some(match acc.take() {
         Some(a) => a + x,
@@ -186,6 +203,28 @@ impl SinkProbe {
             compare: None,
             layers: (0..n_layers).map(|_| LayerAcc::default()).collect(),
             with_attn_out: false,
+        }
+    }
+
+    /// Replaces every statistic of positions 0..=K with `exact`'s: a probe that watched
+    /// the same sequences, in the same batches, cut to a prefix of at least K + 1
+    /// positions (in practice computed in f32 while this one watched a bf16 pass; under
+    /// causal attention the prefix is computed exactly as in the whole sequence).
+    /// Replaced: the value-aggregation and attention-output moments of rows 0..=K, and
+    /// the residual-stream, mid-block and FFN statistics at K. Kept: everything that also
+    /// reads later positions (the attention column, whose queries run to T; the "others"
+    /// statistics; the FFN median).
+    pub fn adopt_prefix(&mut self, exact: &SinkProbe) {
+        let n = self.k as i64 + 1;
+        for (acc, e) in self.layers.iter_mut().zip(&exact.layers) {
+            acc.z.adopt_prefix(&e.z, n);
+            acc.attn_out.adopt_prefix(&e.attn_out, n);
+            acc.dom_ratio_sum = e.dom_ratio_sum;
+            acc.max_abs_k_sum = e.max_abs_k_sum;
+            acc.norm_k_sum = e.norm_k_sum;
+            acc.resid_k_sum = e.resid_k_sum.as_ref().map(Tensor::copy);
+            acc.mid_norm_k_sum = e.mid_norm_k_sum;
+            acc.mlp_k_sum = e.mlp_k_sum.as_ref().map(Tensor::copy);
         }
     }
 

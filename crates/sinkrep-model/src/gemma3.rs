@@ -231,13 +231,15 @@ impl Attention {
         )
         .transpose(1, 2); // (B, H, T, Dh)
         let k = rms_norm(
-            &prec.mm(&xc, &self.wk).view([b, t, kv, dh]),
+            &prec
+                .probed(x, &xc, &self.wk, hooks.wants(layer, Site::AttnPattern))
+                .view([b, t, kv, dh]),
             &self.k_norm,
             self.eps,
         )
         .transpose(1, 2); // (B, KV, T, Dh)
         let v = prec
-            .value(x, &xc, &self.wv, hooks.wants(layer, Site::AttnZ))
+            .probed(x, &xc, &self.wv, hooks.wants(layer, Site::AttnZ))
             .view([b, t, kv, dh])
             .transpose(1, 2); // (B, KV, T, Dh)
         let q = rope.apply(&q);
@@ -470,8 +472,9 @@ impl Gemma3 {
         }
         let x = Tensor::embedding(&self.tok_embd.w, tokens, -1, false, false); // (B, T, D)
         let mut x = x * self.config.embed_scale;
+        let prec = hooks.precision.unwrap_or(self.precision);
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, i, &self.ropes[block.rope], self.precision, hooks);
+            x = block.forward(&x, i, &self.ropes[block.rope], prec, hooks);
         }
         Ok(rms_norm(&x, &self.out_norm, self.config.base.rms_eps))
     }

@@ -4,6 +4,7 @@
 //! Site names follow TransformerLens so researchers recognise them.
 
 use crate::interventions::Interventions;
+use crate::llama::Precision;
 use tch::Tensor;
 
 /// A named place in a block where a probe can look.
@@ -74,6 +75,9 @@ pub trait Probe {
 pub struct Hooks<'a> {
     pub probes: Vec<&'a mut dyn Probe>,
     pub interventions: Interventions,
+    /// Run this forward pass in this matmul precision instead of the model's own (a bf16
+    /// model can run a pass in f32: its f32 weights are always kept).
+    pub precision: Option<Precision>,
 }
 
 impl<'a> Hooks<'a> {
@@ -86,6 +90,11 @@ impl<'a> Hooks<'a> {
     }
     pub fn with(mut self, interventions: Interventions) -> Self {
         self.interventions = interventions;
+        self
+    }
+    /// Runs the pass in precision `p` whatever the model's (see `precision`).
+    pub fn precision(mut self, p: Precision) -> Self {
+        self.precision = Some(p);
         self
     }
     pub(crate) fn wants(&self, layer: usize, site: Site) -> bool {

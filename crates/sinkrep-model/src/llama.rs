@@ -47,8 +47,10 @@ pub enum Precision {
     /// Mixed precision the way autocast does it: each linear layer casts its input and
     /// weight to bf16 and its product back to f32 (the kernels accumulate in f32);
     /// embeddings, RMSNorm, RoPE, attention scores and softmax, the residual stream and
-    /// every probe stay in f32, and so do the weights the optimizer updates and the value
-    /// projection of a layer whose aggregation a probe reads (`Precision::value`). With
+    /// every probe stay in f32, and so do the weights the optimizer updates and the key
+    /// and value projections of a layer whose pattern or aggregation a probe reads
+    /// (`Precision::probed`). `Hooks::precision` runs one pass in f32 (the analysis takes
+    /// the sink prefix from such a pass: `sinkrep_analysis::report::exact_prefix_len`). With
     /// AMX or AVX512-BF16 on the CPU, or on a GPU, the matmuls run several times faster;
     /// reported statistics differ from `F32` by under 4% (`just bench-compare` measures it).
     Bf16,
@@ -98,13 +100,21 @@ impl Precision {
         self.mm(&self.input(x), w)
     }
 
-    /// The value projection `x W_V^T` (f32 `x`, `xc` its `input` cast), returned in f32.
-    /// When a probe reads the value aggregation (`probed`), it runs in f32 whatever the
-    /// precision: the aggregation-variance statistics are ratios of small variances (the
-    /// sink position's is ~1% of the others' in SmolLM2's last layer), and bf16 rounding
-    /// of the value path alone moved one of them by 6% against f32, past the 4% that bf16
-    /// results are held to (`just bench-compare`). It is 3% of SmolLM2's matmul FLOPs.
-    pub(crate) fn value(self, x: &Tensor, xc: &Tensor, w: &Weight, probed: bool) -> Tensor {
+    /// A projection a probe's statistics are sensitive to (f32 `x`, `xc` its `input`
+    /// cast), returned in f32: when `probed`, it runs in f32 whatever the precision.
+    /// Two projections take this rule, for the statistics bf16 rounding moved past the 4%
+    /// that bf16 results are held to (`just bench-compare`, SmolLM2-135M):
+    /// - the value projection of a layer whose value aggregation a probe reads: the
+    ///   aggregation-variance statistics are ratios of small variances (the sink
+    ///   position's is ~1% of the others' in the last layer); bf16 values moved one by 6%;
+    /// - the key projection of a layer whose attention pattern a probe reads: alpha_K is
+    ///   a mean over queries of the weight on the one key K, so that key's rounding error
+    ///   does not average out; bf16 keys moved 6 of 900 (sequence, head) pairs across
+    ///   eps at layer 2 on natural text, 4.6% of that layer's sink fraction (2 with f32
+    ///   keys).
+    ///
+    /// Together they are 6% of SmolLM2's matmul FLOPs.
+    pub(crate) fn probed(self, x: &Tensor, xc: &Tensor, w: &Weight, probed: bool) -> Tensor {
         if probed {
             Precision::F32.mm(x, w)
         } else {
@@ -112,9 +122,9 @@ impl Precision {
         }
     }
 
-    /// `value` for a normalised input, in the kind the product comes out in (f32 when
-    /// probed, as `value`; else as `mm_native`).
-    fn value_native(self, xn: &Normed, w: &Weight, probed: bool) -> Tensor {
+    /// `probed` for a normalised input, in the kind the product comes out in (f32 when
+    /// probed; else as `mm_native`).
+    fn probed_native(self, xn: &Normed, w: &Weight, probed: bool) -> Tensor {
         if probed && !self.is_f32() {
             Precision::F32.mm(&xn.f32(), w)
         } else {
@@ -398,13 +408,13 @@ impl Attention {
             exec.prec.attn_kind()
         };
         let q = rope.apply_heads(&exec.prec.mm_native(xc, &self.wq).view([b, t, h, dh]), kind); // (B, H, T, Dh)
-        let k = rope.apply_heads(
-            &exec.prec.mm_native(xc, &self.wk).view([b, t, kv, dh]),
-            kind,
-        ); // (B, KV, T, Dh)
+        let k = exec
+            .prec
+            .probed_native(xn, &self.wk, hooks.wants(layer, Site::AttnPattern));
+        let k = rope.apply_heads(&k.view([b, t, kv, dh]), kind); // (B, KV, T, Dh)
         let v = exec
             .prec
-            .value_native(xn, &self.wv, hooks.wants(layer, Site::AttnZ))
+            .probed_native(xn, &self.wv, hooks.wants(layer, Site::AttnZ))
             .view([b, t, kv, dh])
             .transpose(1, 2)
             .to_kind(kind); // (B, KV, T, Dh)
@@ -607,8 +617,9 @@ impl Block {
         if hooks.wants(layer, Site::ResidPre) {
             hooks.observe(layer, Site::ResidPre, x);
         }
-        // The f32 normalised input is kept where the f32 value path wants it.
-        let keep_f32 = hooks.wants(layer, Site::AttnZ);
+        // The f32 normalised input is kept where the f32 key or value path wants it
+        // (`Precision::probed`).
+        let keep_f32 = hooks.wants(layer, Site::AttnZ) || hooks.wants(layer, Site::AttnPattern);
         let xn = norm_input(x, &self.attn_norm, self.eps, exec.prec, keep_f32);
         let a = self.attn.forward(&xn, layer, rope, exec, hooks);
         let mid = x + a;
@@ -727,7 +738,7 @@ impl Model {
         let mut x = Tensor::embedding(&self.tok_embd.w, tokens, -1, false, false); // (B, T, D)
         let exec = Exec {
             imp: self.attn_impl,
-            prec: self.precision,
+            prec: hooks.precision.unwrap_or(self.precision),
         };
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(&x, i, &self.rope, exec, hooks);
