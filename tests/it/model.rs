@@ -206,6 +206,11 @@ fn gguf_round_trip_of_a_model() {
 
 /// `m` (of `tiny_config`) as an all-f32 GGUF, with `extra` metadata or tensors.
 fn tiny_gguf(m: &Model, extra: impl FnOnce(&mut GgufWriter)) -> GgufFile {
+    tiny_gguf_with(m, "", extra)
+}
+
+/// `tiny_gguf` without the weight named `skip` (for `extra` to add in its own form).
+fn tiny_gguf_with(m: &Model, skip: &str, extra: impl FnOnce(&mut GgufWriter)) -> GgufFile {
     let cfg = tiny_config();
     let mut w = GgufWriter::new();
     w.add_metadata("general.architecture", "llama")
@@ -220,7 +225,7 @@ fn tiny_gguf(m: &Model, extra: impl FnOnce(&mut GgufWriter)) -> GgufFile {
     let vars = m.vs.variables();
     let mut names: Vec<_> = vars.keys().cloned().collect();
     names.sort();
-    for n in &names {
+    for n in names.iter().filter(|n| n.as_str() != skip) {
         let t = &vars[n];
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
         let data: Vec<f32> = Vec::try_from(&t.flatten(0, -1)).unwrap();
@@ -281,6 +286,40 @@ fn gguf_rope_scaling_is_refused() {
     });
     let back = Model::from_gguf(&file, Device::Cpu).unwrap();
     assert_eq!(back.config.rope_scaling, RopeScaling::None);
+}
+
+/// A GGUF whose weights cannot all be de-quantised (here the embedding in Q5_1, a
+/// known layout sinkrep does not decode) is refused naming the tensor, and loading it
+/// into a model changes none of its weights: every tensor is checked before any is
+/// written (the loader de-quantises straight into the variables' memory).
+#[test]
+fn gguf_undecodable_tensor_changes_nothing() {
+    let a = tiny_model(5);
+    let b = tiny_model(6);
+    let file = tiny_gguf_with(&a, "token_embd.weight", |w| {
+        // 61 * 32 values = 61 blocks of 32, 24 bytes each.
+        w.add_tensor_raw(
+            "token_embd.weight",
+            &[61, 32],
+            GgmlType::Q5_1,
+            vec![0u8; 61 * 24],
+        )
+        .unwrap();
+    });
+    let x = tokens(2, 7);
+    let before = run(&b, &x, &mut Hooks::new());
+    let err = b.load_weights(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("token_embd.weight") && err.contains("Q5_1"),
+        "{err}"
+    );
+    assert!(
+        before.equal(&run(&b, &x, &mut Hooks::new())),
+        "a refused file changed weights"
+    );
+    // The same file with the embedding in f32 loads, and gives model a's outputs.
+    b.load_weights(&tiny_gguf(&a, |_| {})).unwrap();
+    assert!(run(&a, &x, &mut Hooks::new()).equal(&run(&b, &x, &mut Hooks::new())));
 }
 
 /// A GGUF missing a weight is a clear error naming the tensor.

@@ -43,20 +43,24 @@ fn par_blocks<const B: usize, const N: usize>(
         });
 }
 
-/// De-quantises `bytes` of type `t` into `out`. `Err` explains a length mismatch
-/// (which the reader's validation should already have ruled out).
-pub(crate) fn dequantize(t: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), String> {
+/// Can `n_bytes` bytes of type `t` hold exactly `n_values` values? `Err` says why not.
+pub(crate) fn check_len(t: GgmlType, n_bytes: usize, n_values: usize) -> Result<(), String> {
     let Some((block, size)) = t.block_layout() else {
         return Err(format!("unknown block layout for type {t}"));
     };
     let (block, size) = (block as usize, size as usize);
-    if !out.len().is_multiple_of(block) || bytes.len() != out.len() / block * size {
+    if !n_values.is_multiple_of(block) || n_bytes != n_values / block * size {
         return Err(format!(
-            "{} bytes of {t} data cannot hold {} values",
-            bytes.len(),
-            out.len()
+            "{n_bytes} bytes of {t} data cannot hold {n_values} values"
         ));
     }
+    Ok(())
+}
+
+/// De-quantises `bytes` of type `t` into `out`. `Err` explains a length mismatch
+/// (which the reader's validation should already have ruled out).
+pub(crate) fn dequantize(t: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), String> {
+    check_len(t, bytes.len(), out.len())?;
     match t {
         GgmlType::F32 => par_blocks::<4, 1>(bytes, out, |b, o| o[0] = f32::from_le_bytes(*b)),
         GgmlType::F16 => par_blocks::<2, 1>(bytes, out, |b, o| o[0] = f16_le(b[0], b[1])),

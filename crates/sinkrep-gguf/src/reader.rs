@@ -327,6 +327,21 @@ impl GgufFile {
         })
     }
 
+    /// Every check `tensor_f32_into` makes before it writes, without writing: `Ok` means
+    /// de-quantising the tensor into a buffer of its element count cannot fail (so a
+    /// loader can check every tensor before it overwrites anything).
+    pub fn check_tensor_f32(&self, name: &str) -> Result<()> {
+        let info = self.tensor_info(name)?;
+        Self::check_decodable(info)?;
+        let bytes = self.tensor_bytes(name)?;
+        quant::check_len(info.ggml_type, bytes.len(), info.n_elements()).map_err(|reason| {
+            GgufError::BadShape {
+                name: info.name.clone(),
+                reason,
+            }
+        })
+    }
+
     fn check_decodable(info: &TensorInfo) -> Result<()> {
         if info.ggml_type.is_supported() {
             Ok(())

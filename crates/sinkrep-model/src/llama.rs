@@ -802,30 +802,65 @@ impl Model {
 }
 
 /// Replaces the data of every variable of `vs` with the GGUF tensor of the same name,
-/// de-quantised in parallel; each is checked against the variable's shape first.
+/// de-quantised in parallel; each is checked against the variable's shape first. On the
+/// CPU the tensors are de-quantised straight into the variables' memory (one pass, no
+/// staging copy: at load time the page faults of every extra copy cost more than the
+/// de-quantisation itself); elsewhere through an f32 buffer copied to the device.
 pub(crate) fn load_vars(vs: &nn::VarStore, file: &GgufFile) -> Result<(), ModelError> {
     use rayon::prelude::*;
     let vars = vs.variables();
-
-    let mut wanted: Vec<(String, Vec<usize>)> = vars
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    // Every tensor checked first (shape, type, bytes), so a wrong file changes nothing.
+    for name in &names {
+        file.check_tensor_f32(name)?;
+        let info = file.tensor_info(name)?;
+        let want: Vec<usize> = vars[*name].size().iter().map(|&x| x as usize).collect();
+        if info.shape != want {
+            return Err(ModelError::ShapeMismatch {
+                name: (*name).clone(),
+                expected: want,
+                found: info.shape.clone(),
+            });
+        }
+    }
+    // Each variable's memory as (name, address, length), alive for this whole function
+    // (`vars` holds the tensors).
+    let targets: Vec<(&String, usize, usize)> = names
         .iter()
-        .map(|(n, t)| (n.clone(), t.size().iter().map(|&x| x as usize).collect()))
-        .collect();
-    wanted.sort();
-    // De-quantise in parallel across tensors; each is checked against the expected shape.
-    let loaded: Vec<Result<(String, Vec<f32>), ModelError>> = wanted
-        .par_iter()
-        .map(|(name, want)| {
-            let info = file.tensor_info(name)?;
-            if &info.shape != want {
-                return Err(ModelError::ShapeMismatch {
-                    name: name.clone(),
-                    expected: want.clone(),
-                    found: info.shape.clone(),
-                });
-            }
-            Ok((name.clone(), file.tensor_f32(name)?))
+        .map(|n| {
+            let t = &vars[*n];
+            (*n, t.data_ptr() as usize, t.numel())
         })
+        .collect();
+    let mut spans: Vec<(usize, usize)> = targets.iter().map(|&(_, a, n)| (a, a + 4 * n)).collect();
+    spans.sort_unstable();
+    let disjoint = spans.windows(2).all(|w| w[0].1 <= w[1].0);
+    let in_place = disjoint
+        && vars
+            .values()
+            .all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
+    if in_place {
+        let done: Vec<Result<(), sinkrep_gguf::GgufError>> = targets
+            .par_iter()
+            .map(|&(name, addr, len)| {
+                // SAFETY: `addr` is the start of a contiguous f32 CPU tensor of `len`
+                // elements that outlives this call, and the spans are disjoint (checked
+                // above), so no other task or reference touches these elements.
+                #[allow(unsafe_code)]
+                let out = unsafe { std::slice::from_raw_parts_mut(addr as *mut f32, len) };
+                file.tensor_f32_into(name, out)
+            })
+            .collect();
+        // Checked above, so none fails; if one did, the first in name order is reported.
+        return done
+            .into_iter()
+            .collect::<Result<(), _>>()
+            .map_err(ModelError::from);
+    }
+    let loaded: Vec<Result<(String, Vec<f32>), ModelError>> = names
+        .par_iter()
+        .map(|name| Ok(((*name).clone(), file.tensor_f32(name)?)))
         .collect();
     tch::no_grad(|| {
         for r in loaded {
