@@ -82,9 +82,7 @@ impl Moments {
             _ => vec![],
         }
     }
-}
 
-impl Moments {
     /// Takes positions 0..n (the first n rows) from `exact`, moments of the same sequences
     /// over a prefix of at least n positions (`SinkProbe::adopt_prefix`).
     fn adopt_prefix(&mut self, exact: &Moments, n: i64) {

@@ -813,7 +813,6 @@ pub(crate) fn load_vars(vs: &nn::VarStore, file: &GgufFile) -> Result<(), ModelE
     names.sort();
     // Every tensor checked first (shape, type, bytes), so a wrong file changes nothing.
     for name in &names {
-        file.check_tensor_f32(name)?;
         let info = file.tensor_info(name)?;
         let want: Vec<usize> = vars[*name].size().iter().map(|&x| x as usize).collect();
         if info.shape != want {
@@ -823,6 +822,7 @@ pub(crate) fn load_vars(vs: &nn::VarStore, file: &GgufFile) -> Result<(), ModelE
                 found: info.shape.clone(),
             });
         }
+        file.check_tensor_f32(name)?;
     }
     // Each variable's memory as (name, address, length), alive for this whole function
     // (`vars` holds the tensors).
