@@ -116,6 +116,11 @@ SINKREP_VEC void store16(float* p, const f32x16& v) { std::memcpy(p, &v, sizeof 
 
 SINKREP_VEC f32x16 splat(float c) { return c - f32x16{}; }
 
+// Lanes 0, 1, ..., 15.
+SINKREP_VEC i32x16 lane_index() {
+  return i32x16{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+}
+
 SINKREP_VEC f32x16 abs16(const f32x16& v) { return (f32x16)((i32x16)v & 0x7fffffff); }
 
 // std::max lane by lane: (a < b) ? b : a.
@@ -123,6 +128,29 @@ SINKREP_VEC f32x16 max16(const f32x16& a, const f32x16& b) { return a < b ? b : 
 
 // max_nan lane by lane.
 SINKREP_VEC f32x16 max_nan16(const f32x16& acc, const f32x16& v) { return ((v > acc) | (v != v)) ? v : acc; }
+
+// Fixed-order folds of 16 lanes: halves, quarters, then pairs, the order of
+//   for (s = 8; s > 0; s >>= 1) for (j = 0; j < s; j++) acc[j] = op(acc[j], acc[j + s]);
+// in vector registers.
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
+
+template <typename Op>
+SINKREP_VEC float fold16(const f32x16& v, Op op) {
+  f32x8 a = op(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7),
+               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
+  f32x4 b = op(__builtin_shufflevector(a, a, 0, 1, 2, 3), __builtin_shufflevector(a, a, 4, 5, 6, 7));
+  return op(op(b[0], b[2]), op(b[1], b[3]));
+}
+
+SINKREP_VEC float fold_sum16(const f32x16& v) {
+  return fold16(v, [](auto x, auto y) { return x + y; });
+}
+
+// max_nan over the lanes.
+SINKREP_VEC float fold_max_nan16(const f32x16& v) {
+  return fold16(v, [](auto acc, auto x) { return ((x > acc) | (x != x)) ? x : acc; });
+}
 
 // exp_approx lane by lane, the same operations in the same order (floor as truncation
 // corrected downwards, exact in the clamped range): the same bits as the scalar version.
@@ -148,13 +176,9 @@ SINKREP_VEC float row_rstd(const float* xr, int64_t d, float eps) {
     f32x16 v = load16(xr + i);
     av += v * v;
   }
-  float acc[16];
-  std::memcpy(acc, &av, sizeof acc);
   float tail = 0.0f;
   for (; i < d; i++) tail += xr[i] * xr[i];
-  for (int s = 8; s > 0; s >>= 1)
-    for (int j = 0; j < s; j++) acc[j] += acc[j + s];
-  float ms = (acc[0] + tail) / static_cast<float>(d);
+  float ms = (fold_sum16(av) + tail) / static_cast<float>(d);
   return 1.0f / std::sqrt(ms + eps);
 }
 
@@ -463,12 +487,21 @@ void swiglu_infer_bf16(const uint16_t* a, const uint16_t* u, float* hf, uint16_t
   }
 }
 
-// Half-split RoPE from (B, T, H, Dh) rows to a (B, H, T, Dh) contiguous output, the layout
-// attention takes (the training kernel keeps the input layout).
+// A residual add of a bf16 branch output to the f32 stream: x + widen(a), the f32 add
+// libtorch's type-promoting add does (widening is exact), in one pass.
+SINKREP_CLONES
+void add_widen(const float* x, const uint16_t* a, float* o, int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; i++) o[i] = x[i] + bf16_to_f32(a[i]);
+}
+
+// RoPE from (B, T, H, Dh) rows to a (B, H, T, Dh) contiguous output, the layout attention
+// takes (the training kernel keeps the input layout). Pairs: channels (i, i + Dh/2)
+// (half-split, HF's layout) or (2i, 2i + 1) (adjacent, llama.cpp's layout for GGUF
+// llama models), rotated by the same products and sums as the composite ops.
 template <typename In, typename Out>
 SINKREP_CLONES void rope_infer(const In* x, const float* cs, const float* sn, Out* o, int64_t r0,
                                int64_t r1, int64_t t, int64_t h, int64_t dh,
-                               int64_t table_stride) {
+                               int64_t table_stride, bool adjacent) {
   int64_t half = dh / 2;
   for (int64_t r = r0; r < r1; r++) {
     int64_t head = r % h;
@@ -478,6 +511,14 @@ SINKREP_CLONES void rope_infer(const In* x, const float* cs, const float* sn, Ou
     const float* s = sn + pos * table_stride;
     const In* xr = x + r * dh;
     Out* orow = o + ((batch * h + head) * t + pos) * dh;
+    if (adjacent) {
+      for (int64_t i = 0; i < half; i++) {
+        float x0 = load(xr, 2 * i), x1 = load(xr, 2 * i + 1);
+        store(orow, 2 * i, x0 * c[i] - x1 * s[i]);
+        store(orow, 2 * i + 1, x0 * s[i] + x1 * c[i]);
+      }
+      continue;
+    }
     for (int64_t i = 0; i < half; i++) {
       float x0 = load(xr, i), x1 = load(xr, i + half);
       store(orow, i, x0 * c[i] - x1 * s[i]);
@@ -567,7 +608,11 @@ void row_norm_maxabs(const float* x, float* norm, float* maxabs, int64_t r0, int
 
 // Rows [r0, r1) of causal attention scores s (B, H, T, T) (query position r % T): o =
 // softmax over keys j <= i of scale * s, zero beyond i. The max and the sum run over 16
-// fixed partial lanes; exp is exp_approx. A NaN score makes its row NaN.
+// fixed partial lanes, folded in a fixed order (fold_*16), then the sum adds the tail (the
+// last n % 16 keys) in order; exp is exp_approx. A NaN score makes its row NaN.
+// The tail goes through one vector: read in place when 16 floats fit in the row (its
+// lanes past the key count are masked to -inf, and written over by the zeros at the end),
+// else through a padded copy.
 SINKREP_CLONES
 void causal_softmax_rows(const float* s, float* o, int64_t r0, int64_t r1, int64_t t,
                          float scale) {
@@ -582,35 +627,44 @@ void causal_softmax_rows(const float* s, float* o, int64_t r0, int64_t r1, int64
       store16(orow + i, v);
       mv = max_nan16(mv, v);
     }
-    float mx[16];
-    std::memcpy(mx, &mv, sizeof mx);
-    float mt = -INFINITY;
-    for (; i < n; i++) {
-      float v = sr[i] * scale;
-      orow[i] = v;
-      mt = max_nan(mt, v);
+    int64_t nt = n - i;  // 0 to 15
+    bool in_place = i + 16 <= t;
+    float buf[16];
+    if (nt > 0) {
+      f32x16 raw;
+      if (in_place) {
+        raw = load16(sr + i);
+      } else {
+        for (int j = 0; j < 16; j++) buf[j] = j < nt ? sr[i + j] : 0.0f;
+        raw = load16(buf);
+      }
+      f32x16 v = lane_index() < static_cast<int32_t>(nt) ? raw * scale : splat(-INFINITY);
+      if (in_place)
+        store16(orow + i, v);
+      else
+        store16(buf, v);
+      // The max is exact in any order (a NaN wins either way): -inf lanes change nothing.
+      mv = max_nan16(mv, v);
     }
-    for (int w = 8; w > 0; w >>= 1)
-      for (int j = 0; j < w; j++) mx[j] = max_nan(mx[j], mx[j + w]);
-    float m = max_nan(mx[0], mt);
+    float m = fold_max_nan16(mv);
     f32x16 av = {};
-    i = 0;
-    for (; i + 16 <= n; i += 16) {
+    for (i = 0; i + 16 <= n; i += 16) {
       f32x16 e = exp16(load16(orow + i) - m);
       store16(orow + i, e);
       av += e;
     }
-    float acc[16];
-    std::memcpy(acc, &av, sizeof acc);
+    // The tail's exps in one vector (exp16 gives exp_approx's bits lane by lane), summed
+    // in key order after the 16 lanes.
     float tail = 0.0f;
-    for (; i < n; i++) {
-      float e = exp_approx(orow[i] - m);
-      orow[i] = e;
-      tail += e;
+    if (nt > 0) {
+      f32x16 e = exp16((in_place ? load16(orow + i) : load16(buf)) - m);
+      store16(buf, e);
+      if (in_place) store16(orow + i, e);
+      for (int64_t j = 0; j < nt; j++) tail += buf[j];
+      if (!in_place)
+        for (int64_t j = 0; j < nt; j++) orow[i + j] = buf[j];
     }
-    for (int w = 8; w > 0; w >>= 1)
-      for (int j = 0; j < w; j++) acc[j] += acc[j + w];
-    float inv = 1.0f / (acc[0] + tail);
+    float inv = 1.0f / (fold_sum16(av) + tail);
     for (int64_t k = 0; k < n; k++) orow[k] = orow[k] * inv;
     for (int64_t k = n; k < t; k++) orow[k] = 0.0f;
   }
@@ -740,10 +794,11 @@ int sinkrep_infer_swiglu(const at::Tensor* a, const at::Tensor* u, int want_f32,
   return rc;
 }
 
-// Inference half-split RoPE of x (B, T, H, Dh), f32 or bf16 contiguous, with tables
-// (T_max >= T, Dh/2) f32: returns (B, H, T, Dh) contiguous in bf16 when out_bf16, else f32.
+// Inference RoPE of x (B, T, H, Dh), f32 or bf16 contiguous, with tables (T_max >= T, Dh/2)
+// f32, pairs half-split or (adjacent != 0) adjacent: returns (B, H, T, Dh) contiguous in
+// bf16 when out_bf16, else f32.
 int sinkrep_infer_rope(const at::Tensor* x, const at::Tensor* cs, const at::Tensor* sn,
-                       int out_bf16, at::Tensor** out, char* err, size_t errlen) {
+                       int adjacent, int out_bf16, at::Tensor** out, char* err, size_t errlen) {
   return guarded(
       [&] {
         check_infer(*x, "RoPE input");
@@ -760,23 +815,44 @@ int sinkrep_infer_rope(const at::Tensor* x, const at::Tensor* cs, const at::Tens
         const float* cp = cs->data_ptr<float>();
         const float* sp = sn->data_ptr<float>();
         bool in_bf = is_bf16(*x);
+        bool adj = adjacent != 0;
         const void* xp = x->data_ptr();
         void* op = o.data_ptr();
         at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / dh), [&](int64_t r0, int64_t r1) {
           FlushDenormals ftz;
           if (in_bf && out_bf16)
             rope_infer(static_cast<const uint16_t*>(xp), cp, sp, static_cast<uint16_t*>(op), r0,
-                       r1, t, h, dh, stride);
+                       r1, t, h, dh, stride, adj);
           else if (in_bf)
             rope_infer(static_cast<const uint16_t*>(xp), cp, sp, static_cast<float*>(op), r0, r1,
-                       t, h, dh, stride);
+                       t, h, dh, stride, adj);
           else if (out_bf16)
             rope_infer(static_cast<const float*>(xp), cp, sp, static_cast<uint16_t*>(op), r0, r1,
-                       t, h, dh, stride);
+                       t, h, dh, stride, adj);
           else
             rope_infer(static_cast<const float*>(xp), cp, sp, static_cast<float*>(op), r0, r1, t,
-                       h, dh, stride);
+                       h, dh, stride, adj);
         });
+        return o;
+      },
+      out, err, errlen);
+}
+
+// x f32 and a bf16, of one shape, contiguous: returns x + a in f32.
+int sinkrep_infer_add_widen(const at::Tensor* x, const at::Tensor* a, at::Tensor** out, char* err,
+                            size_t errlen) {
+  return guarded(
+      [&] {
+        check_f32(*x, "residual stream");
+        TORCH_CHECK(a->device().is_cpu() && a->is_contiguous() && is_bf16(*a),
+                    "residual branch: a contiguous bf16 CPU tensor");
+        TORCH_CHECK(x->sizes() == a->sizes(), "residual add: stream and branch of one shape");
+        at::Tensor o = at::empty_like(*x);
+        const float* xp = x->data_ptr<float>();
+        const uint16_t* ap = bf16_ptr(*a);
+        float* op = o.data_ptr<float>();
+        at::parallel_for(0, x->numel(), kGrain,
+                         [&](int64_t i0, int64_t i1) { add_widen(xp, ap, op, i0, i1); });
         return o;
       },
       out, err, errlen);

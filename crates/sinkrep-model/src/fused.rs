@@ -17,6 +17,8 @@
 use std::ffi::{c_char, c_int, CStr};
 use tch::{Device, Kind, Tensor};
 
+use crate::config::RopePairing;
+
 extern "C" {
     fn sinkrep_fused_rms_norm(
         x: *const std::ffi::c_void,
@@ -88,10 +90,18 @@ extern "C" {
         err: *mut c_char,
         errlen: usize,
     ) -> c_int;
+    fn sinkrep_infer_add_widen(
+        x: *const std::ffi::c_void,
+        a: *const std::ffi::c_void,
+        out: *mut *mut std::ffi::c_void,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
     fn sinkrep_infer_rope(
         x: *const std::ffi::c_void,
         cos: *const std::ffi::c_void,
         sin: *const std::ffi::c_void,
+        adjacent: c_int,
         out_bf16: c_int,
         out: *mut *mut std::ffi::c_void,
         err: *mut c_char,
@@ -247,14 +257,38 @@ pub(crate) fn swiglu_infer(
     })
 }
 
-/// Inference half-split RoPE of `x` (B, T, H, Dh), f32 or bf16, contiguous, with f32
-/// tables (T_max >= T, Dh/2): returns (B, H, T, Dh) contiguous, in bf16 when `out` is
-/// `Kind::BFloat16`, else f32.
-pub(crate) fn rope_infer(x: &Tensor, cos: &Tensor, sin: &Tensor, out: Kind) -> Tensor {
+/// Inference RoPE of `x` (B, T, H, Dh), f32 or bf16, contiguous, with f32 tables
+/// (T_max >= T, Dh/2) and channel pairs `pairing`: returns (B, H, T, Dh) contiguous, in
+/// bf16 when `out` is `Kind::BFloat16`, else f32.
+pub(crate) fn rope_infer(
+    x: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    pairing: RopePairing,
+    out: Kind,
+) -> Tensor {
     let bf = c_int::from(out == Kind::BFloat16);
+    let adjacent = c_int::from(pairing == RopePairing::Adjacent);
     call("RoPE", |o, err, n| unsafe {
-        sinkrep_infer_rope(ptr(x), ptr(cos), ptr(sin), bf, o, err, n)
+        sinkrep_infer_rope(ptr(x), ptr(cos), ptr(sin), adjacent, bf, o, err, n)
     })
+}
+
+/// `x + a` for the f32 residual stream `x` and a branch output `a` of the same shape: one
+/// pass that widens a bf16 `a` (outside autograd on the CPU, both contiguous), else
+/// libtorch's promoting add. The same bits either way.
+pub(crate) fn residual_add(x: &Tensor, a: &Tensor) -> Tensor {
+    if x.kind() == Kind::Float
+        && a.kind() == Kind::BFloat16
+        && x.size() == a.size()
+        && applies_infer(x)
+        && applies_infer(a)
+    {
+        return call("residual add", |o, err, n| unsafe {
+            sinkrep_infer_add_widen(ptr(x), ptr(a), o, err, n)
+        });
+    }
+    x + a
 }
 
 /// Over dim 0 of f32 `x` (B, ...): (3, ...) holding the mean, the sum of x - mean and the
@@ -397,6 +431,11 @@ mod tests {
 
     /// Half-split RoPE tables for 40 positions of 5 heads of 16 channels.
     fn half_split_rope() -> crate::llama::Rope {
+        rope_with(RopePairing::HalfSplit)
+    }
+
+    /// RoPE tables for 40 positions of 5 heads of 16 channels, channels paired `pairing`.
+    fn rope_with(pairing: RopePairing) -> crate::llama::Rope {
         let cfg = crate::config::Config {
             vocab_size: 16,
             d_model: 80,
@@ -407,7 +446,7 @@ mod tests {
             d_ff: 32,
             rms_eps: 1e-5,
             rope_base: 10_000.0,
-            rope_pairing: RopePairing::HalfSplit,
+            rope_pairing: pairing,
             rope_scaling: crate::config::RopeScaling::None,
             tied_embeddings: true,
             max_seq_len: 40,
@@ -530,7 +569,13 @@ mod tests {
 
     #[test]
     fn inference_rope_transposes_and_matches_composite_bit_for_bit() {
-        let rope = half_split_rope();
+        for pairing in [RopePairing::HalfSplit, RopePairing::Adjacent] {
+            inference_rope_matches_composite(pairing);
+        }
+    }
+
+    fn inference_rope_matches_composite(pairing: RopePairing) {
+        let rope = rope_with(pairing);
         let x = plain(&[6, 37, 5, 16], 6, 1.0);
         // Position 0 rotates by nothing (cos 1, sin 0): put values there whose bf16
         // rounding is a tie (to even, both ways), an infinity and a NaN.
@@ -548,7 +593,7 @@ mod tests {
         let want = rope.apply(&x.transpose(1, 2)).contiguous();
         let got = rope.apply_heads(&x, Kind::Float);
         assert!(got.is_contiguous());
-        same_bits(&got, &want, "RoPE (inference, f32)");
+        same_bits(&got, &want, &format!("RoPE (inference, f32, {pairing:?})"));
         let got_b = rope.apply_heads(&x, Kind::BFloat16);
         same_bits(
             &got_b,
@@ -568,6 +613,23 @@ mod tests {
                 rope.apply_heads(&xb, Kind::BFloat16),
             ]
         });
+    }
+
+    #[test]
+    fn residual_add_widens_bf16_exactly_as_libtorch_promotes() {
+        let x = plain(&[3, 37, 100], 8, 10.0);
+        let a = plain(&[3, 37, 100], 9, 3.0).to_kind(Kind::BFloat16);
+        let specials = [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -0.0, 1e-40];
+        a.narrow(1, 0, 1)
+            .narrow(2, 0, 5)
+            .copy_(&Tensor::from_slice(&specials).view([1, 1, 5]));
+        let got = residual_add(&x, &a);
+        assert_eq!(got.kind(), Kind::Float);
+        same_bits(&got, &(&x + &a), "residual add (bf16 branch)");
+        // An f32 branch takes libtorch's add.
+        let af = a.to_kind(Kind::Float);
+        same_bits(&residual_add(&x, &af), &(&x + &af), "residual add (f32)");
+        threads_agree("residual add", &|| vec![residual_add(&x, &a)]);
     }
 
     #[test]

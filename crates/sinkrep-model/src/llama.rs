@@ -285,15 +285,11 @@ impl Rope {
     }
 
     /// x: (B, T, H, Dh) in any kind, as a projection leaves it; returns (B, H, T, Dh) in
-    /// `out`, computed in f32. Outside autograd on the CPU (half-split pairs), one fused
+    /// `out`, computed in f32. Outside autograd on the CPU (either pairing), one fused
     /// pass that also transposes and casts (crate::fused).
     pub(crate) fn apply_heads(&self, x: &Tensor, out: Kind) -> Tensor {
-        if self.pairing == RopePairing::HalfSplit
-            && x.dim() == 4
-            && x.size()[1] <= self.len() as i64
-            && crate::fused::applies_infer(x)
-        {
-            return crate::fused::rope_infer(x, &self.cos, &self.sin, out);
+        if x.dim() == 4 && x.size()[1] <= self.len() as i64 && crate::fused::applies_infer(x) {
+            return crate::fused::rope_infer(x, &self.cos, &self.sin, self.pairing, out);
         }
         self.apply_bthd(&x.to_kind(Kind::Float)).to_kind(out)
     }
@@ -622,13 +618,13 @@ impl Block {
         let keep_f32 = hooks.wants(layer, Site::AttnZ) || hooks.wants(layer, Site::AttnPattern);
         let xn = norm_input(x, &self.attn_norm, self.eps, exec.prec, keep_f32);
         let a = self.attn.forward(&xn, layer, rope, exec, hooks);
-        let mid = x + a;
+        let mid = crate::fused::residual_add(x, &a);
         if hooks.wants(layer, Site::ResidMid) {
             hooks.observe(layer, Site::ResidMid, &mid);
         }
         let xn = norm_input(&mid, &self.ffn_norm, self.eps, exec.prec, false);
         let m = self.mlp.forward(&xn, layer, exec.prec, hooks);
-        let out = mid + m;
+        let out = crate::fused::residual_add(&mid, &m);
         if hooks.wants(layer, Site::ResidPost) {
             hooks.observe(layer, Site::ResidPost, &out);
         }
