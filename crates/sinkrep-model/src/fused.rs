@@ -649,4 +649,37 @@ mod tests {
         assert!((sums - 1.0).abs().max().double_value(&[]) < 1e-6);
         threads_agree("causal softmax", &|| vec![causal_softmax(&s, scale)]);
     }
+
+    #[test]
+    fn causal_softmax_ignores_future_keys_and_keeps_nan_in_its_row() {
+        // T = 64: every row's tail is read in place, 16 lanes at a time, past the keys.
+        let s = plain(&[2, 3, 64, 64], 10, 40.0);
+        let scale = 1.0 / 8.0;
+        // A NaN and an infinity among future keys (lanes past the key count of rows 5
+        // and 17); a NaN among the keys of row 40.
+        let _ = s.get(0).get(0).get(5).get(10).fill_(f64::NAN);
+        let _ = s.get(0).get(1).get(17).get(20).fill_(f64::INFINITY);
+        let _ = s.get(1).get(2).get(40).get(3).fill_(f64::NAN);
+        let mask = Tensor::ones([64, 64], (Kind::Bool, Device::Cpu)).triu(1);
+        let want = (&s * scale)
+            .masked_fill(&mask, f64::NEG_INFINITY)
+            .softmax(-1, Kind::Float);
+        let got = causal_softmax(&s, scale);
+        let nan_row = got.get(1).get(2).get(40);
+        assert_eq!(
+            nan_row
+                .narrow(0, 0, 41)
+                .isnan()
+                .sum(Kind::Int64)
+                .int64_value(&[]),
+            41,
+            "a NaN key makes its row NaN"
+        );
+        // Everything else is finite and matches the masked softmax.
+        let _ = got.get(1).get(2).get(40).fill_(0.0);
+        let _ = want.get(1).get(2).get(40).fill_(0.0);
+        assert_eq!(got.isnan().sum(Kind::Int64).int64_value(&[]), 0);
+        close(&got, &want, "causal softmax, T = 64");
+        assert_eq!(got.masked_select(&mask).abs().max().double_value(&[]), 0.0);
+    }
 }
