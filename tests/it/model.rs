@@ -540,7 +540,11 @@ fn moments_are_exact_across_batches_and_large_means() {
     let mut split = Moments::default();
     split.add(&x.narrow(0, 0, 3));
     split.add(&x.narrow(0, 3, 4));
-    for (name, m) in [("one batch", &whole), ("3 + 4", &split)] {
+    let mut ones = Moments::default();
+    for s in 0..n as i64 {
+        ones.add(&x.narrow(0, s, 1));
+    }
+    for (name, m) in [("one batch", &whole), ("3 + 4", &split), ("7 x 1", &ones)] {
         let got = m.var_across_sequences();
         for (p, (g, r)) in got.iter().zip(&reference).enumerate() {
             assert!(
@@ -549,6 +553,41 @@ fn moments_are_exact_across_batches_and_large_means() {
             );
         }
     }
+}
+
+/// A batch of one sequence (its own short path in `Moments::add`) gives the mean and
+/// sums of squared deviations of the two-pass path, bit for bit: here the same sequence
+/// twice (deviations zero either way), with a -0, an infinity and a NaN among its values.
+#[test]
+fn moments_of_one_sequence_match_the_two_pass_path() {
+    let vals = [-0.0f32, 2.5, f32::INFINITY, f32::NAN, -1e-3, 7e5];
+    let x = Tensor::from_slice(&vals).reshape([1, 3, 2]);
+    let mut one = Moments::default();
+    one.add(&x);
+    let mut two = Moments::default();
+    two.add(&Tensor::cat(&[&x, &x], 0));
+    for (what, a, b) in [
+        (
+            "mean",
+            one.mean.as_ref().unwrap(),
+            two.mean.as_ref().unwrap(),
+        ),
+        ("m2", one.m2.as_ref().unwrap(), two.m2.as_ref().unwrap()),
+    ] {
+        let (a, b) = (
+            Vec::<f64>::try_from(a.flatten(0, -1)).unwrap(),
+            Vec::<f64>::try_from(b.flatten(0, -1)).unwrap(),
+        );
+        let bits = |v: &[f64]| {
+            v.iter()
+                .map(|x| if x.is_nan() { u64::MAX } else { x.to_bits() })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&a), bits(&b), "{what}: {a:?} vs {b:?}");
+    }
+    // Not finite: no mean and no variance (NaN), as the two-pass sums give.
+    let m2 = Vec::<f64>::try_from(one.m2.as_ref().unwrap().flatten(0, -1)).unwrap();
+    assert!(m2[2].is_nan() && m2[3].is_nan() && m2[0] == 0.0);
 }
 
 fn gemma() -> Option<(sinkrep_model::Gemma3, sinkrep_model::GgufTokenizer)> {

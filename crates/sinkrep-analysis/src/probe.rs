@@ -30,13 +30,24 @@ impl Moments {
     /// Adds a batch x: (B, T, C) of f32 activations.
     pub fn add(&mut self, x: &Tensor) {
         let nb = x.size()[0];
-        // (T, C) each, f32, one fused pass on the CPU (sinkrep_model::reduce).
-        let (mean_f, dsum, d2) = reduce::batch_moments(x);
-        // Corrected two-pass: sum(d^2) - sum(d)^2 / n removes the error of the rounded f32
-        // mean (exact arithmetic would give sum(d) = 0), and sum(d)/n restores it.
-        let dsum = dsum.to_kind(Kind::Double);
-        let m2_b = d2.to_kind(Kind::Double) - dsum.square() / nb as f64;
-        let mean_b = mean_f.to_kind(Kind::Double) + dsum / nb as f64;
+        let (mean_b, m2_b) = if nb == 1 {
+            // One sequence: the values the two-pass sums below give for n = 1, bit for
+            // bit, without their seven passes over (T, C): d = x - x is 0, or NaN where x
+            // is not finite; the mean is x + d (so -0 comes out +0, as 0 + x does) and
+            // the sum of squared deviations is d.
+            let xd = x.get(0).to_kind(Kind::Double);
+            #[allow(clippy::eq_op)] // x - x on purpose: 0, or NaN where x is not finite
+            let d = &xd - &xd;
+            (&xd + &d, d)
+        } else {
+            // (T, C) each, f32, one fused pass on the CPU (sinkrep_model::reduce).
+            let (mean_f, dsum, d2) = reduce::batch_moments(x);
+            // Corrected two-pass: sum(d^2) - sum(d)^2 / n removes the error of the rounded
+            // f32 mean (exact arithmetic would give sum(d) = 0), and sum(d)/n restores it.
+            let dsum = dsum.to_kind(Kind::Double);
+            let m2_b = d2.to_kind(Kind::Double) - dsum.square() / nb as f64;
+            (mean_f.to_kind(Kind::Double) + dsum / nb as f64, m2_b)
+        };
         // The variance across channels is reported only for a single sequence (N = 1),
         // which means one batch of one: a batch of two or more proves N >= 2, so it is
         // skipped there (two passes over (B, T, C) saved per layer).
