@@ -81,17 +81,7 @@ impl Precision {
     pub(crate) fn mm_native(self, xc: &Tensor, w: &Weight) -> Tensor {
         match self {
             Precision::F32 => xc.linear::<Tensor>(&w.w, None),
-            Precision::Bf16 => {
-                let cast;
-                let wb = match &w.bf16 {
-                    Some(c) => c,
-                    None => {
-                        cast = w.w.to_kind(Kind::BFloat16);
-                        &cast
-                    }
-                };
-                xc.linear::<Tensor>(wb, None)
-            }
+            Precision::Bf16 => xc.linear::<Tensor>(&w.bf16(), None),
         }
     }
 
@@ -141,21 +131,41 @@ impl Precision {
     }
 }
 
-/// A linear layer's weight (out, in) as the VarStore holds it, and an optional bf16
-/// snapshot of it for inference (`Model::snapshot_bf16`), so a bf16 forward does not
-/// cast every weight on every call. Training never snapshots: its weights change.
+/// A linear layer's weight (out, in) as the VarStore holds it, and, when snapshots are on
+/// (`set_precision(Bf16, true)`), a bf16 copy of it for inference, made on the first bf16
+/// product that uses it and kept, so a bf16 forward does not cast every weight on every
+/// call, and weights no bf16 product reads (the embedding of an analysis that computes no
+/// logits; key and value projections a probe keeps in f32) are never copied. Training
+/// never snapshots: its weights change.
 pub(crate) struct Weight {
     pub(crate) w: Tensor,
-    bf16: Option<Tensor>,
+    snapshot: bool,
+    bf16: std::cell::OnceCell<Tensor>,
 }
 
 impl Weight {
     pub(crate) fn new(w: Tensor) -> Weight {
-        Weight { w, bf16: None }
+        Weight {
+            w,
+            snapshot: false,
+            bf16: std::cell::OnceCell::new(),
+        }
     }
 
     pub(crate) fn snapshot(&mut self, on: bool) {
-        self.bf16 = on.then(|| self.w.detach().to_kind(Kind::BFloat16));
+        self.snapshot = on;
+        self.bf16 = std::cell::OnceCell::new();
+    }
+
+    /// The weight in bf16: the kept snapshot, or (snapshots off) a cast for this call.
+    fn bf16(&self) -> Tensor {
+        if self.snapshot {
+            self.bf16
+                .get_or_init(|| tch::no_grad(|| self.w.detach().to_kind(Kind::BFloat16)))
+                .shallow_clone()
+        } else {
+            self.w.to_kind(Kind::BFloat16)
+        }
     }
 }
 
