@@ -166,6 +166,15 @@ SINKREP_VEC float fold_sum16(const f32x16& v) {
   return (b[0] + b[2]) + (b[1] + b[3]);
 }
 
+// std::max over the lanes (a < b ? b : a at every step).
+SINKREP_VEC float fold_max16(const f32x16& v) {
+  f32x8 lo = half_lo(v), hi = half_hi(v);
+  f32x8 a = lo < hi ? hi : lo;
+  f32x4 qlo = quarter_lo(a), qhi = quarter_hi(a);
+  f32x4 b = qlo < qhi ? qhi : qlo;
+  return std::max(std::max(b[0], b[2]), std::max(b[1], b[3]));
+}
+
 inline float max_nan(float acc, float v) { return (v > acc || v != v) ? v : acc; }
 
 // max_nan over the lanes.
@@ -238,14 +247,10 @@ void rms_bwd(const float* x, const float* w, const float* rstd, const float* g, 
       f32x16 av = {};
       int64_t i = 0;
       for (; i + 16 <= d; i += 16) av += (load16(gr + i) * load16(wr + i)) * load16(xr + i);
-      float acc[16];
-      std::memcpy(acc, &av, sizeof acc);
       float tail = 0.0f;
       for (; i < d; i++) tail += (gr[i] * wr[i]) * xr[i];
-      for (int s = 8; s > 0; s >>= 1)
-        for (int j = 0; j < s; j++) acc[j] += acc[j + s];
       float rs = rstd[r];
-      float c = ((rs * rs) * rs) * (acc[0] + tail) / static_cast<float>(d);
+      float c = ((rs * rs) * rs) * (fold_sum16(av) + tail) / static_cast<float>(d);
       float* dxr = dx + r * d;
       for (int64_t k = 0; k < d; k++) dxr[k] = rs * (gr[k] * wr[k]) - c * xr[k];
       if (part) {
@@ -608,22 +613,14 @@ void row_norm_maxabs(const float* x, float* norm, float* maxabs, int64_t r0, int
       av += v * v;
       mv = max16(mv, abs16(v));
     }
-    float acc[16], mx[16];
-    std::memcpy(acc, &av, sizeof acc);
-    std::memcpy(mx, &mv, sizeof mx);
     float tail = 0.0f, mt = 0.0f;
     for (; i < d; i++) {
       tail += xr[i] * xr[i];
       mt = std::max(mt, std::fabs(xr[i]));
     }
-    for (int s = 8; s > 0; s >>= 1)
-      for (int j = 0; j < s; j++) {
-        acc[j] += acc[j + s];
-        mx[j] = std::max(mx[j], mx[j + s]);
-      }
-    float ss = acc[0] + tail;
+    float ss = fold_sum16(av) + tail;
     norm[r] = std::sqrt(ss);
-    maxabs[r] = ss != ss ? ss : std::max(mx[0], mt);
+    maxabs[r] = ss != ss ? ss : std::max(fold_max16(mv), mt);
   }
 }
 

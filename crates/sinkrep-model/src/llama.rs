@@ -139,32 +139,26 @@ impl Precision {
 /// never snapshots: its weights change.
 pub(crate) struct Weight {
     pub(crate) w: Tensor,
-    snapshot: bool,
-    bf16: std::cell::OnceCell<Tensor>,
+    /// `Some` while snapshots are on: the copy, once made.
+    bf16: Option<std::cell::OnceCell<Tensor>>,
 }
 
 impl Weight {
     pub(crate) fn new(w: Tensor) -> Weight {
-        Weight {
-            w,
-            snapshot: false,
-            bf16: std::cell::OnceCell::new(),
-        }
+        Weight { w, bf16: None }
     }
 
     pub(crate) fn snapshot(&mut self, on: bool) {
-        self.snapshot = on;
-        self.bf16 = std::cell::OnceCell::new();
+        self.bf16 = on.then(std::cell::OnceCell::new);
     }
 
     /// The weight in bf16: the kept snapshot, or (snapshots off) a cast for this call.
     fn bf16(&self) -> Tensor {
-        if self.snapshot {
-            self.bf16
+        match &self.bf16 {
+            Some(cell) => cell
                 .get_or_init(|| tch::no_grad(|| self.w.detach().to_kind(Kind::BFloat16)))
-                .shallow_clone()
-        } else {
-            self.w.to_kind(Kind::BFloat16)
+                .shallow_clone(),
+            None => self.w.to_kind(Kind::BFloat16),
         }
     }
 }
