@@ -1,11 +1,16 @@
 //! Shared build script for every crate whose binaries, tests or benches link libtorch.
 //!
-//! Two link problems (verified on these machines; README, "GPU / device bundle"):
-//! 1. rustc links with `--as-needed`, which drops `libtorch_cuda.so`, so CUDA is never
-//!    seen even on a GPU machine. `--no-as-needed -ltorch` keeps it (libtorch.so
-//!    depends on libtorch_cuda.so in the CUDA wheel).
+//! Two link questions (verified on these machines; README, "GPU / device bundle"):
+//! 1. CUDA. rustc links with `--as-needed`, which drops `libtorch_cuda.so`; the CUDA
+//!    wheel's libtorch.so exists only to NEED it. By default the binaries link
+//!    libtorch_cpu and c10 only, and `sinkrep_model::cuda::load` opens libtorch_cuda.so
+//!    at run time when an NVIDIA driver is present: a process on a machine without a GPU
+//!    then never maps cuBLAS, cuDNN and the CUDA runtime (0.15 s of start-up, ~390 MB).
+//!    `SINKREP_LINK_TORCH_CUDA=1` (the device bundle, scripts/device/bundle.sh) links it
+//!    at build time as before: `--no-as-needed -ltorch`.
 //! 2. The binary has no RUNPATH, so it would only start with LD_LIBRARY_PATH set.
-//!    An rpath to the libtorch directory fixes that.
+//!    An rpath to the libtorch directory fixes that (and is where the late `dlopen` of
+//!    libtorch_cuda.so looks).
 //!
 //! `DEP_TCH_LIBTORCH_LIB` is exported by torch-sys and reaches only crates that depend on
 //! `torch-sys` directly, so each such crate lists it in `[dependencies]`.
@@ -16,6 +21,7 @@
 pub fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=SINKREP_EXTRA_RPATH");
+    println!("cargo:rerun-if-env-changed=SINKREP_LINK_TORCH_CUDA");
     println!("cargo:rustc-env=SINKREP_TCH_VERSION={}", tch_version());
     match std::env::var("DEP_TCH_LIBTORCH_LIB") {
         Ok(lib) => {
@@ -24,8 +30,10 @@ pub fn main() {
                 println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
             }
             println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
-            println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-            println!("cargo:rustc-link-arg=-ltorch");
+            if std::env::var("SINKREP_LINK_TORCH_CUDA").is_ok_and(|v| v == "1") {
+                println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+                println!("cargo:rustc-link-arg=-ltorch");
+            }
             // The libtorch version, from the torch package whose lib/ we link
             // (`torch/version.py` next to `torch/lib`), e.g. "2.13.0+cu130".
             let version_py = std::path::Path::new(&lib).join("../version.py");

@@ -26,7 +26,8 @@ impl DeviceArg {
             DeviceArg::Cuda => {
                 if !tch::Cuda::is_available() {
                     bail!(
-                        "--device cuda: CUDA is not available on this machine (see `sinkrep env`)"
+                        "--device cuda: CUDA is not available on this machine ({}; see `sinkrep env`)",
+                        sinkrep_model::cuda::load().describe()
                     );
                 }
                 tch::Device::Cuda(0)

@@ -20,6 +20,8 @@ pub struct EnvInfo {
     pub libtorch_version: &'static str,
     pub tch_version: &'static str,
     pub cuda_available: bool,
+    /// How libtorch_cuda came into the process, or why not (`sinkrep_model::cuda`).
+    pub cuda_library: String,
     pub cuda_device_count: i64,
     pub cuda_device_name: Option<String>,
     pub cudnn_available: bool,
@@ -83,6 +85,7 @@ pub fn collect() -> EnvInfo {
         libtorch_version: LIBTORCH_VERSION,
         tch_version: env!("SINKREP_TCH_VERSION"),
         cuda_available,
+        cuda_library: sinkrep_model::cuda::load().describe(),
         cuda_device_count: tch::Cuda::device_count(),
         cudnn_available: tch::Cuda::cudnn_is_available(),
         cuda_device_name: if cuda_available {
@@ -259,7 +262,7 @@ pub fn print(a: &EnvArgs) -> Result<()> {
         None if info.cuda_available => {
             println!("cuda      yes, {} device(s)", info.cuda_device_count)
         }
-        None => println!("cuda      no"),
+        None => println!("cuda      no ({})", info.cuda_library),
     }
     if info.cuda_available {
         println!(

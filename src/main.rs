@@ -54,6 +54,8 @@ enum Command {
 
 fn main() {
     sinkrep_model::alloc::keep_freed_memory();
+    // Before anything asks libtorch about CUDA (sinkrep_model::cuda).
+    sinkrep_model::cuda::load();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");

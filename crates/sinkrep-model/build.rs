@@ -1,5 +1,5 @@
 //! The shared libtorch link set-up (build/link-torch.rs), then the fused CPU kernels of
-//! csrc/fused.cpp compiled against the headers of the libtorch torch-sys links: the
+//! csrc/fused.cpp (and csrc/cuda_load.cpp, the late loading of libtorch_cuda) compiled against the headers of the libtorch torch-sys links: the
 //! `include/` folder next to its `lib/` (the torch wheel's layout, and a libtorch zip's).
 #[path = "../../build/link-torch.rs"]
 mod link_torch;
@@ -7,6 +7,7 @@ mod link_torch;
 fn main() {
     link_torch::main();
     println!("cargo:rerun-if-changed=csrc/fused.cpp");
+    println!("cargo:rerun-if-changed=csrc/cuda_load.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .expect("DEP_TCH_LIBTORCH_LIB: sinkrep-model depends on torch-sys directly");
@@ -33,5 +34,8 @@ fn main() {
         // inline helpers.
         .flag("-Wno-psabi")
         .file("csrc/fused.cpp")
+        .file("csrc/cuda_load.cpp")
         .compile("sinkrep_fused");
+    // dlopen (csrc/cuda_load.cpp) lives in libc since glibc 2.34; older glibc has it in libdl.
+    println!("cargo:rustc-link-lib=dl");
 }

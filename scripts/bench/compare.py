@@ -822,7 +822,7 @@ def main():
       f"`AutoTokenizer` take {fmt_s(med(hf_self['load']))} (model alone, in the sink runs: "
       f"{fmt_s(med(hf_self['load_model']))}); the rest is interpreter start and imports. Start-up alone "
       f"(row 0): sinkrep {fmt_s(start_rows[0]['ma'])} and {start_rows[1]['ma']:.0f} MiB (dynamic loading of "
-      f"libtorch, which links libtorch_cuda and its CUDA libraries), Python {fmt_s(start_rows[0]['mb'])} and "
+      f"libtorch_cpu; libtorch_cuda and its CUDA libraries are opened only where an NVIDIA driver exists), Python {fmt_s(start_rows[0]['mb'])} and "
       f"{start_rows[1]['mb']:.0f} MiB.")
     w(f"- Sink process: sinkrep {fmt_s(rows[2]['ma'])} = load {fmt_s(rows[0]['ma'])} + analysis "
       f"{fmt_s(an_s)}; HF {fmt_s(rows[2]['mb'])} = start and imports, load {fmt_s(med(hf_self['load_model']))} "

@@ -96,13 +96,15 @@ phase "source copy" copy_sources
 
 # 3. Build. $ORIGIN first (libraries put beside the binary win), then the image's
 #    torch/lib, then (from link-torch.rs) the local 2.11 venv's, so the same file runs
-#    here and there with no LD_LIBRARY_PATH.
+#    here and there with no LD_LIBRARY_PATH. libtorch_cuda linked at build time
+#    (SINKREP_LINK_TORCH_CUDA=1, build/link-torch.rs): the path the GPU checks verified.
 rev=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 dirty=false
 [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && dirty=true
 build() {
     (cd "$SRC" && env LIBTORCH_USE_PYTORCH=1 PATH="$VENV/bin:$PATH" CARGO_TARGET_DIR="$TARGET" \
         SINKREP_EXTRA_RPATH="\$ORIGIN:$DEVICE_TORCH_LIB" \
+        SINKREP_LINK_TORCH_CUDA=1 \
         SINKREP_BUILD_GIT_REV="$rev" SINKREP_BUILD_GIT_DIRTY="$dirty" \
         cargo build --release --quiet --bin sinkrep)
 }

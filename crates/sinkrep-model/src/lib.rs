@@ -10,6 +10,7 @@
 
 pub mod alloc;
 pub mod config;
+pub mod cuda;
 mod fused;
 pub mod gemma3;
 pub mod hf;
@@ -30,6 +31,9 @@ pub use sinkrep_gguf::{tokenizer::GgufTokenizer, GgufFile};
 /// Parses a device name as the CLI and the runner spell it: "cpu", "cuda" (device 0) or
 /// "cuda:N"; `None` for anything else (callers say what they expected).
 pub fn parse_device(name: &str) -> Option<tch::Device> {
+    if name != "cpu" {
+        cuda::load();
+    }
     match name {
         "cpu" => Some(tch::Device::Cpu),
         "cuda" => Some(tch::Device::Cuda(0)),
