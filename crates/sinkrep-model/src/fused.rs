@@ -83,6 +83,31 @@ extern "C" {
         err: *mut c_char,
         errlen: usize,
     ) -> c_int;
+    fn sinkrep_infer_rms_norm_split(
+        x: *const std::ffi::c_void,
+        w: *const std::ffi::c_void,
+        eps: f64,
+        out_hi: *mut *mut std::ffi::c_void,
+        out_lo: *mut *mut std::ffi::c_void,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn sinkrep_split_available() -> c_int;
+    fn sinkrep_split_pack(
+        w: *const std::ffi::c_void,
+        out: *mut *mut std::ffi::c_void,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn sinkrep_split_mm(
+        xh: *const std::ffi::c_void,
+        xl: *const std::ffi::c_void,
+        packed: *const std::ffi::c_void,
+        n: i64,
+        out: *mut *mut std::ffi::c_void,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
     fn sinkrep_causal_softmax(
         scores: *const std::ffi::c_void,
         scale: f64,
@@ -321,6 +346,56 @@ pub(crate) fn channel_maxabs(x: &Tensor, skip: i64) -> Tensor {
     })
 }
 
+/// Can split-bf16 products (csrc/fused.cpp, "bf16x3") run here? Only with AMX, where
+/// oneDNN's brgemm multiplies bf16 into f32 at several times the f32 rate; asked once.
+/// `SINKREP_SPLIT_BF16=0` (or `SINKREP_FUSED=0`) turns them off: the probed projections
+/// of a bf16 analysis then run in f32 sgemm, as on CPUs without AMX.
+pub(crate) fn split_available() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        enabled()
+            && std::env::var("SINKREP_SPLIT_BF16").map_or(true, |v| v != "0")
+            // SAFETY: no arguments; the C function catches every exception.
+            && unsafe { sinkrep_split_available() } == 1
+    })
+}
+
+/// Does an (N, K) weight fit the split product (N a multiple of 16, K even)?
+pub(crate) fn split_fits(w: &Tensor) -> bool {
+    matches!(w.size()[..], [n, k] if n % 16 == 0 && k % 2 == 0)
+        && w.kind() == Kind::Float
+        && w.device() == Device::Cpu
+}
+
+/// The packed high and low bf16 parts of an f32 weight (N, K) that `split_fits`.
+pub(crate) fn split_pack(w: &Tensor) -> Tensor {
+    let w = w.contiguous();
+    call("split pack", |o, err, n| unsafe {
+        sinkrep_split_pack(ptr(&w), o, err, n)
+    })
+}
+
+/// `x W^T` for an f32 `x` given as its split parts `xh`, `xl` (M, K) bf16 contiguous
+/// (`rms_norm_infer_split`) and `packed` from `split_pack` of W (N, K): (M, N) f32 from
+/// three bf16 products with f32 accumulation (error ~4e-6 relative).
+pub(crate) fn split_mm(xh: &Tensor, xl: &Tensor, packed: &Tensor, n: i64) -> Tensor {
+    call("split product", |o, err, len| unsafe {
+        sinkrep_split_mm(ptr(xh), ptr(xl), ptr(packed), n, o, err, len)
+    })
+}
+
+/// Inference RMSNorm of f32 `x` as split-bf16 parts `(hi, lo)`: `hi` is the bf16 output
+/// of `rms_norm_infer`, `lo` = bf16(y - hi) (0 where `hi` is not finite).
+pub(crate) fn rms_norm_infer_split(x: &Tensor, w: &Tensor, eps: f64) -> (Tensor, Tensor) {
+    let (hi, lo) = call2("RMSNorm split", true, true, |oh, ol, err, n| unsafe {
+        sinkrep_infer_rms_norm_split(ptr(x), ptr(w), eps, oh, ol, err, n)
+    });
+    (
+        hi.expect("the kernel returns both parts"),
+        lo.expect("the kernel returns both parts"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     //! Each fused kernel against the composite libtorch ops it replaces (values and every
@@ -537,6 +612,93 @@ mod tests {
                 both(rms_norm_infer(&x, &w, 1e-5, true, true))
             });
         }
+    }
+
+    #[test]
+    fn split_rms_norm_parts_are_the_bf16_output_and_its_rounding_error() {
+        let x = plain(&[2, 37, 64], 11, 3.0);
+        // A row with an infinity: its high parts are non-finite, its low parts zero.
+        let _ = x.get(1).get(5).get(7).fill_(f64::INFINITY);
+        let w = plain(&[64], 12, 0.5) + 1.0;
+        let (f, b) = rms_norm_infer(&x, &w, 1e-5, true, true);
+        let (f, b) = (f.unwrap(), b.unwrap());
+        let (hi, lo) = rms_norm_infer_split(&x, &w, 1e-5);
+        same_bits(&hi, &b, "split high part vs the bf16 output");
+        let finite = hi.to_kind(Kind::Float).isfinite();
+        assert!(
+            !bool::try_from(finite.all()).unwrap(),
+            "the test row has non-finite values"
+        );
+        let lo_f = lo.to_kind(Kind::Float);
+        // Zero where the high part is not finite; elsewhere hi + lo is the f32 value to
+        // within bf16 rounding of the remainder (2^-8 of it, itself at most 2^-8 of |f|).
+        let zero_lo = lo_f.masked_select(&finite.logical_not());
+        assert!(bool::try_from(zero_lo.eq(0.0).all()).unwrap());
+        let sum = hi.to_kind(Kind::Float) + &lo_f;
+        let err = (&sum - &f).abs().masked_select(&finite);
+        let bound = f.abs().masked_select(&finite) * 2f64.powi(-16);
+        assert!(
+            bool::try_from(err.le_tensor(&bound).all()).unwrap(),
+            "hi + lo != f32 value"
+        );
+        // The low parts carry information: plain bf16 alone is off by far more.
+        let plain_err = (hi.to_kind(Kind::Float) - &f).abs().masked_select(&finite);
+        assert!(plain_err.max().double_value(&[]) > 100.0 * err.max().double_value(&[]));
+        threads_agree("RMSNorm split", &|| {
+            let (h, l) = rms_norm_infer_split(&x, &w, 1e-5);
+            vec![h, l]
+        });
+    }
+
+    #[test]
+    fn split_products_are_near_f64_and_thread_independent_where_amx_is() {
+        if !split_available() {
+            // Without AMX the probed products stay in f32 sgemm: nothing is packed.
+            let mut w = crate::llama::Weight::new(plain(&[192, 64], 13, 0.1));
+            w.snapshot(true);
+            assert!(w.split().is_none());
+            return;
+        }
+        // 300 rows: two full blocks of 128 and a short one; 80 columns: a block of 64 and
+        // one of 16.
+        let x = plain(&[300, 64], 14, 2.0);
+        let w = plain(&[80, 64], 15, 0.2);
+        assert!(split_fits(&w) && !split_fits(&plain(&[81, 64], 15, 0.2)));
+        let b = Tensor::zeros([64], (Kind::Float, Device::Cpu));
+        let (hi, lo) = rms_norm_infer_split(&x, &(b + 1.0), 1e-5);
+        let xs = rms_norm_infer(
+            &x,
+            &Tensor::ones([64], (Kind::Float, Device::Cpu)),
+            1e-5,
+            true,
+            false,
+        )
+        .0
+        .unwrap();
+        let packed = split_pack(&w);
+        let y = split_mm(&hi, &lo, &packed, 80);
+        assert_eq!(y.size(), [300, 80]);
+        let exact = xs
+            .to_kind(Kind::Double)
+            .matmul(&w.to_kind(Kind::Double).tr());
+        let scale = exact.abs().max().double_value(&[]);
+        let rel = |t: &Tensor| {
+            (t.to_kind(Kind::Double) - &exact)
+                .abs()
+                .max()
+                .double_value(&[])
+                / scale
+        };
+        let e_split = rel(&y);
+        let e_bf16 = rel(&xs
+            .to_kind(Kind::BFloat16)
+            .matmul(&w.to_kind(Kind::BFloat16).tr()));
+        assert!(e_split < 2e-5, "split product error {e_split}");
+        assert!(
+            e_bf16 > 30.0 * e_split,
+            "plain bf16 {e_bf16} vs split {e_split}"
+        );
+        threads_agree("split product", &|| vec![split_mm(&hi, &lo, &packed, 80)]);
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub use interventions::{
 pub use llama::{AttnImpl, Model, Precision};
 pub use sinkrep_gguf::{tokenizer::GgufTokenizer, GgufFile};
 
+/// Do probed projections of a bf16 model run as split-bf16 products here (a CPU with AMX,
+/// `SINKREP_SPLIT_BF16` not 0)? Elsewhere they run in f32 sgemm. See `llama::Keep::Split`.
+pub fn split_bf16_available() -> bool {
+    fused::split_available()
+}
+
 /// Parses a device name as the CLI and the runner spell it: "cpu", "cuda" (device 0) or
 /// "cuda:N"; `None` for anything else (callers say what they expected).
 pub fn parse_device(name: &str) -> Option<tch::Device> {

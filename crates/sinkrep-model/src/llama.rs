@@ -49,7 +49,8 @@ pub enum Precision {
     /// embeddings, RMSNorm, RoPE, attention scores and softmax, the residual stream and
     /// every probe stay in f32, and so do the weights the optimizer updates and the key
     /// and value projections of a layer whose pattern or aggregation a probe reads
-    /// (`Precision::probed`). `Hooks::precision` runs one pass in f32 (the analysis takes
+    /// (`Precision::probed`; on a CPU with AMX those run as split-bf16 products, f32-accurate
+    /// to 4e-6, `Keep::Split`). `Hooks::precision` runs one pass in f32 (the analysis takes
     /// the sink prefix from such a pass: `sinkrep_analysis::report::exact_prefix_len`). With
     /// AMX or AVX512-BF16 on the CPU, or on a GPU, the matmuls run several times faster;
     /// reported statistics differ from `F32` by under 4% (`just bench-compare` measures it).
@@ -103,7 +104,9 @@ impl Precision {
     ///   eps at layer 2 on natural text, 4.6% of that layer's sink fraction (2 with f32
     ///   keys).
     ///
-    /// Together they are 6% of SmolLM2's matmul FLOPs.
+    /// Together they are 6% of SmolLM2's matmul FLOPs, but were a seventh of a bf16
+    /// analysis's time in f32 sgemm on an AMX CPU (7x slower than its bf16 matmuls):
+    /// there, `probed_native` runs them as split-bf16 products (`Keep::Split`).
     pub(crate) fn probed(self, x: &Tensor, xc: &Tensor, w: &Weight, probed: bool) -> Tensor {
         if probed {
             Precision::F32.mm(x, w)
@@ -116,6 +119,9 @@ impl Precision {
     /// probed; else as `mm_native`).
     fn probed_native(self, xn: &Normed, w: &Weight, probed: bool) -> Tensor {
         if probed && !self.is_f32() {
+            if let (Some(lo), Some(packed)) = (&xn.lo, w.split()) {
+                return split_product(&xn.mm, lo, &packed, w.w.size()[0]);
+            }
             Precision::F32.mm(&xn.f32(), w)
         } else {
             self.mm_native(&xn.mm, w)
@@ -141,15 +147,35 @@ pub(crate) struct Weight {
     pub(crate) w: Tensor,
     /// `Some` while snapshots are on: the copy, once made.
     bf16: Option<std::cell::OnceCell<Tensor>>,
+    /// `Some` while snapshots are on: the packed high and low bf16 parts for split-bf16
+    /// products (`Precision::probed_f32`), once made; `None` inside where they cannot run.
+    split: Option<std::cell::OnceCell<Option<Tensor>>>,
 }
 
 impl Weight {
     pub(crate) fn new(w: Tensor) -> Weight {
-        Weight { w, bf16: None }
+        Weight {
+            w,
+            bf16: None,
+            split: None,
+        }
     }
 
     pub(crate) fn snapshot(&mut self, on: bool) {
         self.bf16 = on.then(std::cell::OnceCell::new);
+        self.split = on.then(std::cell::OnceCell::new);
+    }
+
+    /// The packed split-bf16 parts (snapshots on, AMX, a weight that fits), made on first use.
+    pub(crate) fn split(&self) -> Option<Tensor> {
+        self.split
+            .as_ref()?
+            .get_or_init(|| {
+                (crate::fused::split_available() && crate::fused::split_fits(&self.w))
+                    .then(|| tch::no_grad(|| crate::fused::split_pack(&self.w.detach())))
+            })
+            .as_ref()
+            .map(Tensor::shallow_clone)
     }
 
     /// The weight in bf16: the kept snapshot, or (snapshots off) a cast for this call.
@@ -213,11 +239,42 @@ pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
     x * (var + eps).rsqrt() * w
 }
 
+/// `x W^T` in f32 by split-bf16 products, from x's parts `xh` (B, T, K) and `xl` and W's
+/// packed parts (`Weight::split`); see `Keep::Split`.
+fn split_product(xh: &Tensor, xl: &Tensor, packed: &Tensor, n: i64) -> Tensor {
+    let size = xh.size();
+    let k = size[size.len() - 1];
+    let y = crate::fused::split_mm(&xh.reshape([-1, k]), &xl.reshape([-1, k]), packed, n);
+    let mut out = size;
+    *out.last_mut().unwrap() = n;
+    y.reshape(out)
+}
+
+/// What a normalised block input keeps besides the matmul input (`norm_input`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Nothing: every consumer reads `mm`.
+    Nothing,
+    /// The f32 values, for products a probe keeps in f32 (`Precision::probed`).
+    F32,
+    /// The low bf16 parts, for those products as split-bf16 products in `Bf16` on a CPU
+    /// with AMX (`fused::split_mm`): x = xh + xl with xh the bf16 matmul input and
+    /// xl = bf16(x - xh), W likewise (`Weight::split`), and x W^T = xh Wh + xh Wl + xl Wh,
+    /// three bf16 products accumulated in f32. Error 4.3e-6 relative, against 7.1e-7 for
+    /// f32 sgemm and 3.7e-3 for plain bf16, at 3.5x the f32 speed (measured on one
+    /// (3200 x 576) x (576 x 192) product). A bf16 report from an AMX machine therefore
+    /// differs from one made without AMX in these products' last bits, as the bf16
+    /// products' accumulation order already makes them differ.
+    Split,
+}
+
 /// A normalised block input in the forms its consumers take: `mm` for the matmuls (bf16
-/// in `Bf16`, else f32), and the f32 values where they were kept (`norm_input`).
+/// in `Bf16`, else f32), the f32 values or the low bf16 parts where they were kept
+/// (`norm_input`).
 pub(crate) struct Normed {
     f32: Option<Tensor>,
     pub(crate) mm: Tensor,
+    lo: Option<Tensor>,
 }
 
 impl Normed {
@@ -231,24 +288,32 @@ impl Normed {
 }
 
 /// RMSNorm of f32 `x` for the linear layers of precision `prec`. In `Bf16` on the CPU
-/// outside autograd, one pass writes the bf16 matmul input (and the f32 values too when
-/// `keep_f32`); elsewhere the f32 norm and its cast, as `Precision::input` does.
-pub(crate) fn norm_input(
-    x: &Tensor,
-    w: &Tensor,
-    eps: f64,
-    prec: Precision,
-    keep_f32: bool,
-) -> Normed {
+/// outside autograd, one pass writes the bf16 matmul input, and the f32 values or the low
+/// parts as `keep` asks; elsewhere the f32 norm and its cast, as `Precision::input` does
+/// (and f32 values where split parts were asked for).
+pub(crate) fn norm_input(x: &Tensor, w: &Tensor, eps: f64, prec: Precision, keep: Keep) -> Normed {
     if !prec.is_f32() && fused_gain_fits(x, w) && crate::fused::applies_infer(x) {
-        if let (f, Some(b)) = crate::fused::rms_norm_infer(x, w, eps, keep_f32, true) {
-            return Normed { f32: f, mm: b };
+        if keep == Keep::Split {
+            let (hi, lo) = crate::fused::rms_norm_infer_split(x, w, eps);
+            return Normed {
+                f32: None,
+                mm: hi,
+                lo: Some(lo),
+            };
+        }
+        if let (f, Some(b)) = crate::fused::rms_norm_infer(x, w, eps, keep == Keep::F32, true) {
+            return Normed {
+                f32: f,
+                mm: b,
+                lo: None,
+            };
         }
     }
     let f = rms_norm(x, w, eps);
     Normed {
         mm: prec.input(&f),
         f32: Some(f),
+        lo: None,
     }
 }
 
@@ -617,16 +682,27 @@ impl Block {
         if hooks.wants(layer, Site::ResidPre) {
             hooks.observe(layer, Site::ResidPre, x);
         }
-        // The f32 normalised input is kept where the f32 key or value path wants it
-        // (`Precision::probed`).
-        let keep_f32 = hooks.wants(layer, Site::AttnZ) || hooks.wants(layer, Site::AttnPattern);
-        let xn = norm_input(x, &self.attn_norm, self.eps, exec.prec, keep_f32);
+        // The f32 normalised input, or its low bf16 parts, is kept where the f32 key or
+        // value path wants it (`Precision::probed`, `Keep`).
+        let probed_k = hooks.wants(layer, Site::AttnPattern);
+        let probed_v = hooks.wants(layer, Site::AttnZ);
+        let keep = if !(probed_k || probed_v) {
+            Keep::Nothing
+        } else if !exec.prec.is_f32()
+            && (!probed_k || self.attn.wk.split().is_some())
+            && (!probed_v || self.attn.wv.split().is_some())
+        {
+            Keep::Split
+        } else {
+            Keep::F32
+        };
+        let xn = norm_input(x, &self.attn_norm, self.eps, exec.prec, keep);
         let a = self.attn.forward(&xn, layer, rope, exec, hooks);
         let mid = crate::fused::residual_add(x, &a);
         if hooks.wants(layer, Site::ResidMid) {
             hooks.observe(layer, Site::ResidMid, &mid);
         }
-        let xn = norm_input(&mid, &self.ffn_norm, self.eps, exec.prec, false);
+        let xn = norm_input(&mid, &self.ffn_norm, self.eps, exec.prec, Keep::Nothing);
         let m = self.mlp.forward(&xn, layer, exec.prec, hooks);
         let out = crate::fused::residual_add(&mid, &m);
         if hooks.wants(layer, Site::ResidPost) {
