@@ -26,6 +26,9 @@ pub struct EnvInfo {
     pub cuda_device_name: Option<String>,
     pub cudnn_available: bool,
     pub threads: i32,
+    /// MKL's reproducibility mode (`MKL_CBWR`; sinkrep sets `AUTO,STRICT` unless told
+    /// otherwise, `sinkrep_model::blas`).
+    pub mkl_cbwr: Option<String>,
     /// `model name` of /proc/cpuinfo: absolute speeds and low bits differ between CPUs.
     pub cpu_model: String,
     /// The ISA features that change kernels (and so low bits and speed): amx_bf16,
@@ -94,6 +97,7 @@ pub fn collect() -> EnvInfo {
             None
         },
         threads: tch::get_num_threads(),
+        mkl_cbwr: std::env::var("MKL_CBWR").ok(),
         cpu_model,
         cpu_isa,
         cache_root: cache.root.display().to_string(),
@@ -270,7 +274,11 @@ pub fn print(a: &EnvArgs) -> Result<()> {
             if info.cudnn_available { "yes" } else { "no" }
         );
     }
-    println!("threads   {}", info.threads);
+    println!(
+        "threads   {} (MKL_CBWR {})",
+        info.threads,
+        info.mkl_cbwr.as_deref().unwrap_or("unset")
+    );
     println!("cpu       {} ({})", info.cpu_model, info.cpu_isa.join(", "));
     println!("cache     {}", info.cache_root);
     println!("inputs    {}", info.inputs_dir);

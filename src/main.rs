@@ -53,6 +53,8 @@ enum Command {
 }
 
 fn main() {
+    // Before any libtorch operation: MKL reads its reproducibility mode once.
+    sinkrep_model::blas::reproducible_blas();
     sinkrep_model::alloc::keep_freed_memory();
     // Before anything asks libtorch about CUDA (sinkrep_model::cuda).
     sinkrep_model::cuda::load();

@@ -221,3 +221,35 @@ fn analyze_gemma_by_alias() {
     assert!(table.contains("K = 0 is the BOS"), "{table}");
     assert!(table.contains("mass@1"), "{table}");
 }
+
+/// The same analysis with 1 and with 2 libtorch threads gives the same bytes, also for
+/// products with few rows (8 x 16 tokens: MKL splits their inner dimension across threads
+/// unless in its strict reproducible mode, `sinkrep_model::blas`), in f32 and in bf16
+/// (whose f32 prefix pass has 16 rows).
+#[test]
+fn analysis_bytes_do_not_depend_on_the_thread_count() {
+    let Some(model) = crate::pinned_model() else {
+        return;
+    };
+    let run = |threads: &str, precision: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sinkrep"))
+            .args(["analyze", "--model", model.to_str().unwrap()])
+            .args(["--random", "8", "--seq-len", "16", "--seed", "3", "--json"])
+            .args(["--precision", precision])
+            .env("OMP_NUM_THREADS", threads)
+            .env("MKL_NUM_THREADS", threads)
+            .env_remove("MKL_CBWR")
+            .output()
+            .expect("run sinkrep");
+        assert!(out.status.success(), "{}", crate::stderr(&out));
+        out.stdout
+    };
+    for precision in ["f32", "bf16"] {
+        let (one, two) = (run("1", precision), run("2", precision));
+        assert!(!one.is_empty());
+        assert!(
+            one == two,
+            "{precision}: 1 and 2 threads give different reports"
+        );
+    }
+}

@@ -9,6 +9,7 @@
 //! - `Tokenizer` and GGUF loading re-exported from `sinkrep-gguf`.
 
 pub mod alloc;
+pub mod blas;
 pub mod config;
 pub mod cuda;
 mod fused;
