@@ -26,8 +26,8 @@ pub struct EnvInfo {
     pub cuda_device_name: Option<String>,
     pub cudnn_available: bool,
     pub threads: i32,
-    /// MKL's reproducibility mode (`MKL_CBWR`; sinkrep sets `AUTO,STRICT` unless told
-    /// otherwise, `sinkrep_model::blas`).
+    /// MKL's reproducibility mode (`MKL_CBWR`; `analyze`, `intervene`, `export` and `env`
+    /// set `AUTO,STRICT` unless told otherwise, `sinkrep_model::blas`; `run` leaves it).
     pub mkl_cbwr: Option<String>,
     /// `model name` of /proc/cpuinfo: absolute speeds and low bits differ between CPUs.
     pub cpu_model: String,
