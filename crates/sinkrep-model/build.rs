@@ -1,6 +1,7 @@
 //! The shared libtorch link set-up (build/link-torch.rs), then the fused CPU kernels of
-//! csrc/fused.cpp (and csrc/cuda_load.cpp, the late loading of libtorch_cuda) compiled against the headers of the libtorch torch-sys links: the
-//! `include/` folder next to its `lib/` (the torch wheel's layout, and a libtorch zip's).
+//! csrc/fused.cpp (and csrc/cuda_load.cpp, the late loading of libtorch_cuda) compiled
+//! against the headers of the libtorch torch-sys links: the `include/` folder next to its
+//! `lib/` (the torch wheel's layout, and a libtorch zip's).
 #[path = "../../build/link-torch.rs"]
 mod link_torch;
 

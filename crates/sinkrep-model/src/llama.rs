@@ -148,7 +148,7 @@ pub(crate) struct Weight {
     /// `Some` while snapshots are on: the copy, once made.
     bf16: Option<std::cell::OnceCell<Tensor>>,
     /// `Some` while snapshots are on: the packed high and low bf16 parts for split-bf16
-    /// products (`Precision::probed_f32`), once made; `None` inside where they cannot run.
+    /// products (`Precision::probed_native`), once made; `None` inside where they cannot run.
     split: Option<std::cell::OnceCell<Option<Tensor>>>,
 }
 
