@@ -6,12 +6,13 @@
 //! follow ggml's `ggml-common.h`; quantisation follows the reference (`*_ref`)
 //! routines in `ggml-quants.c`.
 //!
-//! The whole file is read into memory (no mmap: this workspace forbids `unsafe`).
-//! Every count and offset read from the file is checked against the bytes that
+//! A file is memory-mapped where the platform allows (module `map`, this crate's one
+//! use of `unsafe`), else read into memory. Every count and offset read from the file is checked against the bytes that
 //! remain before anything is allocated from it, so corrupt or truncated input yields
 //! a [`GgufError`], never a panic or an absurd allocation.
 
 mod error;
+mod map;
 mod quant;
 mod reader;
 mod spm;
@@ -21,6 +22,7 @@ mod value;
 mod writer;
 
 pub use error::GgufError;
+pub use map::READ_ENV;
 pub use reader::{GgufFile, TensorInfo};
 pub use types::GgmlType;
 pub use value::{Value, ValueType};

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::map::{self, Bytes};
 use crate::quant;
 use crate::{GgmlType, GgufError, Value, ValueType, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAX_DIMS};
 
@@ -50,7 +51,7 @@ impl TensorInfo {
 /// validated (every tensor with a known type lies inside the file).
 #[derive(Debug, Clone)]
 pub struct GgufFile {
-    bytes: Vec<u8>,
+    bytes: Bytes,
     version: u32,
     metadata: Vec<(String, Value)>,
     key_index: HashMap<String, usize>,
@@ -61,21 +62,40 @@ pub struct GgufFile {
 }
 
 impl GgufFile {
-    /// Reads and parses the file at `path`. Errors carry the path.
+    /// Maps (or reads: see [`crate::READ_ENV`]) and parses the file at `path`. Errors
+    /// carry the path.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|error| GgufError::Io {
+        Self::open_with(path.as_ref(), !map::read_requested())
+    }
+
+    /// Reads the whole file at `path` into memory and parses it (never a map: for a file
+    /// that may change while it is in use). Errors carry the path.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path.as_ref(), false)
+    }
+
+    fn open_with(path: &Path, may_map: bool) -> Result<Self> {
+        let bytes = map::open(path, may_map).map_err(|error| GgufError::Io {
             path: path.to_path_buf(),
             error,
         })?;
-        Self::from_bytes(bytes).map_err(|e| GgufError::InFile {
+        Self::parse(bytes).map_err(|e| GgufError::InFile {
             path: path.to_path_buf(),
             error: Box::new(e),
         })
     }
 
+    /// Whether the file's bytes are a memory map of it (see [`GgufFile::open`]).
+    pub fn is_mapped(&self) -> bool {
+        self.bytes.is_mapped()
+    }
+
     /// Parses a GGUF file held in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        Self::parse(Bytes::Owned(bytes))
+    }
+
+    fn parse(bytes: Bytes) -> Result<Self> {
         let (header, tensor_index, key_index) = parse_and_index(&bytes)?;
         Ok(Self {
             bytes,

@@ -2,7 +2,7 @@
 //! files) and, when the pinned SmolLM2 GGUF is present, the real model.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
 use sinkrep_gguf::tokenizer::{GgufTokenizer, TokenizerError};
@@ -974,6 +974,49 @@ fn file_errors_carry_the_path() {
         .write_to(&good)
         .unwrap();
     assert_eq!(GgufFile::open(&good).unwrap().get_str("k").unwrap(), "v");
+    // An empty file and a directory: clean errors, mapped or read.
+    let empty = dir.path().join("empty.gguf");
+    std::fs::write(&empty, b"").unwrap();
+    let open = |p: &Path, map: bool| {
+        if map {
+            GgufFile::open(p)
+        } else {
+            GgufFile::read(p)
+        }
+    };
+    for map in [true, false] {
+        let e = err_text(open(&empty, map));
+        assert!(e.contains("empty.gguf: truncated GGUF file"), "{e}");
+        let e = err_text(open(dir.path(), map));
+        assert!(e.contains(&dir.path().display().to_string()), "{e}");
+    }
+}
+
+#[test]
+fn a_mapped_file_reads_as_the_same_bytes_as_a_read_one() {
+    let bytes = one_tensor_file();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("one.gguf");
+    std::fs::write(&path, &bytes).unwrap();
+    let read = GgufFile::read(&path).unwrap();
+    assert!(!read.is_mapped());
+    let opened = GgufFile::open(&path).unwrap();
+    // Mapped on unix unless SINKREP_GGUF_READ=1 asks otherwise.
+    let env_read = std::env::var_os(sinkrep_gguf::READ_ENV).is_some_and(|v| v == "1");
+    assert_eq!(opened.is_mapped(), cfg!(unix) && !env_read);
+    assert_eq!(opened.as_bytes(), &bytes[..]);
+    assert_eq!(read.as_bytes(), &bytes[..]);
+    for info in read.tensors() {
+        let name = &info.name;
+        assert_eq!(
+            opened.tensor_f32(name).unwrap(),
+            read.tensor_f32(name).unwrap()
+        );
+    }
+    // A clone shares the map and outlives the original.
+    let clone = opened.clone();
+    drop(opened);
+    assert_eq!(clone.as_bytes(), &bytes[..]);
 }
 
 #[test]

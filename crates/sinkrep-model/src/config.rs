@@ -167,7 +167,9 @@ pub struct Config {
     /// of the baseline's value aggregation. Absent from saved configs when 1.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub head_norm_init: f64,
-    /// Initialise weights to zero instead of randomly (set while loading a checkpoint).
+    /// Set while loading a checkpoint, whose tensors replace every weight before use:
+    /// linear and embedding weights are left unset (llama) or zero (gemma3) instead of
+    /// drawn at random.
     #[serde(skip)]
     pub zero_init: bool,
 }

@@ -196,16 +196,23 @@ pub(crate) struct Exec {
     pub(crate) prec: Precision,
 }
 
-/// Initial weights: N(0, min(0.02, 1/sqrt(fan_in))), or zeros when the weights are about
-/// to be replaced by a checkpoint's (`Config::zero_init`, cheap: no random numbers drawn).
-pub(crate) fn weight_init(fan_in: i64, cfg: &Config) -> nn::Init {
+/// Initial weights: N(0, min(0.02, 1/sqrt(fan_in))).
+pub(crate) fn weight_init(fan_in: i64) -> nn::Init {
+    nn::Init::Randn {
+        mean: 0.0,
+        stdev: 0.02f64.min(1.0 / (fan_in as f64).sqrt()),
+    }
+}
+
+/// The variable `p/weight` of shape `dims`, drawn from `init`; or, while a checkpoint is
+/// loaded (`Config::zero_init`: its tensors replace every weight before any use), left
+/// unset: no random numbers drawn, and no fill that would page the memory in on one
+/// thread (0.5 GB for SmolLM2-135M in f32) before the parallel de-quantisation writes it.
+pub(crate) fn weight_var(p: &nn::Path, dims: &[i64], init: nn::Init, cfg: &Config) -> Tensor {
     if cfg.zero_init {
-        nn::Init::Const(0.0)
+        p.add("weight", Tensor::empty(dims, (p.kind(), p.device())), true)
     } else {
-        nn::Init::Randn {
-            mean: 0.0,
-            stdev: 0.02f64.min(1.0 / (fan_in as f64).sqrt()),
-        }
+        p.var("weight", dims, init)
     }
 }
 
@@ -410,7 +417,9 @@ impl Attention {
             cfg.n_kv_heads as i64,
             cfg.head_dim as i64,
         );
-        let init = |fan_in: i64| weight_init(fan_in, cfg);
+        let w = |name: &str, dims: &[i64], fan_in: i64| {
+            Weight::new(weight_var(&(p / name), dims, weight_init(fan_in), cfg))
+        };
         let head_norm = match cfg.attn_variant {
             // A constant start draws no random numbers, so the baseline and head-wise
             // models of one seed share every other initial weight.
@@ -425,18 +434,14 @@ impl Attention {
             _ => None,
         };
         let gate = match cfg.attn_variant {
-            AttnVariant::Gated => Some(Weight::new((p / "attn_gate").var(
-                "weight",
-                &[h * dh, d],
-                init(d),
-            ))),
+            AttnVariant::Gated => Some(w("attn_gate", &[h * dh, d], d)),
             _ => None,
         };
         Attention {
-            wq: Weight::new((p / "attn_q").var("weight", &[h * dh, d], init(d))),
-            wk: Weight::new((p / "attn_k").var("weight", &[kv * dh, d], init(d))),
-            wv: Weight::new((p / "attn_v").var("weight", &[kv * dh, d], init(d))),
-            wo: Weight::new((p / "attn_output").var("weight", &[d, h * dh], init(h * dh))),
+            wq: w("attn_q", &[h * dh, d], d),
+            wk: w("attn_k", &[kv * dh, d], d),
+            wv: w("attn_v", &[kv * dh, d], d),
+            wo: w("attn_output", &[d, h * dh], h * dh),
             head_norm,
             gate,
             n_heads: h,
@@ -586,11 +591,13 @@ pub struct Mlp {
 impl Mlp {
     fn new(p: &nn::Path, cfg: &Config) -> Mlp {
         let (d, f) = (cfg.d_model as i64, cfg.d_ff as i64);
-        let init = |fan_in: i64| weight_init(fan_in, cfg);
+        let w = |name: &str, dims: &[i64], fan_in: i64| {
+            Weight::new(weight_var(&(p / name), dims, weight_init(fan_in), cfg))
+        };
         Mlp {
-            w_gate: Weight::new((p / "ffn_gate").var("weight", &[f, d], init(d))),
-            w_up: Weight::new((p / "ffn_up").var("weight", &[f, d], init(d))),
-            w_down: Weight::new((p / "ffn_down").var("weight", &[d, f], init(f))),
+            w_gate: w("ffn_gate", &[f, d], d),
+            w_up: w("ffn_up", &[f, d], d),
+            w_down: w("ffn_down", &[d, f], f),
         }
     }
 
@@ -741,21 +748,17 @@ impl Model {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let (v, d) = (cfg.vocab_size as i64, cfg.d_model as i64);
-        let emb_init = if cfg.zero_init {
-            nn::Init::Const(0.0)
-        } else {
-            nn::Init::Randn {
-                mean: 0.0,
-                stdev: 0.02,
-            }
+        let emb_init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
         };
-        let tok_embd = (&root / "token_embd").var("weight", &[v, d], emb_init);
+        let tok_embd = weight_var(&(&root / "token_embd"), &[v, d], emb_init, cfg);
         let blocks = (0..cfg.n_layers)
             .map(|i| Block::new(&root / "blk" / i, cfg))
             .collect();
         let out_norm = (&root / "output_norm").ones("weight", &[d]);
         let output =
-            (!cfg.tied_embeddings).then(|| (&root / "output").var("weight", &[v, d], emb_init));
+            (!cfg.tied_embeddings).then(|| weight_var(&(&root / "output"), &[v, d], emb_init, cfg));
         let rope = Rope::new(cfg, cfg.max_seq_len, device);
         Ok(Model {
             config: cfg.clone(),
