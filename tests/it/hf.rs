@@ -20,8 +20,7 @@ const HF_LOGITS: [(i64, f64); 4] = [
 ];
 
 fn model_of(cfg: &Config, seed: i64) -> Model {
-    tch::manual_seed(seed);
-    let m = Model::new(cfg, Device::Cpu).unwrap();
+    let m = crate::seeded(seed, || Model::new(cfg, Device::Cpu).unwrap());
     // Non-trivial norm gains and head-norm gains, so a swapped table entry shows.
     tch::no_grad(|| {
         for (name, mut v) in m.vs.variables() {

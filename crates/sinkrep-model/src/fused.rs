@@ -404,8 +404,7 @@ mod tests {
     use crate::config::RopePairing;
 
     fn leaf(shape: &[i64], seed: i64, scale: f64) -> Tensor {
-        tch::manual_seed(seed);
-        (Tensor::randn(shape, (Kind::Float, Device::Cpu)) * scale).set_requires_grad(true)
+        (crate::seeded_randn(shape, seed) * scale).set_requires_grad(true)
     }
 
     /// Output and input gradients of `f` for a fixed upstream gradient.
@@ -417,8 +416,7 @@ mod tests {
             }
         }
         let y = f(inputs);
-        tch::manual_seed(seed);
-        let up = Tensor::randn(y.size(), (Kind::Float, Device::Cpu));
+        let up = crate::seeded_randn(&y.size(), seed);
         (&y * &up).sum(Kind::Float).backward();
         let mut out = vec![y.detach().copy()];
         out.extend(inputs.iter().map(|x| x.grad().copy()));
@@ -548,8 +546,7 @@ mod tests {
     // ---- Inference kernels: no autograd; f32 or bf16 in and out.
 
     fn plain(shape: &[i64], seed: i64, scale: f64) -> Tensor {
-        tch::manual_seed(seed);
-        Tensor::randn(shape, (Kind::Float, Device::Cpu)) * scale
+        crate::seeded_randn(shape, seed) * scale
     }
 
     /// Bit patterns, so NaNs compare too.

@@ -105,3 +105,14 @@ pub fn load_gguf(file: &GgufFile, device: tch::Device) -> Result<Box<dyn Decoder
         _ => Ok(Box::new(Model::from_gguf(file, device)?)),
     }
 }
+
+/// `randn(shape)` from libtorch's global generator seeded with `seed`, the seeding and the
+/// draw made under one lock: unit tests run on parallel threads, and another test's seed
+/// or draw between the two changed the values (the fused-kernel tests failed ~1 run in 6).
+#[cfg(test)]
+pub(crate) fn seeded_randn(shape: &[i64], seed: i64) -> tch::Tensor {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _held = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed);
+    tch::Tensor::randn(shape, (tch::Kind::Float, tch::Device::Cpu))
+}

@@ -75,11 +75,9 @@ pub fn others(x: &Tensor, dim: i64, k: i64) -> Vec<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
 
     fn plain(shape: &[i64], seed: i64) -> Tensor {
-        tch::manual_seed(seed);
-        Tensor::randn(shape, (Kind::Float, Device::Cpu))
+        crate::seeded_randn(shape, seed)
     }
 
     fn close(a: &Tensor, b: &Tensor, tol: f64, what: &str) {
