@@ -20,7 +20,7 @@ const HF_LOGITS: [(i64, f64); 4] = [
 ];
 
 fn model_of(cfg: &Config, seed: i64) -> Model {
-    let m = crate::seeded(seed, || Model::new(cfg, Device::Cpu).unwrap());
+    let m = sinkrep_model::with_seed(seed, || Model::new(cfg, Device::Cpu).unwrap());
     // Non-trivial norm gains and head-norm gains, so a swapped table entry shows.
     tch::no_grad(|| {
         for (name, mut v) in m.vs.variables() {

@@ -9,16 +9,6 @@ mod model;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// `make()` run right after seeding libtorch's global generator with `seed`, under one
-/// lock: the tests run on parallel threads, and another test's seeding or drawing between
-/// the two would change what `make` draws (two "same seed" models could differ).
-pub fn seeded<T>(seed: i64, make: impl FnOnce() -> T) -> T {
-    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _held = RNG.lock().unwrap_or_else(|e| e.into_inner());
-    tch::manual_seed(seed);
-    make()
-}
-
 /// Runs the `sinkrep` binary this test build made.
 pub fn sinkrep(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sinkrep"))

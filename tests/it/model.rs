@@ -30,7 +30,7 @@ pub(crate) fn tiny_config() -> Config {
 }
 
 fn tiny_model(seed: i64) -> Model {
-    crate::seeded(seed, || Model::new(&tiny_config(), Device::Cpu).unwrap())
+    sinkrep_model::with_seed(seed, || Model::new(&tiny_config(), Device::Cpu).unwrap())
 }
 
 pub(crate) fn tokens(b: i64, t: i64) -> Tensor {

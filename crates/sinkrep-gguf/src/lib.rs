@@ -7,9 +7,10 @@
 //! routines in `ggml-quants.c`.
 //!
 //! A file is memory-mapped where the platform allows (module `map`, this crate's one
-//! use of `unsafe`), else read into memory. Every count and offset read from the file is checked against the bytes that
-//! remain before anything is allocated from it, so corrupt or truncated input yields
-//! a [`GgufError`], never a panic or an absurd allocation.
+//! use of `unsafe`), else read into memory. Every count and offset read from the file
+//! is checked against the bytes that remain before anything is allocated from it, so
+//! corrupt or truncated input yields a [`GgufError`], never a panic or an absurd
+//! allocation.
 
 mod error;
 mod map;

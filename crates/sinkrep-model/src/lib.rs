@@ -106,13 +106,22 @@ pub fn load_gguf(file: &GgufFile, device: tch::Device) -> Result<Box<dyn Decoder
     }
 }
 
-/// `randn(shape)` from libtorch's global generator seeded with `seed`, the seeding and the
-/// draw made under one lock: unit tests run on parallel threads, and another test's seed
-/// or draw between the two changed the values (the fused-kernel tests failed ~1 run in 6).
-#[cfg(test)]
-pub(crate) fn seeded_randn(shape: &[i64], seed: i64) -> tch::Tensor {
+/// `draw()` run right after seeding libtorch's global generator with `seed`, with the
+/// seeding and the drawing under one process-wide lock. The generator is global: on
+/// parallel threads (tests, independent training runs) another thread's seeding or drawing
+/// in between changes what `draw` gets (the fused-kernel tests failed ~1 run in 6 so).
+/// Every seeded draw in the workspace goes through here.
+pub fn with_seed<T>(seed: i64, draw: impl FnOnce() -> T) -> T {
     static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _held = RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(seed);
-    tch::Tensor::randn(shape, (tch::Kind::Float, tch::Device::Cpu))
+    draw()
+}
+
+/// `randn(shape)` on the CPU from libtorch's generator seeded with `seed` ([`with_seed`]).
+#[cfg(test)]
+pub(crate) fn seeded_randn(shape: &[i64], seed: i64) -> tch::Tensor {
+    with_seed(seed, || {
+        tch::Tensor::randn(shape, (tch::Kind::Float, tch::Device::Cpu))
+    })
 }

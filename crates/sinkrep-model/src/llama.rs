@@ -216,6 +216,11 @@ pub(crate) fn weight_var(p: &nn::Path, dims: &[i64], init: nn::Init, cfg: &Confi
     }
 }
 
+/// The linear layer `p/name`'s weight ([`weight_var`] with [`weight_init`]).
+fn linear_weight(p: &nn::Path, name: &str, dims: &[i64], fan_in: i64, cfg: &Config) -> Weight {
+    Weight::new(weight_var(&(p / name), dims, weight_init(fan_in), cfg))
+}
+
 /// Can the fused kernels normalise f32 `x` with gain `w`? A gain of shape (D) or (P, D)
 /// over x's last two dimensions (the head-wise per-head gain), f32.
 fn fused_gain_fits(x: &Tensor, w: &Tensor) -> bool {
@@ -417,9 +422,7 @@ impl Attention {
             cfg.n_kv_heads as i64,
             cfg.head_dim as i64,
         );
-        let w = |name: &str, dims: &[i64], fan_in: i64| {
-            Weight::new(weight_var(&(p / name), dims, weight_init(fan_in), cfg))
-        };
+        let w = |name: &str, dims: &[i64], fan_in: i64| linear_weight(p, name, dims, fan_in, cfg);
         let head_norm = match cfg.attn_variant {
             // A constant start draws no random numbers, so the baseline and head-wise
             // models of one seed share every other initial weight.
@@ -591,9 +594,7 @@ pub struct Mlp {
 impl Mlp {
     fn new(p: &nn::Path, cfg: &Config) -> Mlp {
         let (d, f) = (cfg.d_model as i64, cfg.d_ff as i64);
-        let w = |name: &str, dims: &[i64], fan_in: i64| {
-            Weight::new(weight_var(&(p / name), dims, weight_init(fan_in), cfg))
-        };
+        let w = |name: &str, dims: &[i64], fan_in: i64| linear_weight(p, name, dims, fan_in, cfg);
         Mlp {
             w_gate: w("ffn_gate", &[f, d], d),
             w_up: w("ffn_up", &[f, d], d),

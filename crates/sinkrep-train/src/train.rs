@@ -31,7 +31,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Instant;
 use tch::Device;
 
@@ -415,10 +414,6 @@ fn run_manifest(cfg: &TrainConfig, data: &TokenData) -> serde_json::Value {
     })
 }
 
-/// libtorch's generator is global: seeding and drawing the initial weights must not
-/// interleave with another thread's (tests run in parallel threads).
-static INIT_LOCK: Mutex<()> = Mutex::new(());
-
 /// The initial model: weights drawn on the CPU from `tch::manual_seed(seed)`, then
 /// copied to the device, so a seed gives the same weights everywhere. Baseline and
 /// head-wise RMSNorm models of one seed share every common weight (the head-norm gain is
@@ -426,11 +421,8 @@ static INIT_LOCK: Mutex<()> = Mutex::new(());
 /// its other weights differ.
 pub fn init_model(cfg: &TrainConfig) -> Result<Model> {
     let device = cfg.device()?;
-    let cpu = {
-        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        tch::manual_seed(cfg.seed as i64);
-        Model::new(&cfg.model, Device::Cpu)?
-    };
+    // libtorch's generator is global: seeded and drawn under one lock.
+    let cpu = sinkrep_model::with_seed(cfg.seed as i64, || Model::new(&cfg.model, Device::Cpu))?;
     let mut model = if device == Device::Cpu {
         cpu
     } else {

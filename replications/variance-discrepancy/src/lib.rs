@@ -443,8 +443,7 @@ fn run_init(ctx: &mut RunContext, s: &Sizes) -> Result<()> {
     let seeds = ctx.seeds(s.init_seeds);
     let mut all = Vec::new();
     for &seed in &seeds {
-        tch::manual_seed(seed as i64);
-        let model = Model::new(&cfg, device)?;
+        let model = sinkrep_model::with_seed(seed as i64, || Model::new(&cfg, device))?;
         let seqs = random_tokens(s.init_seqs, s.init_seq_len, cfg.vocab_size, seed);
         let layers = measure(
             ctx,
