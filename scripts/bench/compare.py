@@ -71,7 +71,7 @@ class Runner:
     def __init__(self, workdir, env):
         self.workdir, self.env, self.records, self.n = workdir, env, [], 0
 
-    def run(self, label, cmd, stdout_path=None):
+    def run(self, label, cmd, stdout_path=None, env=None):
         self.n += 1
         tag = f"{self.n:03d}-{label}"
         out_path = stdout_path or os.path.join(self.workdir, f"{tag}.stdout")
@@ -81,11 +81,11 @@ class Runner:
         say(f"[{tag}] {' '.join(shown)}")
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             t0 = time.perf_counter()
-            p = subprocess.Popen(cmd, stdout=out, stderr=err, env=self.env, cwd=ROOT)
+            p = subprocess.Popen(cmd, stdout=out, stderr=err, env=dict(self.env, **(env or {})), cwd=ROOT)
             _, status, ru = os.wait4(p.pid, 0)
             wall = time.perf_counter() - t0
         p.returncode = os.waitstatus_to_exitcode(status)
-        rec = {"label": label, "cmd": cmd, "rc": p.returncode, "wall_s": wall,
+        rec = {"label": label, "cmd": cmd, "env": env or {}, "rc": p.returncode, "wall_s": wall,
                "cpu_s": ru.ru_utime + ru.ru_stime, "max_rss_mib": ru.ru_maxrss / 1024,
                "loadavg_1m_at_start": la, "stdout": out_path, "stderr": err_path}
         self.records.append(rec)
@@ -263,6 +263,14 @@ def cpu_model_name():
         return "?"
 
 
+def cpu_flags():
+    try:
+        return next((l.split(":", 1)[1].split() for l in read("/proc/cpuinfo").splitlines()
+                     if l.startswith("flags")), [])
+    except OSError:
+        return []
+
+
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -306,6 +314,9 @@ def main():
     ap.add_argument("--probe-pairs", type=int, default=9, help="pairs per shape for --probe-bin (default 9)")
     ap.add_argument("--criterion", choices=["run", "skip"], default="run",
                     help="run the criterion benches (load, forward, dequant) with cargo")
+    ap.add_argument("--no-amx-proxy", choices=["auto", "skip"], default="auto",
+                    help="on a CPU with AMX, also run the bf16 protocol with oneDNN capped at AVX512-BF16 "
+                         "(row 2c: the kernels of a CPU without AMX)")
     ap.add_argument("--profile", choices=["auto", "skip"], default="auto",
                     help="perf profiles of sinkrep (sink run in f32 and bf16, training steps)")
     ap.add_argument("--workdir", default=os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "bench-compare"))
@@ -381,6 +392,37 @@ def main():
                                                                 "--precision", "bf16", "--json"], rep_sb))
         sink_bf16["hf"].append(R.run("sink-bf16-hf", [a.peers_python, hf, *gu, "--dtype", "bfloat16",
                                                       "--out", rep_hb]))
+    # Row 2c, on a CPU with AMX only: row 2b again with oneDNN capped at AVX512-BF16
+    # (ONEDNN_MAX_CPU_ISA), the bf16 matmul kernels a CPU without AMX (AMD Zen 4) runs, on
+    # both sides. A stand-in for the other kind of CPU: same kernel family, not the same
+    # cores, caches or clocks. Which kernels ran is read back from oneDNN's verbose log of
+    # one short run per side.
+    no_amx = {"sinkrep": [], "hf": []}
+    no_amx_impls = {}
+    no_amx_env = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}
+    peaks_no_amx = []
+    if a.no_amx_proxy == "auto" and {"amx_bf16", "avx512_bf16"} <= set(cpu_flags()):
+        rep_nb = os.path.join(a.workdir, "sink-sinkrep-bf16-no-amx.json")
+        rep_nh = os.path.join(a.workdir, "sink-hf-bf16-no-amx.json")
+        for i in range(a.runs):
+            no_amx["sinkrep"].append(R.run("sink-bf16-noamx-sinkrep", [a.sinkrep, "analyze", *gu, "--device", "cpu",
+                                                                      "--precision", "bf16", "--json"], rep_nb,
+                                           env=no_amx_env))
+            no_amx["hf"].append(R.run("sink-bf16-noamx-hf", [a.peers_python, hf, *gu, "--dtype", "bfloat16",
+                                                            "--out", rep_nh], env=no_amx_env))
+        rec = R.run("matmul-peak-bfloat16-noamx", [a.torch_python, "-c", MATMUL, "1024", str(a.threads), "bfloat16"],
+                    env=no_amx_env)
+        peaks_no_amx.append(json.loads(read(rec["stdout"])))
+        short = ["--model", a.model, "--random", "2", "--seq-len", "16", "--seed", "0"]
+        verbose = dict(no_amx_env, ONEDNN_VERBOSE="1")
+        for side, cmd in [("sinkrep", [a.sinkrep, "analyze", *short, "--device", "cpu", "--precision", "bf16",
+                                       "--json"]),
+                          ("hf", [a.peers_python, hf, *short, "--dtype", "bfloat16",
+                                  "--out", os.path.join(a.workdir, "noamx-verbose-hf.json")])]:
+            rec = R.run(f"noamx-verbose-{side}", cmd, env=verbose)
+            log = read(rec["stdout"]) + read(rec["stderr"])
+            no_amx_impls[side] = sorted({m.group(1) for m in re.finditer(r"onednn_verbose,[^\n]*?,exec,cpu,matmul,([^,]+),", log)})
+
     cmp_bf16 = {}
     for side, path in [("sinkrep", rep_sb), ("hf", rep_hb)]:
         c = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "peers", "compare_reports.py"), rep_s, path,
@@ -563,6 +605,20 @@ def main():
         rows_bf16.append({"name": "2b. Sink protocol, bf16: analysis phase only (wall)", "what": "time",
                           "a": an_runs_b, "b": an_hb, "ma": an_sb, "mb": med(an_hb), "ratio": med(an_hb) / an_sb,
                           "pairs": [y / x for x, y in zip(an_runs_b, an_hb)]})
+    an_nb = []
+    if no_amx["sinkrep"]:
+        rows_bf16 += [row("2c. bf16, oneDNN capped at AVX512-BF16 (no AMX): process (wall)", no_amx["sinkrep"],
+                          no_amx["hf"], "wall_s", "time")]
+        an_runs_nb = [r["wall_s"] - rows[0]["ma"] for r in no_amx["sinkrep"]]
+        for r in no_amx["hf"]:
+            m = re.search(r"analysis of \d+x\d+ tokens: ([\d.]+)s", read(r["stderr"]))
+            if m:
+                an_nb.append(float(m.group(1)))
+        if len(an_nb) == len(an_runs_nb):
+            rows_bf16.append({"name": "2c. bf16, oneDNN capped at AVX512-BF16 (no AMX): analysis phase only (wall)",
+                              "what": "time", "a": an_runs_nb, "b": an_nb, "ma": med(an_runs_nb), "mb": med(an_nb),
+                              "ratio": med(an_nb) / med(an_runs_nb),
+                              "pairs": [y / x for x, y in zip(an_runs_nb, an_nb)]})
     rows[5:5] = rows_bf16
     peak_bf16 = max(p["best"] for p in peaks_bf16)
     gf_sb = flops / an_sb / 1e9 if an_sb > 0 else float("nan")
@@ -606,9 +662,22 @@ def main():
     r2b = rows_bf16[0]["ratio"]
     targets.append(("Sink protocol at least 5x faster than HF (process wall), bf16 on both sides", fmt_x(r2b),
                     verdict(r2b >= 5, f"{5 / r2b:.2f}x short of 5x")))
-    r2ba = rows_bf16[2]["ratio"] if len(rows_bf16) > 2 else float("nan")
-    targets.append(("bf16 analysis phase ahead of HF's bf16 analysis (this CPU)", fmt_x(r2ba),
-                    verdict(r2ba > 1, f"sinkrep's takes {1 / r2ba:.2f}x HF's time")))
+    by_name = {r_["name"]: r_ for r_ in rows_bf16}
+    r2ba = by_name.get("2b. Sink protocol, bf16: analysis phase only (wall)", {}).get("ratio", float("nan"))
+    r2ca = by_name.get("2c. bf16, oneDNN capped at AVX512-BF16 (no AMX): analysis phase only (wall)",
+                       {}).get("ratio", float("nan"))
+    has_amx = "amx_bf16" in cpu_flags()
+    ahead = "bf16 analysis phase ahead of HF's bf16 analysis"
+    kinds = [("CPU with AMX: this CPU, row 2b", r2ba), ("CPU without AMX: stand-in, this CPU with oneDNN capped "
+                                                      "at AVX512-BF16, row 2c", r2ca)] if has_amx else \
+        [("CPU without AMX: this CPU, row 2b", r2ba), ("CPU with AMX", None)]
+    for label, r_ in kinds:
+        if r_ is None:
+            targets.append((f"{ahead} ({label})", "not measured: this CPU has no AMX", "not measured"))
+        elif r_ == r_:
+            targets.append((f"{ahead} ({label})", fmt_x(r_), verdict(r_ > 1, f"sinkrep's takes {1 / r_:.2f}x HF's time")))
+        else:
+            targets.append((f"{ahead} ({label})", "not measured (row skipped)", "not measured"))
     frac = gf_s / peak
     targets.append(("Sink protocol analysis at >= 85% of the matmul peak (f32)",
                     f"{gf_s:.1f} GFLOP/s = {100 * frac:.0f}% of {peak:.0f}",
@@ -753,6 +822,14 @@ def main():
     w("4. **Peak memory**: max RSS of the processes of rows 1 and 2.")
     w("\nRow 0, **start-up only**, is a breakdown of row 1, alternated with it: `sinkrep --version` vs "
       "`python -c 'import torch, transformers'` in the peers venv.\n")
+    if no_amx["sinkrep"]:
+        impls = "; ".join(f"{side}: {', '.join(f'`{i}`' for i in v) or 'none logged'}" for side, v in no_amx_impls.items())
+        w("Row 2c, **bf16 without AMX** (run only on a CPU with AMX): row 2b's commands again, alternated, with "
+          "`ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16` on both sides, so oneDNN runs the bf16 matmul kernels a CPU "
+          "with AVX512-BF16 and no AMX (AMD Zen 4) runs. It stands in for that kind of CPU: the same kernel "
+          "family, not its cores, caches or clocks, so its absolute times say nothing about such a machine; "
+          "the ratio says whose non-matmul work is cheaper when the matmuls are the slower kind. Matmul "
+          f"kernels oneDNN logged (`ONEDNN_VERBOSE=1`, one short run per side under the cap): {impls}.\n")
 
     w("## Results\n")
     w("| row | sinkrep (median) | peer (median) | peer / sinkrep | each pair, in run order |")
@@ -792,6 +869,13 @@ def main():
       f"{fmt_x(best_ratio)} faster than HF's {fmt_s(rows[2]['mb'])} at this FLOP count and sinkrep's load time. "
       f"bf16: the same FLOPs at {gf_sb:.1f} GFLOP/s against a bf16 `torch.mm` peak of **{peak_bf16:.0f} GFLOP/s** "
       "(AMX/AVX512-BF16 where the CPU has them).")
+    if peaks_no_amx and an_nb:
+        an_nbs = by_name["2c. bf16, oneDNN capped at AVX512-BF16 (no AMX): analysis phase only (wall)"]
+        w(f"- **Without AMX** (row 2c, oneDNN capped at AVX512-BF16): bf16 `torch.mm` peak "
+          f"**{peaks_no_amx[0]['best']:.0f} GFLOP/s**; analysis sinkrep {flops / an_nbs['ma'] / 1e9:.1f} GFLOP/s "
+          f"({100 * flops / an_nbs['ma'] / 1e9 / peaks_no_amx[0]['best']:.0f}% of it), HF "
+          f"{flops / an_nbs['mb'] / 1e9:.1f} GFLOP/s. At 100% of that peak the analysis would take "
+          f"{fmt_s(flops / peaks_no_amx[0]['best'] / 1e9)}.")
     w("")
 
     w("## Targets\n")
