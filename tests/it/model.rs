@@ -53,6 +53,61 @@ fn seeded_model_is_deterministic() {
     assert!(!a.equal(&c));
 }
 
+/// Every site of every layer is observed, in f32 and in bf16, with the residual stream's
+/// identities (each block's adds run fused with the next norm: `add_norm_input`):
+/// resid_mid = resid_pre + attn_out, resid_post = resid_mid + mlp_out bit for bit, each
+/// layer's resid_post is the next one's resid_pre, and the output is the last resid_post
+/// through the output norm. Watching everything leaves the f32 output's bits alone.
+#[test]
+fn every_site_is_observed_and_the_residual_stream_adds_up() {
+    let mut m = tiny_model(3);
+    let x = tokens(2, 9);
+    for prec in [Precision::F32, Precision::Bf16] {
+        m.set_precision(prec, true);
+        let plain = run(&m, &x, &mut Hooks::new());
+        let mut cap = Capture::new((0..2).flat_map(|l| Site::ALL.map(|s| (l, s))));
+        let out = run(&m, &x, &mut Hooks::new().probe(&mut cap));
+        if prec == Precision::F32 {
+            assert!(plain.equal(&out), "probes changed the f32 output");
+        }
+        for l in 0..2 {
+            let get = |s: Site| {
+                cap.get(l, s)
+                    .unwrap_or_else(|| panic!("{prec:?}: layer {l} site {} not observed", s.name()))
+                    .shallow_clone()
+            };
+            let (pre, mid, post) = (
+                get(Site::ResidPre),
+                get(Site::ResidMid),
+                get(Site::ResidPost),
+            );
+            assert!(
+                mid.equal(&(&pre + get(Site::AttnOut))),
+                "{prec:?} layer {l}: resid_mid"
+            );
+            assert!(
+                post.equal(&(&mid + get(Site::MlpOut))),
+                "{prec:?} layer {l}: resid_post"
+            );
+            if l == 0 {
+                assert!(
+                    post.equal(cap.get(1, Site::ResidPre).unwrap()),
+                    "{prec:?}: post 0 != pre 1"
+                );
+            }
+        }
+        // The output norm's gain is 1 in a fresh model: x / rms(x).
+        let last = cap.get(1, Site::ResidPost).unwrap();
+        let want =
+            last * (last.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float) + 1e-5).rsqrt();
+        let err = (&out - &want).abs().max().double_value(&[]);
+        assert!(
+            err < 1e-5,
+            "{prec:?}: output vs norm of the last resid_post: {err}"
+        );
+    }
+}
+
 /// Probes watch without touching, and empty interventions are the plain forward.
 #[test]
 fn interventions_off_is_bit_identical() {

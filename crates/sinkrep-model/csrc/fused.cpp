@@ -470,6 +470,16 @@ inline float load(const uint16_t* p, int64_t i) { return bf16_to_f32(p[i]); }
 inline void store(float* p, int64_t i, float v) { p[i] = v; }
 inline void store(uint16_t* p, int64_t i, float v) { p[i] = f32_to_bf16(v); }
 
+// One row of d normalised: (x * rstd) * w into yf (f32) and/or yb (bf16); either may be
+// null. Inlined into each caller's clone, so it vectorises at that clone's width.
+SINKREP_VEC void norm_row(const float* xr, float rs, const float* wr, float* yf, uint16_t* yb,
+                          int64_t d) {
+  if (yf)
+    for (int64_t k = 0; k < d; k++) yf[k] = (xr[k] * rs) * wr[k];
+  if (yb)
+    for (int64_t k = 0; k < d; k++) yb[k] = f32_to_bf16((xr[k] * rs) * wr[k]);
+}
+
 // Rows [r0, r1) of RMSNorm into yf (f32) and/or yb (bf16): the forward of rms_fwd, same
 // summation order, no saved statistics.
 SINKREP_CLONES
@@ -477,16 +487,28 @@ void rms_infer(const float* x, const float* w, float* yf, uint16_t* yb, int64_t 
                int64_t d, int64_t period, float eps) {
   for (int64_t r = r0; r < r1; r++) {
     const float* xr = x + r * d;
-    float rs = row_rstd(xr, d, eps);
-    const float* wr = w + (r % period) * d;
-    if (yf) {
-      float* o = yf + r * d;
-      for (int64_t k = 0; k < d; k++) o[k] = (xr[k] * rs) * wr[k];
-    }
-    if (yb) {
-      uint16_t* o = yb + r * d;
-      for (int64_t k = 0; k < d; k++) o[k] = f32_to_bf16((xr[k] * rs) * wr[k]);
-    }
+    norm_row(xr, row_rstd(xr, d, eps), w + (r % period) * d, yf ? yf + r * d : nullptr,
+             yb ? yb + r * d : nullptr, d);
+  }
+}
+
+inline float widen(float v) { return v; }
+inline float widen(uint16_t v) { return bf16_to_f32(v); }
+
+// Rows [r0, r1) of a residual add and the RMSNorm of its result: s = x + a (a f32, or bf16
+// widened exactly), then y = RMSNorm(s) into yf and/or yb as rms_infer computes it from s.
+// The same bits as the add followed by rms_infer, one pass over the stream instead of two.
+template <typename A>
+SINKREP_CLONES void add_rms_infer(const float* x, const A* a, const float* w, float* s, float* yf,
+                                  uint16_t* yb, int64_t r0, int64_t r1, int64_t d, int64_t period,
+                                  float eps) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* xr = x + r * d;
+    const A* ar = a + r * d;
+    float* sr = s + r * d;
+    for (int64_t k = 0; k < d; k++) sr[k] = xr[k] + widen(ar[k]);
+    norm_row(sr, row_rstd(sr, d, eps), w + (r % period) * d, yf ? yf + r * d : nullptr,
+             yb ? yb + r * d : nullptr, d);
   }
 }
 
@@ -904,6 +926,46 @@ int sinkrep_infer_rms_norm(const at::Tensor* x, const at::Tensor* w, double eps,
         return yf;
       },
       out_f32, err, errlen);
+  *out_bf16 = rc == 0 && want_bf16 ? new at::Tensor(yb) : nullptr;
+  return rc;
+}
+
+// Inference residual add and RMSNorm: s = x + a for x (rows, D) f32 and a of x's shape, f32
+// or bf16, both contiguous; then RMSNorm of s with gain (D) or (P, D) f32, as
+// sinkrep_infer_rms_norm would give it from s. Returns s in out_sum; the norm in out_f32
+// when want_f32, in out_bf16 when want_bf16 (at least one).
+int sinkrep_infer_add_rms_norm(const at::Tensor* x, const at::Tensor* a, const at::Tensor* w,
+                               double eps, int want_f32, int want_bf16, at::Tensor** out_sum,
+                               at::Tensor** out_f32, at::Tensor** out_bf16, char* err,
+                               size_t errlen) {
+  at::Tensor yf, yb;
+  int rc = guarded(
+      [&] {
+        check_f32(*x, "residual stream");
+        check_infer(*a, "residual branch");
+        TORCH_CHECK(x->sizes() == a->sizes(), "residual add: stream and branch of one shape");
+        TORCH_CHECK(want_f32 || want_bf16, "add + RMSNorm: no output wanted");
+        at::Tensor s = at::empty_like(*x);
+        if (want_f32) yf = at::empty_like(*x);
+        if (want_bf16) yb = at::empty(x->sizes(), x->options().dtype(at::kBFloat16));
+        float* sp = s.data_ptr<float>();
+        float* yfp = want_f32 ? yf.data_ptr<float>() : nullptr;
+        uint16_t* ybp = want_bf16 ? bf16_ptr(yb) : nullptr;
+        bool bf = is_bf16(*a);
+        const void* ap = a->data_ptr();
+        rms_infer_rows(*x, *w, eps, [&](const float* xp, const float* wp, int64_t r0, int64_t r1,
+                                        int64_t d, int64_t period, float e) {
+          if (bf)
+            add_rms_infer(xp, static_cast<const uint16_t*>(ap), wp, sp, yfp, ybp, r0, r1, d,
+                          period, e);
+          else
+            add_rms_infer(xp, static_cast<const float*>(ap), wp, sp, yfp, ybp, r0, r1, d, period,
+                          e);
+        });
+        return s;
+      },
+      out_sum, err, errlen);
+  *out_f32 = rc == 0 && want_f32 ? new at::Tensor(yf) : nullptr;
   *out_bf16 = rc == 0 && want_bf16 ? new at::Tensor(yb) : nullptr;
   return rc;
 }

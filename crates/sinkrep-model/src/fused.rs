@@ -54,6 +54,19 @@ extern "C" {
         err: *mut c_char,
         errlen: usize,
     ) -> c_int;
+    fn sinkrep_infer_add_rms_norm(
+        x: *const std::ffi::c_void,
+        a: *const std::ffi::c_void,
+        w: *const std::ffi::c_void,
+        eps: f64,
+        want_f32: c_int,
+        want_bf16: c_int,
+        out_sum: *mut *mut std::ffi::c_void,
+        out_f32: *mut *mut std::ffi::c_void,
+        out_bf16: *mut *mut std::ffi::c_void,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
     fn sinkrep_infer_swiglu(
         a: *const std::ffi::c_void,
         u: *const std::ffi::c_void,
@@ -258,6 +271,44 @@ pub(crate) fn rms_norm_infer(
             n,
         )
     })
+}
+
+/// Inference residual add and RMSNorm in one pass: `s = x + a` for the f32 stream `x` and
+/// a branch output `a` of its shape (f32 or bf16; both contiguous), and the RMSNorm of `s`
+/// with f32 gain (D) or (P, D) in f32 (`want_f32`) and/or bf16 (`want_bf16`, at least one
+/// of the two). The same bits as `residual_add` followed by `rms_norm_infer`.
+pub(crate) fn add_rms_norm_infer(
+    x: &Tensor,
+    a: &Tensor,
+    w: &Tensor,
+    eps: f64,
+    want_f32: bool,
+    want_bf16: bool,
+) -> (Tensor, Option<Tensor>, Option<Tensor>) {
+    let mut os: *mut std::ffi::c_void = std::ptr::null_mut();
+    let (f, b) = call2(
+        "add + RMSNorm",
+        want_f32,
+        want_bf16,
+        |of, ob, err, n| unsafe {
+            sinkrep_infer_add_rms_norm(
+                ptr(x),
+                ptr(a),
+                ptr(w),
+                eps,
+                want_f32.into(),
+                want_bf16.into(),
+                &mut os,
+                of,
+                ob,
+                err,
+                n,
+            )
+        },
+    );
+    // call2 has panicked on failure; on success the sum is always there.
+    let s = owned(os).expect("fused add + RMSNorm kernel returned no sum");
+    (s, f, b)
 }
 
 /// Inference `silu(a) * u` for contiguous `a`, `u` of one shape and kind (f32 or bf16):
@@ -608,6 +659,44 @@ mod tests {
             threads_agree("RMSNorm (inference)", &|| {
                 both(rms_norm_infer(&x, &w, 1e-5, true, true))
             });
+        }
+    }
+
+    #[test]
+    fn add_then_rms_norm_in_one_pass_gives_the_bits_of_the_two_steps() {
+        let x = plain(&[2, 37, 40], 21, 10.0);
+        // Specials in the branch: they propagate through the add and the row's norm alike.
+        let specials = [f32::INFINITY, f32::NAN, -0.0, 1e-40, f32::NEG_INFINITY];
+        for (kind, seed) in [(Kind::Float, 22), (Kind::BFloat16, 23)] {
+            let a = plain(&[2, 37, 40], seed, 3.0).to_kind(kind);
+            a.get(1)
+                .get(4)
+                .narrow(0, 0, 5)
+                .copy_(&Tensor::from_slice(&specials));
+            for w in [plain(&[40], 24, 0.5) + 1.0, plain(&[37, 40], 25, 0.5) + 1.0] {
+                let s2 = residual_add(&x, &a);
+                let (f2, b2) = rms_norm_infer(&s2, &w, 1e-5, true, true);
+                let (s, f, b) = add_rms_norm_infer(&x, &a, &w, 1e-5, true, true);
+                same_bits(&s, &s2, "add + RMSNorm: sum");
+                same_bits(&f.unwrap(), &f2.unwrap(), "add + RMSNorm: f32 norm");
+                same_bits(
+                    &b.unwrap(),
+                    b2.as_ref().unwrap(),
+                    "add + RMSNorm: bf16 norm",
+                );
+                // Only what is asked for.
+                let (_, f, b) = add_rms_norm_infer(&x, &a, &w, 1e-5, false, true);
+                assert!(f.is_none());
+                same_bits(
+                    &b.unwrap(),
+                    b2.as_ref().unwrap(),
+                    "add + RMSNorm: bf16 alone",
+                );
+                threads_agree("add + RMSNorm", &|| {
+                    let (s, f, b) = add_rms_norm_infer(&x, &a, &w, 1e-5, true, true);
+                    vec![s, f.unwrap(), b.unwrap()]
+                });
+            }
         }
     }
 

@@ -329,6 +329,47 @@ pub(crate) fn norm_input(x: &Tensor, w: &Tensor, eps: f64, prec: Precision, keep
     }
 }
 
+/// `x + a` (`fused::residual_add`) and `norm_input` of the sum: one pass over the stream
+/// where the fused kernel applies (CPU, outside autograd, a gain it fits, no split parts
+/// asked for), the same bits as the two steps, which run everywhere else.
+pub(crate) fn add_norm_input(
+    x: &Tensor,
+    a: &Tensor,
+    w: &Tensor,
+    eps: f64,
+    prec: Precision,
+    keep: Keep,
+) -> (Tensor, Normed) {
+    if keep != Keep::Split
+        && x.size() == a.size()
+        && fused_gain_fits(x, w)
+        && crate::fused::applies_infer(x)
+        && crate::fused::applies_infer(a)
+    {
+        // As `norm_input`: bf16 matmul input (and f32 values if kept) in `Bf16`, f32 else.
+        let bf = !prec.is_f32();
+        let (s, f, b) =
+            crate::fused::add_rms_norm_infer(x, a, w, eps, !bf || keep == Keep::F32, bf);
+        let xn = match (f, b) {
+            (f, Some(b)) => Normed {
+                f32: f,
+                mm: b,
+                lo: None,
+            },
+            (Some(f), None) => Normed {
+                mm: prec.input(&f),
+                f32: Some(f),
+                lo: None,
+            },
+            (None, None) => unreachable!("add_rms_norm_infer returns the outputs it is asked for"),
+        };
+        return (s, xn);
+    }
+    let s = crate::fused::residual_add(x, a);
+    let xn = norm_input(&s, w, eps, prec, keep);
+    (s, xn)
+}
+
 /// RoPE tables for positions 0..max_t: cos, sin of shape (T, Dh/2).
 pub(crate) struct Rope {
     cos: Tensor,
@@ -679,22 +720,13 @@ impl Block {
         }
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        layer: usize,
-        rope: &Rope,
-        exec: Exec,
-        hooks: &mut Hooks,
-    ) -> Tensor {
-        if hooks.wants(layer, Site::ResidPre) {
-            hooks.observe(layer, Site::ResidPre, x);
-        }
-        // The f32 normalised input, or its low bf16 parts, is kept where the f32 key or
-        // value path wants it (`Precision::probed`, `Keep`).
+    /// What the attention input's norm keeps besides the matmul input: the f32 values, or
+    /// their low bf16 parts, where the f32 key or value path of a probe wants them
+    /// (`Precision::probed`, `Keep`).
+    fn keep(&self, layer: usize, exec: Exec, hooks: &Hooks) -> Keep {
         let probed_k = hooks.wants(layer, Site::AttnPattern);
         let probed_v = hooks.wants(layer, Site::AttnZ);
-        let keep = if !(probed_k || probed_v) {
+        if !(probed_k || probed_v) {
             Keep::Nothing
         } else if !exec.prec.is_f32()
             && (!probed_k || self.attn.wk.split().is_some())
@@ -703,20 +735,55 @@ impl Block {
             Keep::Split
         } else {
             Keep::F32
-        };
-        let xn = norm_input(x, &self.attn_norm, self.eps, exec.prec, keep);
+        }
+    }
+
+    /// The block's input from the stream `x` entering it: `x` itself and its normalised
+    /// form for the attention.
+    fn enter(&self, x: Tensor, layer: usize, exec: Exec, hooks: &Hooks) -> (Tensor, Normed) {
+        let keep = self.keep(layer, exec, hooks);
+        let xn = norm_input(&x, &self.attn_norm, self.eps, exec.prec, keep);
+        (x, xn)
+    }
+
+    /// As `enter`, for the stream `mid + m` the previous block leaves (`forward`): the
+    /// residual add and this block's input norm in one pass (`add_norm_input`).
+    fn enter_sum(
+        &self,
+        mid: &Tensor,
+        m: &Tensor,
+        layer: usize,
+        exec: Exec,
+        hooks: &Hooks,
+    ) -> (Tensor, Normed) {
+        let keep = self.keep(layer, exec, hooks);
+        add_norm_input(mid, m, &self.attn_norm, self.eps, exec.prec, keep)
+    }
+
+    /// Runs the block on the stream `x` entering it and its normalised form `xn`
+    /// (`enter`). Returns the stream after the attention, `mid`, and the MLP's output
+    /// `m`: the block's output is `mid + m`, which the caller adds in one pass with the
+    /// next norm (`enter_sum`, `add_norm_input`) and hands to the `ResidPost` hook.
+    fn forward(
+        &self,
+        x: &Tensor,
+        xn: Normed,
+        layer: usize,
+        rope: &Rope,
+        exec: Exec,
+        hooks: &mut Hooks,
+    ) -> (Tensor, Tensor) {
+        if hooks.wants(layer, Site::ResidPre) {
+            hooks.observe(layer, Site::ResidPre, x);
+        }
         let a = self.attn.forward(&xn, layer, rope, exec, hooks);
-        let mid = crate::fused::residual_add(x, &a);
+        drop(xn);
+        let (mid, xn) = add_norm_input(x, &a, &self.ffn_norm, self.eps, exec.prec, Keep::Nothing);
         if hooks.wants(layer, Site::ResidMid) {
             hooks.observe(layer, Site::ResidMid, &mid);
         }
-        let xn = norm_input(&mid, &self.ffn_norm, self.eps, exec.prec, Keep::Nothing);
         let m = self.mlp.forward(&xn, layer, exec.prec, hooks);
-        let out = crate::fused::residual_add(&mid, &m);
-        if hooks.wants(layer, Site::ResidPost) {
-            hooks.observe(layer, Site::ResidPost, &out);
-        }
-        out
+        (mid, m)
     }
 }
 
@@ -820,10 +887,34 @@ impl Model {
             imp: self.attn_impl,
             prec: hooks.precision.unwrap_or(self.precision),
         };
+        // Each block leaves its output as `mid + m`; the add runs fused with the norm that
+        // reads it (the next block's input norm, or the output norm).
+        let mut pending: Option<Tensor> = None;
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, i, &self.rope, exec, hooks);
+            let (xi, xn) = match pending.take() {
+                None => block.enter(x, i, exec, hooks),
+                Some(m) => {
+                    let (xi, xn) = block.enter_sum(&x, &m, i, exec, hooks);
+                    if hooks.wants(i - 1, Site::ResidPost) {
+                        hooks.observe(i - 1, Site::ResidPost, &xi);
+                    }
+                    (xi, xn)
+                }
+            };
+            let (mid, m) = block.forward(&xi, xn, i, &self.rope, exec, hooks);
+            x = mid;
+            pending = Some(m);
         }
-        Ok(rms_norm(&x, &self.out_norm, self.config.rms_eps))
+        let eps = self.config.rms_eps;
+        let Some(m) = pending else {
+            return Ok(rms_norm(&x, &self.out_norm, eps));
+        };
+        let (out, y) = add_norm_input(&x, &m, &self.out_norm, eps, Precision::F32, Keep::Nothing);
+        let last = self.blocks.len() - 1;
+        if hooks.wants(last, Site::ResidPost) {
+            hooks.observe(last, Site::ResidPost, &out);
+        }
+        Ok(y.mm)
     }
 
     /// Output logits (…, V) from final hidden states (…, D).
