@@ -88,6 +88,36 @@ pub struct AnalyzeArgs {
     /// Emit JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Print the wall and CPU time of loading the model and of the analysis to stderr,
+    /// one line each (`just bench-compare` reads them).
+    #[arg(long)]
+    pub timing: bool,
+}
+
+/// Wall and CPU time since `start`, for `--timing`.
+struct Phase {
+    wall: std::time::Instant,
+    cpu: f64,
+}
+
+impl Phase {
+    fn start() -> Phase {
+        Phase {
+            wall: std::time::Instant::now(),
+            cpu: sinkrep_runner::timing::cpu_seconds(),
+        }
+    }
+
+    /// `what: W s (cpu C s)` on stderr when `on`.
+    fn report(&self, on: bool, what: &str) {
+        if on {
+            eprintln!(
+                "sinkrep: {what}: {:.3}s (cpu {:.3}s)",
+                self.wall.elapsed().as_secs_f64(),
+                sinkrep_runner::timing::cpu_seconds() - self.cpu
+            );
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -350,9 +380,16 @@ pub fn report(
 
 pub fn run_analyze(a: &AnalyzeArgs) -> Result<()> {
     check_args(a)?;
+    let load = Phase::start();
     let loaded = load_for(a)?;
+    load.report(a.timing, "load");
+    let analysis = Phase::start();
     let seqs = sequences(a, &loaded)?;
     let rep = report(&loaded, &seqs, a, Interventions::default())?;
+    analysis.report(
+        a.timing,
+        &format!("analysis of {}x{} tokens", rep.n_sequences, rep.n_tokens),
+    );
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
@@ -440,6 +477,7 @@ pub fn run_intervene(i: &InterveneArgs) -> Result<()> {
     if let Some(lambda) = i.amplify.filter(|l| !l.is_finite()) {
         bail!("--amplify must be a finite number, got {lambda}");
     }
+    let load = Phase::start();
     let loaded = load_for(a)?;
     if let Some(bad) = i
         .ablate
@@ -453,10 +491,13 @@ pub fn run_intervene(i: &InterveneArgs) -> Result<()> {
             loaded.model.config().d_ff
         );
     }
+    load.report(a.timing, "load");
     let iv = interventions(i, loaded.model.config().n_layers)?;
+    let analysis = Phase::start();
     let seqs = sequences(a, &loaded)?;
     let before = report(&loaded, &seqs, a, Interventions::default())?;
     let after = report(&loaded, &seqs, a, iv.clone())?;
+    analysis.report(a.timing, "analysis (before and after the intervention)");
     if a.json {
         let out = InterveneOutput {
             intervention: &iv,

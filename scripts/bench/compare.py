@@ -263,6 +263,19 @@ def cpu_model_name():
         return "?"
 
 
+def sinkrep_analysis(recs, load_median):
+    """Wall and CPU seconds of each sinkrep run's analysis phase: its own `--timing` line
+    (`sinkrep: analysis of ...: W s (cpu C s)`, timed after the model is loaded), or,
+    where a run printed none, its process time minus the load row's median wall time
+    (wall only; CPU None). The subtraction inherits the load row's noise: on a VM where
+    fresh pages are sometimes several times slower, the load process varied 0.59-2.47 s
+    in one run (2026-12-04), which moved the bf16 analysis ratio by 40%."""
+    got = [re.search(r"sinkrep: analysis[^:\n]*: ([\d.]+)s \(cpu ([\d.]+)s\)", read(r["stderr"])) for r in recs]
+    if all(got):
+        return [float(m.group(1)) for m in got], [float(m.group(2)) for m in got]
+    return [r["wall_s"] - load_median for r in recs], None
+
+
 def cpu_flags():
     try:
         return next((l.split(":", 1)[1].split() for l in read("/proc/cpuinfo").splitlines()
@@ -371,7 +384,7 @@ def main():
     rep_s, rep_h = os.path.join(a.workdir, "sink-sinkrep.json"), os.path.join(a.workdir, "sink-hf.json")
     sink = {"sinkrep": [], "hf": []}
     for i in range(a.runs):
-        sink["sinkrep"].append(R.run("sink-sinkrep", [a.sinkrep, "analyze", *gu, "--device", "cpu", "--json"], rep_s))
+        sink["sinkrep"].append(R.run("sink-sinkrep", [a.sinkrep, "analyze", *gu, "--timing", "--device", "cpu", "--json"], rep_s))
         sink["hf"].append(R.run("sink-hf", [a.peers_python, hf, *gu, "--out", rep_h]))
         if i == 0:
             matmul_peak("middle")
@@ -388,7 +401,7 @@ def main():
     rep_sb, rep_hb = os.path.join(a.workdir, "sink-sinkrep-bf16.json"), os.path.join(a.workdir, "sink-hf-bf16.json")
     sink_bf16 = {"sinkrep": [], "hf": []}
     for i in range(a.runs):
-        sink_bf16["sinkrep"].append(R.run("sink-bf16-sinkrep", [a.sinkrep, "analyze", *gu, "--device", "cpu",
+        sink_bf16["sinkrep"].append(R.run("sink-bf16-sinkrep", [a.sinkrep, "analyze", *gu, "--timing", "--device", "cpu",
                                                                 "--precision", "bf16", "--json"], rep_sb))
         sink_bf16["hf"].append(R.run("sink-bf16-hf", [a.peers_python, hf, *gu, "--dtype", "bfloat16",
                                                       "--out", rep_hb]))
@@ -405,7 +418,7 @@ def main():
         rep_nb = os.path.join(a.workdir, "sink-sinkrep-bf16-no-amx.json")
         rep_nh = os.path.join(a.workdir, "sink-hf-bf16-no-amx.json")
         for i in range(a.runs):
-            no_amx["sinkrep"].append(R.run("sink-bf16-noamx-sinkrep", [a.sinkrep, "analyze", *gu, "--device", "cpu",
+            no_amx["sinkrep"].append(R.run("sink-bf16-noamx-sinkrep", [a.sinkrep, "analyze", *gu, "--timing", "--device", "cpu",
                                                                       "--precision", "bf16", "--json"], rep_nb,
                                            env=no_amx_env))
             no_amx["hf"].append(R.run("sink-bf16-noamx-hf", [a.peers_python, hf, *gu, "--dtype", "bfloat16",
@@ -562,13 +575,13 @@ def main():
     mem = [row("4. Peak RSS: load (tiny analysis)", load["sinkrep"], load["hf"], "max_rss_mib", "mem"),
            row("4. Peak RSS: sink protocol", sink["sinkrep"], sink["hf"], "max_rss_mib", "mem")]
 
-    # Phases. sinkrep prints no phase times (and the CLI is not this script's to change),
-    # so its analysis = sink process - median load process: both build the same model and
-    # tokenizer. HF's tiny run builds a tokenizer that its sink run skips (only one
-    # sequence needs next_token text), so that subtraction would be wrong for HF; its
-    # analysis is its own perf_counter/process_time around analyze(), printed on stderr.
-    an_runs = [r["wall_s"] - rows[0]["ma"] for r in sink["sinkrep"]]
-    an_s, an_s_cpu = med(an_runs), rows[3]["ma"] - rows[1]["ma"]
+    # Phases: each side's own timer around its analysis, printed on stderr (sinkrep's
+    # `--timing`, HF's perf_counter/process_time around analyze()). Subtracting the load
+    # process would be wrong for HF (its tiny run builds a tokenizer its sink run skips)
+    # and noisy for both (see sinkrep_analysis).
+    an_runs, an_cpu = sinkrep_analysis(sink["sinkrep"], rows[0]["ma"])
+    an_s = med(an_runs)
+    an_s_cpu = med(an_cpu) if an_cpu else rows[3]["ma"] - rows[1]["ma"]
     hf_self = {"load": [], "load_model": [], "analysis": [], "analysis_cpu": []}
     for r in load["hf"]:
         m = re.search(r"load: model ([\d.]+)s \(cpu [\d.]+s\)(?:, tokenizer ([\d.]+)s)?", read(r["stderr"]))
@@ -588,13 +601,13 @@ def main():
         rows.insert(4, {"name": "2. Sink protocol: analysis phase only (wall)", "what": "time",
                         "a": an_runs, "b": hf_self["analysis"], "ma": an_s, "mb": an_h, "ratio": an_h / an_s,
                         "pairs": [y / x for x, y in zip(an_runs, hf_self["analysis"])]})
-    # bf16 rows; sinkrep's bf16 analysis = process - f32 load process (the load is the same
-    # de-quantisation to f32 plus a bf16 snapshot of the weights, ~0.1 s, counted as analysis).
+    # bf16 rows; sinkrep's bf16 analysis from its --timing line (the bf16 weight snapshot,
+    # ~0.1 s, is part of its load, as HF's cast to bf16 is part of HF's).
     rows_bf16 = [row("2b. Sink protocol 100x64, bf16: process (wall)", sink_bf16["sinkrep"], sink_bf16["hf"],
                      "wall_s", "time"),
                  row("2b. Sink protocol 100x64, bf16: process (CPU user+sys)", sink_bf16["sinkrep"], sink_bf16["hf"],
                      "cpu_s", "time")]
-    an_runs_b = [r["wall_s"] - rows[0]["ma"] for r in sink_bf16["sinkrep"]]
+    an_runs_b, _ = sinkrep_analysis(sink_bf16["sinkrep"], rows[0]["ma"])
     an_hb = []
     for r in sink_bf16["hf"]:
         m = re.search(r"analysis of \d+x\d+ tokens: ([\d.]+)s", read(r["stderr"]))
@@ -609,7 +622,7 @@ def main():
     if no_amx["sinkrep"]:
         rows_bf16 += [row("2c. bf16, oneDNN capped at AVX512-BF16 (no AMX): process (wall)", no_amx["sinkrep"],
                           no_amx["hf"], "wall_s", "time")]
-        an_runs_nb = [r["wall_s"] - rows[0]["ma"] for r in no_amx["sinkrep"]]
+        an_runs_nb, _ = sinkrep_analysis(no_amx["sinkrep"], rows[0]["ma"])
         for r in no_amx["hf"]:
             m = re.search(r"analysis of \d+x\d+ tokens: ([\d.]+)s", read(r["stderr"]))
             if m:
@@ -856,9 +869,12 @@ def main():
       f"f32 residual stream, statistics, probed key/value projections and sink prefix) vs {cmp_bf16['hf']['sink']:.4f}% (HF, every tensor bf16); the f32 "
       f"value is {sink_s:.4f}%. Each bf16 report against sinkrep's f32 report over every field: sinkrep "
       f"`{cmp_bf16['sinkrep']['worst']}`; HF `{cmp_bf16['hf']['worst']}`.")
-    w(f"- **Analysis phase**: sinkrep = its sink process minus the median of its load process (both build "
-      f"the same model and tokenizer; the CLI prints no phase times); HF = its own `analysis` line "
-      f"(`perf_counter` around `analyze()`). CPU: sinkrep {fmt_s(an_s_cpu)}, HF {fmt_s(an_h_cpu)}.")
+    own = sinkrep_analysis(sink["sinkrep"], rows[0]["ma"])[1] is not None
+    sinkrep_how = ("its own `analysis` line (`sinkrep analyze --timing`: wall clock from the loaded model, "
+                   "bf16 weight snapshot included in the load, to the finished report)" if own else
+                   "its sink process minus the median of its load process (no `--timing` line was found)")
+    w(f"- **Analysis phase**: sinkrep = {sinkrep_how}; HF = its own `analysis` line (`perf_counter` around "
+      f"`analyze()`, after the model is loaded and cast). CPU: sinkrep {fmt_s(an_s_cpu)}, HF {fmt_s(an_h_cpu)}.")
     peaks_s = ", ".join("%s %.0f" % (p["when"], p["best"]) for p in peaks)
     w(f"- **Arithmetic rate** of the analysis: {flops / 1e9:.0f} GFLOP = 2 x "
       f"{dims['params_non_embedding'] / 1e6:.1f} M non-embedding parameters x 6400 tokens ({lin / 1e9:.0f}) "

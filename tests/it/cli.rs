@@ -253,3 +253,43 @@ fn analysis_bytes_do_not_depend_on_the_thread_count() {
         );
     }
 }
+
+/// `--timing` adds one load line and one analysis line to stderr, in the form `just
+/// bench-compare` parses, and changes nothing on stdout.
+#[test]
+fn timing_lines_go_to_stderr_and_leave_the_report_alone() {
+    let Some(model) = crate::pinned_model() else {
+        return;
+    };
+    let run = |extra: &[&str]| {
+        let mut args = vec!["analyze", "--model", model.to_str().unwrap()];
+        args.extend_from_slice(&["--random", "3", "--seq-len", "8", "--seed", "1", "--json"]);
+        args.extend_from_slice(extra);
+        let out = sinkrep(&args);
+        assert!(out.status.success(), "{}", crate::stderr(&out));
+        out
+    };
+    let (plain, timed) = (run(&[]), run(&["--timing"]));
+    assert_eq!(plain.stdout, timed.stdout);
+    let err = String::from_utf8_lossy(&timed.stderr);
+    let seconds = |prefix: &str| -> (f64, f64) {
+        let line = err
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in {err}"));
+        // `<prefix>: W s (cpu C s)`
+        let rest = line.rsplit_once(": ").unwrap().1;
+        let (w, c) = rest.split_once("s (cpu ").unwrap();
+        (
+            w.parse().unwrap(),
+            c.trim_end_matches("s)").parse().unwrap(),
+        )
+    };
+    let (lw, lc) = seconds("sinkrep: load");
+    let (aw, ac) = seconds("sinkrep: analysis of 3x8 tokens");
+    for v in [lw, lc, aw, ac] {
+        assert!(v.is_finite() && v >= 0.0, "{err}");
+    }
+    assert!(lw > 0.0 && aw > 0.0, "{err}");
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("sinkrep: analysis"));
+}

@@ -20,6 +20,7 @@ pub mod report;
 pub mod runner;
 pub mod table;
 pub mod testing;
+pub mod timing;
 pub mod verdict;
 pub mod verify;
 

@@ -8,6 +8,7 @@
 //! (threads: libtorch intra-op threads, 0 = libtorch's default; precision: f32 or bf16).
 
 use sinkrep_model::AttnVariant;
+use sinkrep_runner::timing::cpu_seconds;
 use sinkrep_runner::Scale;
 use sinkrep_subjects::SubjectSizes;
 use sinkrep_train::{train, Corpus, RunOptions, TokenData, TrainConfig};
@@ -82,24 +83,4 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// User + system CPU time of this process (Linux `/proc/self/stat`, 100 ticks/s), NaN
-/// elsewhere. With one libtorch thread, CPU time per step approximates the wall time the
-/// step would take on an idle core: a measure that survives a machine shared with other
-/// jobs (the run's eval and checkpoint add ~2%).
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        f.get(i)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
 }
