@@ -495,6 +495,25 @@ void rms_infer(const float* x, const float* w, float* yf, uint16_t* yb, int64_t 
 inline float widen(float v) { return v; }
 inline float widen(uint16_t v) { return bf16_to_f32(v); }
 
+// One row of a residual add: s = x + a, a f32 or bf16 (widened exactly).
+template <typename A>
+SINKREP_VEC void add_row(const float* xr, const A* ar, float* sr, int64_t d) {
+  for (int64_t k = 0; k < d; k++) sr[k] = xr[k] + widen(ar[k]);
+}
+
+// One row of d normalised, (x * rstd) * w, as split-bf16 parts: yh = bf16(y) and
+// yl = bf16(y - yh), 0 where yh is not finite.
+SINKREP_VEC void split_row(const float* xr, float rs, const float* wr, uint16_t* oh,
+                           uint16_t* ol, int64_t d) {
+  for (int64_t k = 0; k < d; k++) {
+    float v = (xr[k] * rs) * wr[k];
+    uint32_t h = bf16_bits(__builtin_bit_cast(uint32_t, v));
+    uint32_t l = bf16_bits(__builtin_bit_cast(uint32_t, v - __builtin_bit_cast(float, h << 16)));
+    oh[k] = static_cast<uint16_t>(h);
+    ol[k] = static_cast<uint16_t>((h & 0x7F80u) == 0x7F80u ? 0u : l);
+  }
+}
+
 // Rows [r0, r1) of a residual add and the RMSNorm of its result: s = x + a (a f32, or bf16
 // widened exactly), then y = RMSNorm(s) into yf and/or yb as rms_infer computes it from s.
 // The same bits as the add followed by rms_infer, one pass over the stream instead of two.
@@ -503,10 +522,8 @@ SINKREP_CLONES void add_rms_infer(const float* x, const A* a, const float* w, fl
                                   uint16_t* yb, int64_t r0, int64_t r1, int64_t d, int64_t period,
                                   float eps) {
   for (int64_t r = r0; r < r1; r++) {
-    const float* xr = x + r * d;
-    const A* ar = a + r * d;
     float* sr = s + r * d;
-    for (int64_t k = 0; k < d; k++) sr[k] = xr[k] + widen(ar[k]);
+    add_row(x + r * d, a + r * d, sr, d);
     norm_row(sr, row_rstd(sr, d, eps), w + (r % period) * d, yf ? yf + r * d : nullptr,
              yb ? yb + r * d : nullptr, d);
   }
@@ -519,17 +536,19 @@ void rms_infer_split(const float* x, const float* w, uint16_t* yh, uint16_t* yl,
                      int64_t r1, int64_t d, int64_t period, float eps) {
   for (int64_t r = r0; r < r1; r++) {
     const float* xr = x + r * d;
-    float rs = row_rstd(xr, d, eps);
-    const float* wr = w + (r % period) * d;
-    uint16_t* oh = yh + r * d;
-    uint16_t* ol = yl + r * d;
-    for (int64_t k = 0; k < d; k++) {
-      float v = (xr[k] * rs) * wr[k];
-      uint32_t h = bf16_bits(__builtin_bit_cast(uint32_t, v));
-      uint32_t l = bf16_bits(__builtin_bit_cast(uint32_t, v - __builtin_bit_cast(float, h << 16)));
-      oh[k] = static_cast<uint16_t>(h);
-      ol[k] = static_cast<uint16_t>((h & 0x7F80u) == 0x7F80u ? 0u : l);
-    }
+    split_row(xr, row_rstd(xr, d, eps), w + (r % period) * d, yh + r * d, yl + r * d, d);
+  }
+}
+
+// rms_infer_split of s = x + a, as add_rms_infer: s into s, the parts into yh and yl.
+template <typename A>
+SINKREP_CLONES void add_rms_infer_split(const float* x, const A* a, const float* w, float* s,
+                                        uint16_t* yh, uint16_t* yl, int64_t r0, int64_t r1,
+                                        int64_t d, int64_t period, float eps) {
+  for (int64_t r = r0; r < r1; r++) {
+    float* sr = s + r * d;
+    add_row(x + r * d, a + r * d, sr, d);
+    split_row(sr, row_rstd(sr, d, eps), w + (r % period) * d, yh + r * d, yl + r * d, d);
   }
 }
 
@@ -934,11 +953,15 @@ int sinkrep_infer_rms_norm(const at::Tensor* x, const at::Tensor* w, double eps,
 // or bf16, both contiguous; then RMSNorm of s with gain (D) or (P, D) f32, as
 // sinkrep_infer_rms_norm would give it from s. Returns s in out_sum; the norm in out_f32
 // when want_f32, in out_bf16 when want_bf16 (at least one).
+//
+// split != 0: instead, the norm's split-bf16 parts as sinkrep_infer_rms_norm_split gives
+// them, the high part in out_bf16 and the low part in out_f32's place (want_* ignored).
 int sinkrep_infer_add_rms_norm(const at::Tensor* x, const at::Tensor* a, const at::Tensor* w,
-                               double eps, int want_f32, int want_bf16, at::Tensor** out_sum,
-                               at::Tensor** out_f32, at::Tensor** out_bf16, char* err,
-                               size_t errlen) {
+                               double eps, int want_f32, int want_bf16, int split,
+                               at::Tensor** out_sum, at::Tensor** out_f32, at::Tensor** out_bf16,
+                               char* err, size_t errlen) {
   at::Tensor yf, yb;
+  if (split) want_f32 = want_bf16 = 1;
   int rc = guarded(
       [&] {
         check_f32(*x, "residual stream");
@@ -946,21 +969,27 @@ int sinkrep_infer_add_rms_norm(const at::Tensor* x, const at::Tensor* a, const a
         TORCH_CHECK(x->sizes() == a->sizes(), "residual add: stream and branch of one shape");
         TORCH_CHECK(want_f32 || want_bf16, "add + RMSNorm: no output wanted");
         at::Tensor s = at::empty_like(*x);
-        if (want_f32) yf = at::empty_like(*x);
-        if (want_bf16) yb = at::empty(x->sizes(), x->options().dtype(at::kBFloat16));
+        auto bf16_like = [&] { return at::empty(x->sizes(), x->options().dtype(at::kBFloat16)); };
+        if (want_f32) yf = split ? bf16_like() : at::empty_like(*x);
+        if (want_bf16) yb = bf16_like();
         float* sp = s.data_ptr<float>();
-        float* yfp = want_f32 ? yf.data_ptr<float>() : nullptr;
+        float* yfp = want_f32 && !split ? yf.data_ptr<float>() : nullptr;
+        uint16_t* ylp = split ? bf16_ptr(yf) : nullptr;
         uint16_t* ybp = want_bf16 ? bf16_ptr(yb) : nullptr;
         bool bf = is_bf16(*a);
         const void* ap = a->data_ptr();
         rms_infer_rows(*x, *w, eps, [&](const float* xp, const float* wp, int64_t r0, int64_t r1,
                                         int64_t d, int64_t period, float e) {
+          auto run = [&](auto* a_typed) {
+            if (split)
+              add_rms_infer_split(xp, a_typed, wp, sp, ybp, ylp, r0, r1, d, period, e);
+            else
+              add_rms_infer(xp, a_typed, wp, sp, yfp, ybp, r0, r1, d, period, e);
+          };
           if (bf)
-            add_rms_infer(xp, static_cast<const uint16_t*>(ap), wp, sp, yfp, ybp, r0, r1, d,
-                          period, e);
+            run(static_cast<const uint16_t*>(ap));
           else
-            add_rms_infer(xp, static_cast<const float*>(ap), wp, sp, yfp, ybp, r0, r1, d, period,
-                          e);
+            run(static_cast<const float*>(ap));
         });
         return s;
       },

@@ -61,6 +61,7 @@ extern "C" {
         eps: f64,
         want_f32: c_int,
         want_bf16: c_int,
+        split: c_int,
         out_sum: *mut *mut std::ffi::c_void,
         out_f32: *mut *mut std::ffi::c_void,
         out_bf16: *mut *mut std::ffi::c_void,
@@ -285,6 +286,34 @@ pub(crate) fn add_rms_norm_infer(
     want_f32: bool,
     want_bf16: bool,
 ) -> (Tensor, Option<Tensor>, Option<Tensor>) {
+    add_rms_norm_call(x, a, w, eps, want_f32, want_bf16, false)
+}
+
+/// As `add_rms_norm_infer`, with the norm as split-bf16 parts (`rms_norm_infer_split`):
+/// returns the sum, the high parts and the low parts.
+pub(crate) fn add_rms_norm_infer_split(
+    x: &Tensor,
+    a: &Tensor,
+    w: &Tensor,
+    eps: f64,
+) -> (Tensor, Tensor, Tensor) {
+    let (s, lo, hi) = add_rms_norm_call(x, a, w, eps, true, true, true);
+    (
+        s,
+        hi.expect("the kernel returns both parts"),
+        lo.expect("the kernel returns both parts"),
+    )
+}
+
+fn add_rms_norm_call(
+    x: &Tensor,
+    a: &Tensor,
+    w: &Tensor,
+    eps: f64,
+    want_f32: bool,
+    want_bf16: bool,
+    split: bool,
+) -> (Tensor, Option<Tensor>, Option<Tensor>) {
     let mut os: *mut std::ffi::c_void = std::ptr::null_mut();
     let (f, b) = call2(
         "add + RMSNorm",
@@ -298,6 +327,7 @@ pub(crate) fn add_rms_norm_infer(
                 eps,
                 want_f32.into(),
                 want_bf16.into(),
+                split.into(),
                 &mut os,
                 of,
                 ob,
@@ -692,6 +722,16 @@ mod tests {
                     b2.as_ref().unwrap(),
                     "add + RMSNorm: bf16 alone",
                 );
+                // Split parts: those of the two steps.
+                let (hi2, lo2) = rms_norm_infer_split(&s2, &w, 1e-5);
+                let (s3, hi, lo) = add_rms_norm_infer_split(&x, &a, &w, 1e-5);
+                same_bits(&s3, &s2, "add + RMSNorm split: sum");
+                same_bits(&hi, &hi2, "add + RMSNorm split: high parts");
+                same_bits(&lo, &lo2, "add + RMSNorm split: low parts");
+                threads_agree("add + RMSNorm split", &|| {
+                    let (s, h, l) = add_rms_norm_infer_split(&x, &a, &w, 1e-5);
+                    vec![s, h, l]
+                });
                 threads_agree("add + RMSNorm", &|| {
                     let (s, f, b) = add_rms_norm_infer(&x, &a, &w, 1e-5, true, true);
                     vec![s, f.unwrap(), b.unwrap()]

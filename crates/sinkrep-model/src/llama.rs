@@ -330,8 +330,8 @@ pub(crate) fn norm_input(x: &Tensor, w: &Tensor, eps: f64, prec: Precision, keep
 }
 
 /// `x + a` (`fused::residual_add`) and `norm_input` of the sum: one pass over the stream
-/// where the fused kernel applies (CPU, outside autograd, a gain it fits, no split parts
-/// asked for), the same bits as the two steps, which run everywhere else.
+/// where the fused kernel applies (CPU, outside autograd, a gain it fits), the same bits
+/// as the two steps, which run everywhere else.
 pub(crate) fn add_norm_input(
     x: &Tensor,
     a: &Tensor,
@@ -340,12 +340,21 @@ pub(crate) fn add_norm_input(
     prec: Precision,
     keep: Keep,
 ) -> (Tensor, Normed) {
-    if keep != Keep::Split
-        && x.size() == a.size()
+    let fused = x.size() == a.size()
         && fused_gain_fits(x, w)
         && crate::fused::applies_infer(x)
-        && crate::fused::applies_infer(a)
-    {
+        && crate::fused::applies_infer(a);
+    if fused && keep == Keep::Split && !prec.is_f32() {
+        // As `norm_input`'s split parts.
+        let (s, hi, lo) = crate::fused::add_rms_norm_infer_split(x, a, w, eps);
+        let xn = Normed {
+            f32: None,
+            mm: hi,
+            lo: Some(lo),
+        };
+        return (s, xn);
+    }
+    if fused && keep != Keep::Split {
         // As `norm_input`: bf16 matmul input (and f32 values if kept) in `Bf16`, f32 else.
         let bf = !prec.is_f32();
         let (s, f, b) =
