@@ -276,6 +276,18 @@ def sinkrep_analysis(recs, load_median):
     return [r["wall_s"] - load_median for r in recs], None
 
 
+def hf_analysis(recs):
+    """Wall seconds of each HF run's analysis: its own `analysis of BxT tokens` line."""
+    got = [re.search(r"analysis of \d+x\d+ tokens: ([\d.]+)s", read(r["stderr"])) for r in recs]
+    return [float(m.group(1)) for m in got if m]
+
+
+def phase_row(name, xa, xb):
+    """A results row from per-run phase times of each side (sinkrep xa, peer xb)."""
+    return {"name": name, "what": "time", "a": xa, "b": xb, "ma": med(xa), "mb": med(xb),
+            "ratio": med(xb) / med(xa), "pairs": [y / x for x, y in zip(xa, xb)]}
+
+
 def cpu_flags():
     try:
         return next((l.split(":", 1)[1].split() for l in read("/proc/cpuinfo").splitlines()
@@ -598,9 +610,7 @@ def main():
             hf_self["analysis_cpu"].append(float(m.group(2)))
     an_h, an_h_cpu = med(hf_self["analysis"]), med(hf_self["analysis_cpu"])
     if len(hf_self["analysis"]) == len(an_runs):
-        rows.insert(4, {"name": "2. Sink protocol: analysis phase only (wall)", "what": "time",
-                        "a": an_runs, "b": hf_self["analysis"], "ma": an_s, "mb": an_h, "ratio": an_h / an_s,
-                        "pairs": [y / x for x, y in zip(an_runs, hf_self["analysis"])]})
+        rows.insert(4, phase_row("2. Sink protocol: analysis phase only (wall)", an_runs, hf_self["analysis"]))
     # bf16 rows; sinkrep's bf16 analysis from its --timing line (the bf16 weight snapshot,
     # ~0.1 s, is part of its load, as HF's cast to bf16 is part of HF's).
     rows_bf16 = [row("2b. Sink protocol 100x64, bf16: process (wall)", sink_bf16["sinkrep"], sink_bf16["hf"],
@@ -608,30 +618,19 @@ def main():
                  row("2b. Sink protocol 100x64, bf16: process (CPU user+sys)", sink_bf16["sinkrep"], sink_bf16["hf"],
                      "cpu_s", "time")]
     an_runs_b, _ = sinkrep_analysis(sink_bf16["sinkrep"], rows[0]["ma"])
-    an_hb = []
-    for r in sink_bf16["hf"]:
-        m = re.search(r"analysis of \d+x\d+ tokens: ([\d.]+)s", read(r["stderr"]))
-        if m:
-            an_hb.append(float(m.group(1)))
+    an_hb = hf_analysis(sink_bf16["hf"])
     an_sb = med(an_runs_b)
     if len(an_hb) == len(an_runs_b):
-        rows_bf16.append({"name": "2b. Sink protocol, bf16: analysis phase only (wall)", "what": "time",
-                          "a": an_runs_b, "b": an_hb, "ma": an_sb, "mb": med(an_hb), "ratio": med(an_hb) / an_sb,
-                          "pairs": [y / x for x, y in zip(an_runs_b, an_hb)]})
+        rows_bf16.append(phase_row("2b. Sink protocol, bf16: analysis phase only (wall)", an_runs_b, an_hb))
     an_nb = []
     if no_amx["sinkrep"]:
         rows_bf16 += [row("2c. bf16, oneDNN capped at AVX512-BF16 (no AMX): process (wall)", no_amx["sinkrep"],
                           no_amx["hf"], "wall_s", "time")]
         an_runs_nb, _ = sinkrep_analysis(no_amx["sinkrep"], rows[0]["ma"])
-        for r in no_amx["hf"]:
-            m = re.search(r"analysis of \d+x\d+ tokens: ([\d.]+)s", read(r["stderr"]))
-            if m:
-                an_nb.append(float(m.group(1)))
+        an_nb = hf_analysis(no_amx["hf"])
         if len(an_nb) == len(an_runs_nb):
-            rows_bf16.append({"name": "2c. bf16, oneDNN capped at AVX512-BF16 (no AMX): analysis phase only (wall)",
-                              "what": "time", "a": an_runs_nb, "b": an_nb, "ma": med(an_runs_nb), "mb": med(an_nb),
-                              "ratio": med(an_nb) / med(an_runs_nb),
-                              "pairs": [y / x for x, y in zip(an_runs_nb, an_nb)]})
+            rows_bf16.append(phase_row("2c. bf16, oneDNN capped at AVX512-BF16 (no AMX): analysis phase only (wall)",
+                                       an_runs_nb, an_nb))
     rows[5:5] = rows_bf16
     peak_bf16 = max(p["best"] for p in peaks_bf16)
     gf_sb = flops / an_sb / 1e9 if an_sb > 0 else float("nan")
@@ -772,8 +771,7 @@ def main():
     except ValueError:
         envd = {}
     libtorch = envd.get("libtorch_version", "?")
-    cpu = next((l.split(":", 1)[1].strip() for l in read("/proc/cpuinfo").splitlines() if l.startswith("model name")), "?")
-    flags = next((l.split(":", 1)[1].split() for l in read("/proc/cpuinfo").splitlines() if l.startswith("flags")), [])
+    cpu, flags = cpu_model_name(), cpu_flags()
     isa = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2"))
     mem_total = next((l.split()[1] for l in read("/proc/meminfo").splitlines() if l.startswith("MemTotal")), "0")
     tv = sh([a.peers_python, "-c", "import torch, transformers; print(torch.__version__, transformers.__version__)"],
@@ -869,7 +867,7 @@ def main():
       f"f32 residual stream, statistics, probed key/value projections and sink prefix) vs {cmp_bf16['hf']['sink']:.4f}% (HF, every tensor bf16); the f32 "
       f"value is {sink_s:.4f}%. Each bf16 report against sinkrep's f32 report over every field: sinkrep "
       f"`{cmp_bf16['sinkrep']['worst']}`; HF `{cmp_bf16['hf']['worst']}`.")
-    own = sinkrep_analysis(sink["sinkrep"], rows[0]["ma"])[1] is not None
+    own = an_cpu is not None
     sinkrep_how = ("its own `analysis` line (`sinkrep analyze --timing`: wall clock from the loaded model, "
                    "bf16 weight snapshot included in the load, to the finished report)" if own else
                    "its sink process minus the median of its load process (no `--timing` line was found)")
