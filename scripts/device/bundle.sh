@@ -24,6 +24,7 @@
 # being 4- and 8-bit quantised: so two calls, see scripts/device/gpu-check.sh):
 #   stage-1/model.gguf.part1   the model's first STAGE_PART_MIB MiB
 #   run/sinkrep.gz             stripped binary, gzipped; RUNPATH $ORIGIN, the image's torch/lib, the local 2.11 venv
+#                              (where it opens libtorch_cuda.so at start-up on a machine with an NVIDIA driver)
 #   bin/sinkrep                the same binary unzipped, for the checks on this machine (not carried)
 #   run/model.gguf.part2       the rest of the model; run/model.txt: its cache path, size, sha256
 #   run/inputs.tar.gz          the texts and the inputs' verification stamps, as the cache holds them
@@ -96,15 +97,17 @@ phase "source copy" copy_sources
 
 # 3. Build. $ORIGIN first (libraries put beside the binary win), then the image's
 #    torch/lib, then (from link-torch.rs) the local 2.11 venv's, so the same file runs
-#    here and there with no LD_LIBRARY_PATH. libtorch_cuda linked at build time
-#    (SINKREP_LINK_TORCH_CUDA=1, build/link-torch.rs): the path the GPU checks verified.
+#    here and there with no LD_LIBRARY_PATH. libtorch_cuda is NOT linked at build time:
+#    like every other sinkrep build, the binary opens it at start-up where an NVIDIA
+#    driver exists (sinkrep_model::cuda), so the device checks the path users run.
+#    gpu-check.sh falls back to LD_PRELOAD of the image's libtorch_cuda.so, and says so,
+#    if that load fails there. (SINKREP_LINK_TORCH_CUDA=1 would link it instead.)
 rev=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 dirty=false
 [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && dirty=true
 build() {
     (cd "$SRC" && env LIBTORCH_USE_PYTORCH=1 PATH="$VENV/bin:$PATH" CARGO_TARGET_DIR="$TARGET" \
         SINKREP_EXTRA_RPATH="\$ORIGIN:$DEVICE_TORCH_LIB" \
-        SINKREP_LINK_TORCH_CUDA=1 \
         SINKREP_BUILD_GIT_REV="$rev" SINKREP_BUILD_GIT_DIRTY="$dirty" \
         cargo build --release --quiet --bin sinkrep)
 }

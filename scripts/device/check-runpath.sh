@@ -3,11 +3,12 @@
 # the device bundle's binary can start on the device image by itself:
 #   - RUNPATH (not the old RPATH, which LD_LIBRARY_PATH cannot override) holds $ORIGIN
 #     and the image's torch/lib, in that order;
-#   - it NEEDs libtorch.so (kept by --no-as-needed: it is the library that NEEDs
-#     libtorch_cuda.so in the CUDA wheel; without it CUDA is never seen, build/link-torch.rs),
-#     libtorch_cpu.so and libc10.so;
-#   - every library resolves here (ldd), libtorch_cuda.so among them, i.e. the local
-#     2.11 venv is in the RUNPATH too.
+#   - it NEEDs libtorch_cpu.so and libc10.so, and every library it NEEDs resolves here
+#     (ldd);
+#   - libtorch_cuda.so, which the binary opens at start-up where an NVIDIA driver exists
+#     (dlopen, searched with the binary's RUNPATH: sinkrep_model::cuda), is in one of its
+#     RUNPATH folders here (the local 2.11 venv; on the device, the image's torch/lib),
+#     or, in a build that links it (SINKREP_LINK_TORCH_CUDA=1), among what ldd loads.
 set -uo pipefail
 
 bin="${1:?usage: check-runpath.sh BINARY DEVICE_TORCH_LIB}"
@@ -33,7 +34,7 @@ image=$(index_of "$device_lib")
 [ "$origin" -ge 0 ] && [ "$image" -ge 0 ] && [ "$origin" -gt "$image" ] &&
     bad "RUNPATH has the image's torch/lib before \$ORIGIN: $runpath"
 
-for lib in libtorch.so libtorch_cpu.so libc10.so; do
+for lib in libtorch_cpu.so libc10.so; do
     printf '%s\n' "$dyn" | grep -q "(NEEDED).*\[$lib\]" || bad "does not NEED $lib"
 done
 
@@ -41,7 +42,15 @@ deps=$(env -u LD_LIBRARY_PATH ldd "$bin" 2>&1)
 missing=$(printf '%s\n' "$deps" | grep 'not found')
 [ -z "$missing" ] || bad "libraries not found here: $(echo "$missing" | tr -s ' \t\n' ' ')"
 cuda=$(printf '%s\n' "$deps" | sed -n 's/^[[:space:]]*libtorch_cuda\.so => \([^ ]*\).*/\1/p')
-[ -n "$cuda" ] || bad "libtorch_cuda.so is not among the libraries it loads (ldd)"
+how="linked"
+if [ -z "$cuda" ]; then
+    how="opened at start-up"
+    for d in "${dirs[@]}"; do
+        d=${d//\$ORIGIN/$(dirname "$bin")}
+        [ -f "$d/libtorch_cuda.so" ] && { cuda="$d/libtorch_cuda.so"; break; }
+    done
+fi
+[ -n "$cuda" ] || bad "libtorch_cuda.so is in none of its RUNPATH folders here, nor linked: CUDA could never load"
 
 [ "$fail" = 0 ] || exit 1
-echo "check-runpath: ok: RUNPATH $runpath; NEEDs libtorch, libtorch_cpu, libc10; loads libtorch_cuda ($cuda)"
+echo "check-runpath: ok: RUNPATH $runpath; NEEDs libtorch_cpu, libc10; libtorch_cuda $how ($cuda)"

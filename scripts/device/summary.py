@@ -100,7 +100,7 @@ def main():
         "",
         f"sinkrep {env.get('git_revision', '?')} (dirty: {env.get('git_dirty')}), libtorch "
         f"{env.get('libtorch_version', '?')}, tch {env.get('tch_version', '?')}; CUDA available: "
-        f"{env.get('cuda_available')}, cuDNN: {env.get('cudnn_available')}; device {a.device}; "
+        f"{env.get('cuda_available')} ({env.get('cuda_library', '?')}), cuDNN: {env.get('cudnn_available')}; device {a.device}; "
         f"{a.seconds} s in all.",
         "",
         "## Steps",
