@@ -20,7 +20,7 @@
 # changed and rewrites bundle/ through a temporary folder renamed into place.
 #
 # bundle/ holds two folders, each one device call's `carry` (at most 64 MiB a call, the
-# repository's ~5 MiB included; the SmolLM2 GGUF alone is 94 MiB and hardly compresses,
+# repository's ~10 MiB included; the SmolLM2 GGUF alone is 94 MiB and hardly compresses,
 # being 4- and 8-bit quantised: so two calls, see scripts/device/gpu-check.sh):
 #   stage-1/model.gguf.part1   the model's first STAGE_PART_MIB MiB
 #   run/sinkrep.gz             stripped binary, gzipped; RUNPATH $ORIGIN, the image's torch/lib, the local 2.11 venv
@@ -44,8 +44,12 @@ SRC="$CACHE/bundle-src"
 TARGET="${SINKREP_BUNDLE_TARGET:-$CACHE/target-torch-$DEVICE_TORCH_VERSION}"
 BUNDLE="${SINKREP_BUNDLE_DIR:-$ROOT/bundle}"
 # What may travel in one call: the device tool carries 64 MiB in all, the repository's
-# files (~5 MiB tracked, plus whatever untracked-not-ignored files the checkout has) included.
-MAX_PART_MIB="${SINKREP_BUNDLE_MAX_PART_MIB:-54}"
+# files (tracked, plus whatever untracked-not-ignored files the checkout has) included:
+# 10 MiB on 2026-12-04, when a fixed 54 MiB part no longer fitted. So each part gets
+# 62 MiB less the repository (rounded up), a MiB of margin kept.
+travel_mib=$(git -C "$ROOT" ls-files -z --cached --others --exclude-standard |
+    xargs -0 stat -c %s -- 2>/dev/null | awk '{ s += $1 } END { print int((s + 1048575) / 1048576) }')
+MAX_PART_MIB="${SINKREP_BUNDLE_MAX_PART_MIB:-$((62 - travel_mib))}"
 STAGE_PART_MIB="${SINKREP_BUNDLE_STAGE_MIB:-$MAX_PART_MIB}"
 
 say() { printf 'device-bundle: %s\n' "$*" >&2; }
@@ -195,5 +199,5 @@ for part in stage-1 run; do
 done
 rm -rf "$BUNDLE"
 mv "$BUNDLE.tmp" "$BUNDLE"
-say "wrote $BUNDLE: stage-1 $(mib "$BUNDLE/stage-1") MiB, run $(mib "$BUNDLE/run") MiB"
+say "wrote $BUNDLE: stage-1 $(mib "$BUNDLE/stage-1") MiB, run $(mib "$BUNDLE/run") MiB (each at most $MAX_PART_MIB: the repository travels too, $travel_mib MiB)"
 sed 's/^/device-bundle:   /' "$BUNDLE/run/BUNDLE.txt" >&2
