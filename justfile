@@ -172,14 +172,15 @@ device-bundle-check: device-bundle _venv
     phase smoke-verify "$bin" verify --scale smoke --runs "$runs" --baseline data/baselines
     phase comparator python3 scripts/device/test_compare_reports.py bundle/run/cpu-reports
 
-# scripts/device/gpu-check.sh end to end on this CPU (stage, then run with
+# scripts/device/gpu-check.sh end to end on this CPU (every stage part, then run with
 # SINKREP_GPU_CHECK_DEVICE=cpu, no gpu scale); its $OUT lands in OUT or a temporary folder.
 gpu-check-dry: device-bundle
     #!/usr/bin/env bash
     set -uo pipefail
     export OUT="${OUT:-$(mktemp -d)}" SINKREP_STAGE_DIR="$(mktemp -d)" SINKREP_GPU_CHECK_WORK="$(mktemp -d)"
     export SINKREP_GPU_CHECK_DEVICE=cpu SINKREP_GPU_CHECK_BUDGET_S="${SINKREP_GPU_CHECK_BUDGET_S:-900}"
-    bash scripts/device/gpu-check.sh stage && bash scripts/device/gpu-check.sh run; rc=$?
+    for d in bundle/stage-*; do bash scripts/device/gpu-check.sh stage "${d#bundle/stage-}" >/dev/null || exit 1; done
+    bash scripts/device/gpu-check.sh run; rc=$?
     rm -rf "$SINKREP_STAGE_DIR" "$SINKREP_GPU_CHECK_WORK"
     echo "gpu-check-dry: exit $rc; files in $OUT:"; ls -l "$OUT"
     exit $rc

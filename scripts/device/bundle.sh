@@ -19,15 +19,17 @@
 # `cargo clean -p torch-sys` when switching. Idempotent: a second run rebuilds only what
 # changed and rewrites bundle/ through a temporary folder renamed into place.
 #
-# bundle/ holds two folders, each one device call's `carry` (at most 64 MiB a call, the
-# repository's ~10 MiB included; the SmolLM2 GGUF alone is 94 MiB and hardly compresses,
-# being 4- and 8-bit quantised: so two calls, see scripts/device/gpu-check.sh):
-#   stage-1/model.gguf.part1   the model's first STAGE_PART_MIB MiB
+# bundle/ holds one folder per device call's `carry` (at most 64 MiB a call, the
+# repository's ~10 MiB included; the pinned inputs are 327 MiB, Gemma 3's GGUF alone 242,
+# and hardly compress, being 4- and 8-bit quantised: so several calls on one warm machine,
+# see scripts/device/gpu-check.sh):
+#   stage-1/inputs.part1 ...   the inputs archive's later parts, MAX_PART_MIB each, one call each
 #   run/sinkrep.gz             stripped binary, gzipped; RUNPATH $ORIGIN, the image's torch/lib, the local 2.11 venv
 #                              (where it opens libtorch_cuda.so at start-up on a machine with an NVIDIA driver)
 #   bin/sinkrep                the same binary unzipped, for the checks on this machine (not carried)
-#   run/model.gguf.part2       the rest of the model; run/model.txt: its cache path, size, sha256
-#   run/inputs.tar.gz          the texts and the inputs' verification stamps, as the cache holds them
+#   run/inputs.part0           the archive's first part (every pinned input as the cache holds it,
+#                              stamps included: tar, gzip -1); run/inputs.txt: the number of stage
+#                              parts, the archive's size and sha256
 #   run/cpu-reports/           NAME.args and NAME.json: `sinkrep analyze|intervene` on CPU, for the
 #                              device's field-by-field check
 #   BUNDLE.txt                 what was built from what, sizes, sha256 of every file
@@ -50,7 +52,6 @@ BUNDLE="${SINKREP_BUNDLE_DIR:-$ROOT/bundle}"
 travel_mib=$(git -C "$ROOT" ls-files -z --cached --others --exclude-standard |
     xargs -0 stat -c %s -- 2>/dev/null | awk '{ s += $1 } END { print int((s + 1048575) / 1048576) }')
 MAX_PART_MIB="${SINKREP_BUNDLE_MAX_PART_MIB:-$((62 - travel_mib))}"
-STAGE_PART_MIB="${SINKREP_BUNDLE_STAGE_MIB:-$MAX_PART_MIB}"
 
 say() { printf 'device-bundle: %s\n' "$*" >&2; }
 die() { printf 'device-bundle: error: %s\n' "$*" >&2; exit 1; }
@@ -134,25 +135,15 @@ export SINKREP_CACHE="$CACHE" SINKREP_PYTHON="$VENV/bin/python"
 env_json=$("$BIN" env --json) || die "the bundle binary's 'sinkrep env --json' failed"
 grep -q "\"libtorch_version\": \"$DEVICE_TORCH_VERSION" <<<"$env_json" ||
     die "the bundle binary does not report libtorch $DEVICE_TORCH_VERSION"
-"$BIN" fetch shakespeare smollm2-135m-instruct
+"$BIN" fetch smollm2-135m-instruct gemma3-270m shakespeare dejavu-fonts
 
-# 5. The pinned inputs the runs read, as the cache holds them (stamps included, so the
-#    device's `sinkrep` finds them ready). The model does not fit in one call with the
-#    rest: its first bytes go to stage-1/ (carried by a first call that only stages them,
-#    see gpu-check.sh), the rest to run/.
-MODEL_REL="inputs/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+# 5. Every pinned input, as the cache holds it (verification stamps included, so the
+#    device's `sinkrep` finds them ready): one inputs.tar.gz, split into parts below.
+INPUT_IDS="smollm2-135m-instruct gemma3-270m shakespeare dejavu-fonts"
 pack_inputs() {
-    local model="$CACHE/$MODEL_REL" size head_bytes
-    (cd "$CACHE" && tar --exclude="$MODEL_REL" -czf "$BUNDLE.tmp/run/inputs.tar.gz" inputs/shakespeare inputs/smollm2-135m-instruct)
-    size=$(stat -c %s "$model")
-    head_bytes=$((STAGE_PART_MIB * 1048576))
-    [ "$head_bytes" -lt "$size" ] || head_bytes=$size
-    mkdir -p "$BUNDLE.tmp/stage-1"
-    head -c "$head_bytes" "$model" >"$BUNDLE.tmp/stage-1/model.gguf.part1"
-    tail -c +$((head_bytes + 1)) "$model" >"$BUNDLE.tmp/run/model.gguf.part2"
-    printf '%s\n%s\n%s\n' "$MODEL_REL" "$size" "$(sha256sum "$model" | cut -c1-64)" >"$BUNDLE.tmp/run/model.txt"
-    cat "$BUNDLE.tmp/stage-1/model.gguf.part1" "$BUNDLE.tmp/run/model.gguf.part2" | cmp -s - "$model" ||
-        die "the model's two parts do not rejoin to $model"
+    local ids=() id
+    for id in $INPUT_IDS; do ids+=("inputs/$id"); done
+    (cd "$CACHE" && tar -cf - "${ids[@]}") | gzip -1 -n >"$BUNDLE.tmp/inputs.tar.gz"
 }
 phase "inputs" pack_inputs
 
@@ -180,6 +171,35 @@ reports() {
 }
 phase "CPU reference reports" reports
 
+# The inputs (327 MiB: Gemma 3's GGUF alone is 242 MiB and, 4-bit quantised, hardly
+# compresses) cannot travel in one call. run/ takes the first part, as much as fits beside
+# the binary and the reports; stage-1/, stage-2/, ... the rest, MAX_PART_MIB each, one
+# device call per folder (gpu-check.sh stage N). run/inputs.txt: the number of stage parts,
+# the whole archive's size and sha256, which gpu-check.sh checks after joining them.
+split_inputs() {
+    local tarball="$BUNDLE.tmp/inputs.tar.gz" size run_bytes part_bytes n=0 off
+    size=$(stat -c %s "$tarball")
+    run_bytes=$(((MAX_PART_MIB - 1) * 1048576 - $(du -sb "$BUNDLE.tmp/run" | cut -f1)))
+    [ "$run_bytes" -gt 0 ] || die "bundle/run has no room left for inputs"
+    [ "$run_bytes" -lt "$size" ] || run_bytes=$size
+    part_bytes=$((MAX_PART_MIB * 1048576))
+    head -c "$run_bytes" "$tarball" >"$BUNDLE.tmp/run/inputs.part0"
+    off=$run_bytes
+    while [ "$off" -lt "$size" ]; do
+        n=$((n + 1))
+        mkdir -p "$BUNDLE.tmp/stage-$n"
+        dd if="$tarball" of="$BUNDLE.tmp/stage-$n/inputs.part$n" bs=1M iflag=skip_bytes,count_bytes \
+            skip="$off" count="$part_bytes" status=none
+        off=$((off + part_bytes))
+    done
+    printf '%s\n%s\n%s\n' "$n" "$size" "$(sha256sum "$tarball" | cut -c1-64)" >"$BUNDLE.tmp/run/inputs.txt"
+    local i parts=("$BUNDLE.tmp/run/inputs.part0")
+    for ((i = 1; i <= n; i++)); do parts+=("$BUNDLE.tmp/stage-$i/inputs.part$i"); done
+    cat "${parts[@]}" | cmp -s - "$tarball" || die "the inputs' parts do not rejoin to $tarball"
+    rm "$tarball"
+}
+phase "split inputs" split_inputs
+
 # 7. Description and checksums, then the size check, then into place.
 {
     echo "sinkrep device bundle"
@@ -193,11 +213,12 @@ phase "CPU reference reports" reports
         while read -r f; do printf '%s  %10d  %s\n' "$(sha256sum "$f" | cut -c1-64)" "$(stat -c %s "$f")" "$f"; done)
 } >"$BUNDLE.tmp/run/BUNDLE.txt"
 mib() { echo $(($(du -sb "$1" | cut -f1) / 1048576)); }
-for part in stage-1 run; do
+for part in "$BUNDLE.tmp"/stage-* "$BUNDLE.tmp/run"; do
+    part=$(basename "$part")
     [ "$(mib "$BUNDLE.tmp/$part")" -le "$MAX_PART_MIB" ] ||
         die "bundle/$part is $(mib "$BUNDLE.tmp/$part") MiB, over the $MAX_PART_MIB MiB one device call can carry (see $BUNDLE.tmp/run/BUNDLE.txt)"
 done
 rm -rf "$BUNDLE"
 mv "$BUNDLE.tmp" "$BUNDLE"
-say "wrote $BUNDLE: stage-1 $(mib "$BUNDLE/stage-1") MiB, run $(mib "$BUNDLE/run") MiB (each at most $MAX_PART_MIB: the repository travels too, $travel_mib MiB)"
+say "wrote $BUNDLE: $(ls -d "$BUNDLE"/stage-* | wc -l) stage folder(s) and run/, $(mib "$BUNDLE/run") MiB (each at most $MAX_PART_MIB: the repository travels too, $travel_mib MiB)"
 sed 's/^/device-bundle:   /' "$BUNDLE/run/BUNDLE.txt" >&2

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# scripts/device/gpu-check.sh [stage|run]: the CUDA check for one 15-minute device lease.
+# scripts/device/gpu-check.sh [stage N|run]: the CUDA check for one 15-minute device lease.
 #
 # Runs on the lent GPU machine (torch 2.11.0+cu130 image, no Rust, no network) from the
 # repository root, with bundle/ built here by `just device-bundle` and carried along.
-# The SmolLM2 GGUF (94 MiB) cannot travel in one call (64 MiB per call, the repository
-# included), so the bundle splits it in two parts and the check takes two calls on the
-# same warm machine (it stays warm 30 s after a call):
+# The pinned inputs (327 MiB; Gemma 3's GGUF alone is 242) cannot travel in one call
+# (64 MiB per call, the repository included), so the bundle splits them into parts and
+# the check takes one call per part on the same warm machine (it stays warm 30 s after a
+# call; make each call at once), then the run call:
 #
-#   call 1: carry ["bundle/stage-1"]; command: bash scripts/device/gpu-check.sh stage
-#           (copies model part 1 to /tmp/sinkrep-device; seconds)
-#   call 2: carry ["bundle/run"]; command: bash scripts/device/gpu-check.sh run
-#           (timeout_s 600; the script itself stops at SINKREP_GPU_CHECK_BUDGET_S, 510 s)
+#   calls 1..K: carry ["bundle/stage-N"]; command: bash scripts/device/gpu-check.sh stage N
+#               (copies part N to /tmp/sinkrep-device; seconds; K = the bundle's stage folders)
+#   last call:  carry ["bundle/run"]; command: bash scripts/device/gpu-check.sh run
+#               (timeout_s 600; the script itself stops at SINKREP_GPU_CHECK_BUDGET_S, 510 s)
 #
-# If call 2 lands on a fresh machine, part 1 is missing: the steps that need the model
-# are skipped with a one-line reason and the rest still runs. `run`, in one call:
+# If a stage call did not run on this machine (it went back in between), the inputs are
+# incomplete: the steps that need them are skipped with a one-line reason and the rest
+# still runs. `run`, in one call:
 #   1. nvidia-smi; `sinkrep env` (CUDA must be available: the binary opens libtorch_cuda
 #      at start-up; if that fails, LD_PRELOAD of the image's copy, marked FAILED); `sinkrep env --matmul-peak`
 #      (f32 and bf16 rates; the f32-vs-f64 error shows TF32 is off);
@@ -52,15 +54,16 @@ die() { printf 'gpu-check: error: %s\n' "$*" >&2; exit 1; }
 
 case "$MODE" in
 stage)
-    src="$BUNDLE/stage-1"
-    [ -d "$src" ] || die "$src not found: carry [\"bundle/stage-1\"] in this call (built by 'just device-bundle')"
+    n="${2:-1}"
+    src="$BUNDLE/stage-$n"
+    [ -d "$src" ] || die "$src not found: carry [\"bundle/stage-$n\"] in this call (built by 'just device-bundle')"
     mkdir -p "$STAGE" || die "cannot create $STAGE"
     cp "$src"/* "$STAGE/" || die "cannot copy $src to $STAGE"
-    (cd "$STAGE" && ls -l) && echo "gpu-check: staged $(du -sh "$STAGE" | cut -f1) in $STAGE; now call 'run' on this warm machine"
+    (cd "$STAGE" && ls -l) && echo "gpu-check: staged part $n; $(du -sh "$STAGE" | cut -f1) in $STAGE; next call at once on this warm machine"
     exit 0
     ;;
 run) ;;
-*) die "usage: gpu-check.sh [stage|run]" ;;
+*) die "usage: gpu-check.sh stage N | run" ;;
 esac
 
 [ -n "${OUT:-}" ] || die "OUT is not set (the device tool sets it; for a dry run: OUT=/tmp/x just gpu-check-dry)"
@@ -70,7 +73,8 @@ LOG="$OUT/gpu-check.log"
 STEPS="$WORK/steps.tsv"
 : >"$LOG"
 : >"$STEPS"
-export SINKREP_CACHE="$WORK/cache" NVIDIA_TF32_OVERRIDE=0 PYTHONUNBUFFERED=1
+# PIP_NO_INDEX: the device has no network, so a dry run here must not fetch a missing input either.
+export SINKREP_CACHE="$WORK/cache" NVIDIA_TF32_OVERRIDE=0 PYTHONUNBUFFERED=1 PIP_NO_INDEX=1
 BIN="$WORK/sinkrep"
 RUNS="$WORK/runs"
 REPORTS="$WORK/reports"
@@ -115,22 +119,24 @@ skip() {
     printf '%s\tskipped (%s)\t0\n' "$1" "$2" >>"$STEPS"
 }
 
-# --- 0. unpack: binary, texts, model (part 1 from the stage call, part 2 from this one).
+# --- 0. unpack: binary, reports, inputs (part 0 from this call, parts 1..K from the stage calls).
 unpack() {
     [ -d "$PART2" ] || { echo "$PART2 not found: carry [\"bundle/run\"] ('just device-bundle' builds it)"; return 1; }
     if [ -f "$PART2/sinkrep.gz" ]; then gzip -dc "$PART2/sinkrep.gz" >"$BIN"; else cp "$PART2/sinkrep" "$BIN"; fi &&
         chmod +x "$BIN" || return 1
-    mkdir -p "$SINKREP_CACHE" && tar -xzf "$PART2/inputs.tar.gz" -C "$SINKREP_CACHE" || return 1
-    # The model: part 1 from the stage call, part 2 from this one, checked against the
-    # pinned size and sha256 (run/model.txt: cache path, size, sha256).
-    local rel size sha dest
-    { read -r rel && read -r size && read -r sha; } <"$PART2/model.txt" || return 1
-    dest="$SINKREP_CACHE/$rel"
-    [ -f "$STAGE/model.gguf.part1" ] || { echo "model part 1 not in $STAGE: the stage call did not run on this machine"; return 1; }
-    cat "$STAGE/model.gguf.part1" "$PART2/model.gguf.part2" >"$dest.tmp" || return 1
-    [ "$(stat -c %s "$dest.tmp")" = "$size" ] || { echo "joined model is $(stat -c %s "$dest.tmp") bytes, expected $size"; return 1; }
-    [ "$(sha256sum "$dest.tmp" | cut -c1-64)" = "$sha" ] || { echo "joined model's sha256 differs from the pinned $sha"; return 1; }
-    mv "$dest.tmp" "$dest" && echo "model joined and verified: $dest"
+    mkdir -p "$SINKREP_CACHE" || return 1
+    # run/inputs.txt: number of stage parts, the archive's size and sha256.
+    local n size sha i parts=("$PART2/inputs.part0") missing=()
+    { read -r n && read -r size && read -r sha; } <"$PART2/inputs.txt" || return 1
+    for ((i = 1; i <= n; i++)); do
+        if [ -f "$STAGE/inputs.part$i" ]; then parts+=("$STAGE/inputs.part$i"); else missing+=("$i"); fi
+    done
+    [ "${#missing[@]}" = 0 ] || { echo "input parts ${missing[*]} of $n not in $STAGE: those stage calls did not run on this machine"; return 1; }
+    cat "${parts[@]}" >"$WORK/inputs.tar.gz" || return 1
+    [ "$(stat -c %s "$WORK/inputs.tar.gz")" = "$size" ] || { echo "joined inputs are $(stat -c %s "$WORK/inputs.tar.gz") bytes, expected $size"; return 1; }
+    [ "$(sha256sum "$WORK/inputs.tar.gz" | cut -c1-64)" = "$sha" ] || { echo "joined inputs' sha256 differs from the bundle's $sha"; return 1; }
+    tar -xzf "$WORK/inputs.tar.gz" -C "$SINKREP_CACHE" && rm "$WORK/inputs.tar.gz" &&
+        echo "inputs joined from $((n + 1)) parts, verified and unpacked: $(ls "$SINKREP_CACHE/inputs" | tr '\n' ' ')"
 }
 MODEL_OK=0
 step "unpack bundle" 60 unpack && MODEL_OK=1
@@ -170,7 +176,7 @@ fi
 peak() { tmo "$BIN" env --matmul-peak --device "$DEVICE" && tmo "$BIN" env --matmul-peak --device "$DEVICE" --json >"$WORK/matmul.json"; }
 step "matmul peak ($DEVICE)" 60 peak
 
-need_model() { [ "$MODEL_OK" = 1 ] || { skip "$1" "model part 1 missing: the stage call did not run on this machine"; return 1; }; }
+need_model() { [ "$MODEL_OK" = 1 ] || { skip "$1" "inputs incomplete: a stage call did not run on this machine"; return 1; }; }
 
 # --- 2. smoke scale on the device, verified against the committed baselines.
 if need_model "smoke run ($DEVICE)"; then
