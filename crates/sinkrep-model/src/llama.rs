@@ -819,7 +819,29 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// A randomly initialised model (seed libtorch with `tch::manual_seed` first).
+    /// A randomly initialised model whose weights depend on `seed` alone, whatever the
+    /// device: drawn on the CPU from libtorch's generator seeded with `seed`
+    /// ([`crate::with_seed`]), then copied to `device`. (Drawing on a CUDA device would
+    /// use CUDA's own generator: other weights for the same seed, which moved the
+    /// random-init metrics of claim 1 on the first CUDA run.)
+    pub fn seeded(cfg: &Config, seed: i64, device: Device) -> Result<Model, ModelError> {
+        let cpu = crate::with_seed(seed, || Model::new(cfg, Device::Cpu))?;
+        if device == Device::Cpu {
+            return Ok(cpu);
+        }
+        let mut zero = cfg.clone();
+        zero.zero_init = true;
+        let mut m = Model::new(&zero, device)?;
+        m.config.zero_init = cfg.zero_init;
+        let src = cpu.vs.variables();
+        for (name, mut var) in m.vs.variables() {
+            tch::no_grad(|| var.f_copy_(&src[&name]))?;
+        }
+        Ok(m)
+    }
+
+    /// A randomly initialised model drawn on `device` from libtorch's global generator
+    /// (seed it first, or use [`Model::seeded`], which gives the same weights on every device).
     pub fn new(cfg: &Config, device: Device) -> Result<Model, ModelError> {
         cfg.validate()?;
         let vs = nn::VarStore::new(device);

@@ -421,21 +421,7 @@ fn run_manifest(cfg: &TrainConfig, data: &TokenData) -> serde_json::Value {
 /// its other weights differ.
 pub fn init_model(cfg: &TrainConfig) -> Result<Model> {
     let device = cfg.device()?;
-    // libtorch's generator is global: seeded and drawn under one lock.
-    let cpu = sinkrep_model::with_seed(cfg.seed as i64, || Model::new(&cfg.model, Device::Cpu))?;
-    let mut model = if device == Device::Cpu {
-        cpu
-    } else {
-        let mut zero = cfg.model.clone();
-        zero.zero_init = true;
-        let mut m = Model::new(&zero, device)?;
-        m.config.zero_init = false;
-        let src = cpu.vs.variables();
-        for (name, mut var) in m.vs.variables() {
-            tch::no_grad(|| var.f_copy_(&src[&name]))?;
-        }
-        m
-    };
+    let mut model = Model::seeded(&cfg.model, cfg.seed as i64, device)?;
     model.attn_impl = AttnImpl::Fused;
     model.set_precision(cfg.precision, false);
     Ok(model)

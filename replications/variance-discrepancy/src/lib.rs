@@ -443,7 +443,8 @@ fn run_init(ctx: &mut RunContext, s: &Sizes) -> Result<()> {
     let seeds = ctx.seeds(s.init_seeds);
     let mut all = Vec::new();
     for &seed in &seeds {
-        let model = sinkrep_model::with_seed(seed as i64, || Model::new(&cfg, device))?;
+        // Drawn on the CPU and copied: the same weights for a seed on every device.
+        let model = Model::seeded(&cfg, seed as i64, device)?;
         let seqs = random_tokens(s.init_seqs, s.init_seq_len, cfg.vocab_size, seed);
         let layers = measure(
             ctx,
