@@ -367,8 +367,8 @@ def main():
 
     peaks, peaks_bf16 = [], []
 
-    def matmul_peak(when):
-        for dt, into in [("float32", peaks), ("bfloat16", peaks_bf16)]:
+    def matmul_peak(when, bf16=True):
+        for dt, into in [("float32", peaks), ("bfloat16", peaks_bf16)][:2 if bf16 else 1]:
             rec = R.run(f"matmul-peak-{dt}-{when}", [a.torch_python, "-c", MATMUL, "1024", str(a.threads), dt])
             r = json.loads(read(rec["stdout"]))
             r["when"] = when
@@ -396,6 +396,10 @@ def main():
     rep_s, rep_h = os.path.join(a.workdir, "sink-sinkrep.json"), os.path.join(a.workdir, "sink-hf.json")
     sink = {"sinkrep": [], "hf": []}
     for i in range(a.runs):
+        # The f32 peak right before each f32 analysis: the 85% target is judged on these
+        # pairs, so a machine whose speed drifts during the run (this VM's did by 4-8%
+        # between runs of one day) is compared with itself.
+        matmul_peak(f"pair-{i + 1}", bf16=False)
         sink["sinkrep"].append(R.run("sink-sinkrep", [a.sinkrep, "analyze", *gu, "--timing", "--device", "cpu", "--json"], rep_s))
         sink["hf"].append(R.run("sink-hf", [a.peers_python, hf, *gu, "--out", rep_h]))
         if i == 0:
@@ -691,9 +695,16 @@ def main():
         else:
             targets.append((f"{ahead} ({label})", "not measured (row skipped)", "not measured"))
     frac = gf_s / peak
-    targets.append(("Sink protocol analysis at >= 85% of the matmul peak (f32)",
-                    f"{gf_s:.1f} GFLOP/s = {100 * frac:.0f}% of {peak:.0f}",
-                    verdict(frac >= 0.85, f"{0.85 / frac:.2f}x too slow for 85%")))
+    # Judged on side-by-side pairs: each analysis against the f32 peak measured just before it.
+    pair_peaks = [p["best"] for p in peaks if p["when"].startswith("pair-")]
+    pair_fracs = [flops / t / 1e9 / pk for t, pk in zip(an_runs, pair_peaks) if t > 0]
+    frac_p = med(pair_fracs) if pair_fracs else frac
+    targets.append(("Sink protocol analysis at >= 85% of the matmul peak (f32), each analysis against the peak "
+                    "measured just before it",
+                    f"{100 * frac_p:.0f}% (median of {len(pair_fracs)} pairs: "
+                    f"{', '.join(f'{100 * f_:.1f}%' for f_ in pair_fracs)}); against the run's best peak "
+                    f"{peak:.0f}: {gf_s:.1f} GFLOP/s = {100 * frac:.0f}%",
+                    verdict(frac_p >= 0.85, f"{0.85 / frac_p:.2f}x too slow for 85%")))
     frac_b = gf_sb / peak_bf16
     targets.append(("Sink protocol analysis at >= 50% of the matmul peak (bf16)",
                     f"{gf_sb:.1f} GFLOP/s = {100 * frac_b:.0f}% of {peak_bf16:.0f}",
