@@ -26,6 +26,8 @@
 #      reports computed here (scripts/device/compare_reports.py: rtol 1e-3, atol 1e-6);
 #   4. Gu et al.'s protocol timed (`analyze --random 100 --seq-len 64`, f32 and bf16,
 #      3 runs each, model load included);
+#   4b. claim 4's gpu-scale training with 1, 4 and 16 runs sharing the GPU, 50 s each
+#      (SINKREP_GPU_CHECK_JOBS_PROBE_S; 0 skips it): aggregate and per-run steps;
 #   5. each replication at gpu scale, one after another, until the budget is spent (the
 #      one running then is stopped; its partial folder, training timing.csv included,
 #      is kept);
@@ -224,6 +226,26 @@ gu_timing() {
 }
 : >"$WORK/gu.tsv"
 need_model "Gu protocol timing" && step "Gu protocol timing (100x64)" 90 gu_timing
+
+# --- 4b. concurrent training on one GPU: claim 4's gpu-scale subject trained by the runner
+#         with 1, 4 and 16 runs at a time (--threads), JOBS_PROBE_S seconds each, then stopped.
+#         The first lease (2026-12-04) saw 16 at a time give ~2.5x one run's tokens/s in
+#         aggregate, shared very unevenly (some runs stalled for minutes): these numbers are
+#         for choosing how many runs share a GPU and for sizing the gpu scale. Each run's
+#         timing.csv (one row a step) gives its steps; summary.py adds them up.
+JOBS_PROBE_S="${SINKREP_GPU_CHECK_JOBS_PROBE_S:-50}"
+jobs_probe() {
+    local j
+    for j in 1 4 16; do
+        rm -rf "$WORK/jobs-$j"
+        timeout -k 5 "$JOBS_PROBE_S" "$BIN" run headwise-rmsnorm --scale gpu --device "$DEVICE" --threads "$j" \
+            --out "$WORK/jobs-$j" >"$WORK/jobs-$j.log" 2>&1
+        echo "jobs $j: stopped after ${JOBS_PROBE_S}s (exit $?); $(find "$WORK/jobs-$j" -name timing.csv | wc -l) run(s) started"
+    done
+}
+if [ "$GPU_SCALE" = 1 ] && [ "$JOBS_PROBE_S" -gt 0 ]; then
+    need_model "training jobs probe" && step "training jobs probe (1, 4, 16 at a time)" $((3 * JOBS_PROBE_S + 30)) jobs_probe
+fi
 
 # --- 5. the gpu scale, one replication after another, until the budget is spent. The
 #        last 45 s are kept for packing.

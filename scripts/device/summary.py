@@ -85,6 +85,35 @@ def run_rows(work, scale):
     return rows
 
 
+def jobs_rows(work):
+    """Claim 4's gpu-scale training with J runs at a time for a fixed time (gpu-check.sh
+    step 4b): runs started, steps each, tokens/s in aggregate over the probe's seconds."""
+    rows = []
+    for j in (1, 4, 16):
+        # The runs live under the run folder's hidden .shared/ (glob's ** skips hidden folders).
+        files = [os.path.join(d, "timing.csv") for d, _, names in os.walk(os.path.join(work, f"jobs-{j}"))
+                 if "timing.csv" in names]
+        if not files:
+            continue
+        steps, tokens, last = [], 0, 0.0
+        for t in files:
+            cfg = read_json(os.path.join(os.path.dirname(t), "config.json")) or {}
+            try:
+                with open(t, encoding="utf-8") as f:
+                    recs = list(csv.DictReader(f))
+            except OSError:
+                recs = []
+            n = int(recs[-1]["step"]) if recs else 0
+            steps.append(n)
+            tokens += n * cfg.get("batch_size", 0) * cfg.get("seq_len", 0)
+            if recs:
+                last = max(last, float(recs[-1]["elapsed_s"]))
+        rate = f"{tokens / last:,.0f} tokens/s in aggregate over {last:.0f} s" if last > 0 else "no step finished"
+        rows.append(f"| claim 4 gpu subject, {j} run(s) at a time | {len(files)} run(s) started, steps "
+                    f"{sorted(steps, reverse=True)}; {rate} |")
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", required=True)
@@ -126,6 +155,7 @@ def main():
     if err is not None:
         out.append(f"| f32 matmul error vs f64 (1024^3) | {err:.1e} ({'TF32 ON' if err > 1e-4 else 'TF32 off'}) |")
     out += gu_rows(a.work, a.device)
+    out += jobs_rows(a.work)
     out += run_rows(a.work, "smoke")
     out += run_rows(a.work, "gpu")
     print("\n".join(out))
