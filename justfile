@@ -179,7 +179,10 @@ gpu-check-dry: device-bundle
     set -uo pipefail
     export OUT="${OUT:-$(mktemp -d)}" SINKREP_STAGE_DIR="$(mktemp -d)" SINKREP_GPU_CHECK_WORK="$(mktemp -d)"
     export SINKREP_GPU_CHECK_DEVICE=cpu SINKREP_GPU_CHECK_BUDGET_S="${SINKREP_GPU_CHECK_BUDGET_S:-900}"
-    for d in bundle/stage-*; do bash scripts/device/gpu-check.sh stage "${d#bundle/stage-}" >/dev/null || exit 1; done
+    for d in bundle/stage-*; do
+        [ -d "$d" ] || continue
+        bash scripts/device/gpu-check.sh stage "${d#bundle/stage-}" >/dev/null || { echo "gpu-check-dry: staging $d failed"; exit 1; }
+    done
     bash scripts/device/gpu-check.sh run; rc=$?
     rm -rf "$SINKREP_STAGE_DIR" "$SINKREP_GPU_CHECK_WORK"
     echo "gpu-check-dry: exit $rc; files in $OUT:"; ls -l "$OUT"

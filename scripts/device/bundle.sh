@@ -49,8 +49,10 @@ BUNDLE="${SINKREP_BUNDLE_DIR:-$ROOT/bundle}"
 # files (tracked, plus whatever untracked-not-ignored files the checkout has) included:
 # 10 MiB on 2026-12-04, when a fixed 54 MiB part no longer fitted. So each part gets
 # 62 MiB less the repository (rounded up), a MiB of margin kept.
-travel_mib=$(git -C "$ROOT" ls-files -z --cached --others --exclude-standard |
-    xargs -0 stat -c %s -- 2>/dev/null | awk '{ s += $1 } END { print int((s + 1048575) / 1048576) }')
+travel_mib=$(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard |
+    while IFS= read -r -d '' f; do [ -f "$f" ] && stat -c %s -- "$f"; done |
+    awk '{ s += $1 } END { print int((s + 1048575) / 1048576) }') ||
+    { echo "device-bundle: error: cannot size the repository's files" >&2; exit 1; }
 MAX_PART_MIB="${SINKREP_BUNDLE_MAX_PART_MIB:-$((62 - travel_mib))}"
 
 say() { printf 'device-bundle: %s\n' "$*" >&2; }
@@ -214,11 +216,12 @@ phase "split inputs" split_inputs
 } >"$BUNDLE.tmp/run/BUNDLE.txt"
 mib() { echo $(($(du -sb "$1" | cut -f1) / 1048576)); }
 for part in "$BUNDLE.tmp"/stage-* "$BUNDLE.tmp/run"; do
+    [ -d "$part" ] || continue # no stage folder when everything fits in run/
     part=$(basename "$part")
     [ "$(mib "$BUNDLE.tmp/$part")" -le "$MAX_PART_MIB" ] ||
         die "bundle/$part is $(mib "$BUNDLE.tmp/$part") MiB, over the $MAX_PART_MIB MiB one device call can carry (see $BUNDLE.tmp/run/BUNDLE.txt)"
 done
 rm -rf "$BUNDLE"
 mv "$BUNDLE.tmp" "$BUNDLE"
-say "wrote $BUNDLE: $(ls -d "$BUNDLE"/stage-* | wc -l) stage folder(s) and run/, $(mib "$BUNDLE/run") MiB (each at most $MAX_PART_MIB: the repository travels too, $travel_mib MiB)"
+say "wrote $BUNDLE: $(find "$BUNDLE" -maxdepth 1 -name 'stage-*' -type d | wc -l) stage folder(s) and run/, $(mib "$BUNDLE/run") MiB (each at most $MAX_PART_MIB: the repository travels too, $travel_mib MiB)"
 sed 's/^/device-bundle:   /' "$BUNDLE/run/BUNDLE.txt" >&2

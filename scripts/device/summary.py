@@ -101,13 +101,12 @@ def jobs_rows(work):
             try:
                 with open(t, encoding="utf-8") as f:
                     recs = list(csv.DictReader(f))
-            except OSError:
-                recs = []
-            n = int(recs[-1]["step"]) if recs else 0
+                n, el = (int(recs[-1]["step"]), float(recs[-1]["elapsed_s"])) if recs else (0, 0.0)
+            except (OSError, TypeError, ValueError, KeyError):
+                n, el = 0, 0.0  # a torn last row (the run was stopped mid-write)
             steps.append(n)
             tokens += n * cfg.get("batch_size", 0) * cfg.get("seq_len", 0)
-            if recs:
-                last = max(last, float(recs[-1]["elapsed_s"]))
+            last = max(last, el)
         rate = f"{tokens / last:,.0f} tokens/s in aggregate over {last:.0f} s" if last > 0 else "no step finished"
         rows.append(f"| claim 4 gpu subject, {j} run(s) at a time | {len(files)} run(s) started, steps "
                     f"{sorted(steps, reverse=True)}; {rate} |")
