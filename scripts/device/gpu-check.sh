@@ -148,8 +148,9 @@ step "unpack bundle" 60 unpack && MODEL_OK=1
 if [ "$DEVICE" = cuda ]; then step "nvidia-smi" 20 nvidia-smi; else skip "nvidia-smi" "device $DEVICE"; fi
 env_json() { tmo "$BIN" env && tmo "$BIN" env --json >"$WORK/env.json"; }
 step "sinkrep env" 30 env_json
-cuda_ok=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["cuda_available"]))' "$WORK/env.json" 2>/dev/null || echo 0)
 env_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2]))' "$1" "$2" 2>/dev/null; }
+cuda_ok=0
+[ "$(env_field "$WORK/env.json" cuda_available)" = True ] && cuda_ok=1
 # The binary opens libtorch_cuda.so at start-up where an NVIDIA driver exists (as every
 # sinkrep build does). If that fails here, LD_PRELOAD of the image's libtorch_cuda.so (the
 # build-time link's equivalent) lets the CUDA steps still run, and the step says so.

@@ -56,6 +56,21 @@ def gu_rows(work, device):
     ]
 
 
+def last_timing_row(path):
+    """The last row of a training run's timing.csv (step, elapsed_s, step_s, tokens_per_s),
+    parsed; None when the file is missing, empty or its last row torn (a run stopped
+    mid-write)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            recs = list(csv.DictReader(f))
+        if not recs:
+            return None
+        r = recs[-1]
+        return {"step": int(r["step"]), "elapsed_s": float(r["elapsed_s"]), "tokens_per_s": float(r["tokens_per_s"])}
+    except (OSError, TypeError, ValueError, KeyError):
+        return None
+
+
 def run_rows(work, scale):
     rows = []
     for d in sorted(glob.glob(os.path.join(work, "runs", scale, "*"))):
@@ -63,13 +78,9 @@ def run_rows(work, scale):
         m = read_json(os.path.join(d, "manifest.json"))
         tps = []
         for t in glob.glob(os.path.join(d, "**", "timing.csv"), recursive=True):
-            try:
-                with open(t, encoding="utf-8") as f:
-                    last = list(csv.DictReader(f))
-                if last:
-                    tps.append((int(last[-1]["step"]), float(last[-1]["tokens_per_s"])))
-            except (OSError, ValueError, KeyError):
-                pass
+            last = last_timing_row(t)
+            if last:
+                tps.append((last["step"], last["tokens_per_s"]))
         train = ""
         if tps:
             step, rate = max(tps)
@@ -98,12 +109,8 @@ def jobs_rows(work):
         steps, tokens, last = [], 0, 0.0
         for t in files:
             cfg = read_json(os.path.join(os.path.dirname(t), "config.json")) or {}
-            try:
-                with open(t, encoding="utf-8") as f:
-                    recs = list(csv.DictReader(f))
-                n, el = (int(recs[-1]["step"]), float(recs[-1]["elapsed_s"])) if recs else (0, 0.0)
-            except (OSError, TypeError, ValueError, KeyError):
-                n, el = 0, 0.0  # a torn last row (the run was stopped mid-write)
+            last_row = last_timing_row(t)
+            n, el = (last_row["step"], last_row["elapsed_s"]) if last_row else (0, 0.0)
             steps.append(n)
             tokens += n * cfg.get("batch_size", 0) * cfg.get("seq_len", 0)
             last = max(last, el)
