@@ -48,6 +48,8 @@ test: _venv
     phase test cargo test --release --workspace --quiet
     # Each criterion benchmark once, untimed (`cargo bench` measures).
     phase benches cargo test --release --benches --quiet
+    # BENCHMARKS.md is generated from benchmarks/*.md; a hand edit or a stale index fails here.
+    phase bench-index python3 scripts/bench/index.py --check
     # Every replication at smoke scale, judged against the committed smoke baselines.
     runs=$(mktemp -d)
     trap 'rm -rf "$runs"' EXIT
@@ -137,7 +139,8 @@ bench *ARGS: _venv
     cargo bench --bench model "$@"
 
 # Side by side with HF transformers and plain PyTorch on this machine (alternating runs):
-# load, Gu et al.'s sink protocol, a training step, peak memory; writes BENCHMARKS.md.
+# load, Gu et al.'s sink protocol, a training step, peak memory; writes benchmarks/<kind of
+# CPU>.md (AMX, AVX512-BF16 without AMX, ...) and regenerates the BENCHMARKS.md index.
 # `just bench-compare --help` lists the options (e.g. --runs 5 --threads 1).
 bench-compare *ARGS: _venv
     bash scripts/bench/compare.sh "$@"

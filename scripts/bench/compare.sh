@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `just bench-compare [ARGS]`: sinkrep side by side with HF transformers and plain PyTorch on
-# this machine, in one run with alternating runs; writes BENCHMARKS.md at the repo root.
+# this machine, in one run with alternating runs; writes benchmarks/<kind of CPU>.md and the
+# BENCHMARKS.md index at the repo root (scripts/bench/index.py).
 #
 # Builds what it times (release profile only: the sinkrep binary, sinkrep-subjects'
 # `throughput` example, the criterion benches), sets up the peers venv

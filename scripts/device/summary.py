@@ -71,28 +71,41 @@ def last_timing_row(path):
         return None
 
 
+def training_runs(root):
+    """(last timing row, config) of every training run under root, hidden folders included
+    (glob's ** skips them, and trained subjects live in .shared/). A run whose timing.csv
+    has no whole row yet counts with step 0."""
+    runs = []
+    for d, _, names in os.walk(root):
+        if "timing.csv" in names:
+            last = last_timing_row(os.path.join(d, "timing.csv")) or {"step": 0, "elapsed_s": 0.0, "tokens_per_s": 0.0}
+            runs.append((last, read_json(os.path.join(d, "config.json")) or {}))
+    return runs
+
+
 def run_rows(work, scale):
     rows = []
     for d in sorted(glob.glob(os.path.join(work, "runs", scale, "*"))):
         rid = os.path.basename(d)
         m = read_json(os.path.join(d, "manifest.json"))
-        tps = []
-        for t in glob.glob(os.path.join(d, "**", "timing.csv"), recursive=True):
-            last = last_timing_row(t)
-            if last:
-                tps.append((last["step"], last["tokens_per_s"]))
-        train = ""
-        if tps:
-            step, rate = max(tps)
-            train = f"; training reached step {step} at {rate:,.0f} tokens/s"
         if m:
             verdict = m.get("verdict")
             rows.append(
                 f"| {scale} scale: {rid} | {m['timing']['wall_seconds']:.1f} s, "
-                f"verdict {verdict} ({m.get('checks_passed')}/{m.get('checks_total')} checks){train} |"
+                f"verdict {verdict} ({m.get('checks_passed')}/{m.get('checks_total')} checks) |"
             )
         else:
-            rows.append(f"| {scale} scale: {rid} | incomplete (stopped at the budget or failed){train} |")
+            rows.append(f"| {scale} scale: {rid} | incomplete (stopped at the budget or failed) |")
+    # The subjects every replication shares: trained once per invocation in runs/<scale>/.shared.
+    runs = training_runs(os.path.join(work, "runs", scale, ".shared"))
+    if runs:
+        done = sum(1 for last, cfg in runs if "steps" in cfg and last["step"] >= cfg["steps"])
+        steps = sorted(last["step"] for last, _ in runs)
+        fastest = max(last["tokens_per_s"] for last, _ in runs)
+        rows.append(
+            f"| {scale} scale: training runs (shared subjects) | {len(runs)} started, {done} finished; "
+            f"steps reached {steps[0]}..{steps[-1]}, fastest last step {fastest:,.0f} tokens/s |"
+        )
     return rows
 
 
@@ -101,21 +114,14 @@ def jobs_rows(work):
     step 4b): runs started, steps each, tokens/s in aggregate over the probe's seconds."""
     rows = []
     for j in (1, 4, 16):
-        # The runs live under the run folder's hidden .shared/ (glob's ** skips hidden folders).
-        files = [os.path.join(d, "timing.csv") for d, _, names in os.walk(os.path.join(work, f"jobs-{j}"))
-                 if "timing.csv" in names]
-        if not files:
+        runs = training_runs(os.path.join(work, f"jobs-{j}"))
+        if not runs:
             continue
-        steps, tokens, last = [], 0, 0.0
-        for t in files:
-            cfg = read_json(os.path.join(os.path.dirname(t), "config.json")) or {}
-            last_row = last_timing_row(t)
-            n, el = (last_row["step"], last_row["elapsed_s"]) if last_row else (0, 0.0)
-            steps.append(n)
-            tokens += n * cfg.get("batch_size", 0) * cfg.get("seq_len", 0)
-            last = max(last, el)
+        steps = [last["step"] for last, _ in runs]
+        tokens = sum(last["step"] * cfg.get("batch_size", 0) * cfg.get("seq_len", 0) for last, cfg in runs)
+        last = max(row["elapsed_s"] for row, _ in runs)
         rate = f"{tokens / last:,.0f} tokens/s in aggregate over {last:.0f} s" if last > 0 else "no step finished"
-        rows.append(f"| claim 4 gpu subject, {j} run(s) at a time | {len(files)} run(s) started, steps "
+        rows.append(f"| claim 4 gpu subject, {j} run(s) at a time | {len(runs)} run(s) started, steps "
                     f"{sorted(steps, reverse=True)}; {rate} |")
     return rows
 
