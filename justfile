@@ -111,7 +111,7 @@ replicate-all *ARGS:
     phase report just sinkrep report "${scale[@]}"
     # A drifted verify still leaves its timing record, then fails the recipe.
     rc=0; phase verify just sinkrep verify "${scale[@]}" || rc=$?
-    python3 scripts/replicate_timing.py "$runs" "$scale_name" "$started" "$*" "${timed[@]}"
+    SINKREP_TIMING_VERIFY_RC=$rc python3 scripts/replicate_timing.py "$runs" "$scale_name" "$started" "$*" "${timed[@]}"
     exit $rc
 
 # Rewrite the committed baselines of a scale from its latest run (say why in the commit).

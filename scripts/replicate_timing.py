@@ -84,6 +84,10 @@ def main():
         "git_rev": os.environ.get("SINKREP_TIMING_GIT_REV") or git("rev-parse", "HEAD"),
         "git_dirty": (os.environ["SINKREP_TIMING_GIT_DIRTY"].strip() not in ("", "0"))
         if "SINKREP_TIMING_GIT_DIRTY" in os.environ else bool(git("status", "--porcelain")),
+        # Whether `verify` passed (the recipe's exit status of it; null when not given):
+        # a fast run whose results drifted has not reproduced anything.
+        "verify_passed": (os.environ["SINKREP_TIMING_VERIFY_RC"].strip() == "0")
+        if os.environ.get("SINKREP_TIMING_VERIFY_RC", "").strip() else None,
     }
     os.makedirs(runs, exist_ok=True)
     path = os.path.join(runs, "replicate-all-timing.json")
@@ -94,7 +98,8 @@ def main():
     os.replace(tmp, path)
     mins = record["wall_seconds"] / 60
     parts = ", ".join("%s %.0fs" % (p["name"], p["seconds"]) for p in phases)
-    print(f"replicate-all: {mins:.1f} min wall ({parts}); record: {path}", file=sys.stderr)
+    verified = {True: "verify passed", False: "verify FAILED", None: "verify not run"}[record["verify_passed"]]
+    print(f"replicate-all: {mins:.1f} min wall ({parts}), {verified}; record: {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

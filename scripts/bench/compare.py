@@ -772,7 +772,8 @@ def main():
                         f"{mins:.1f} min ({', '.join(f'{k} {v / 60:.1f}' for k, v in ph_.items())} min; "
                         f"{rt.get('finished_utc', '?')}, git {rt.get('git_rev', '?')[:8]}"
                         f"{' dirty' if rt.get('git_dirty') else ''}, {rt.get('logical_cpus')} CPUs"
-                        f"{'' if same_cpu else ', **another CPU than this run**'})",
+                        f"{'' if same_cpu else ', **another CPU than this run**'}"
+                        f"{', **its verify FAILED** (results drifted from the baselines)' if rt.get('verify_passed') is False else ''})",
                         verdict(mins <= 20, f"{mins - 20:.1f} min over ({mins / 20:.2f}x)")))
     else:
         targets.append(("cpu-scale `just replicate-all` at most 20 minutes on 2 cores",
