@@ -150,8 +150,13 @@ pub enum TolRule {
     Default,
     /// The claim file's `[tolerance.metrics]` entry for this metric.
     Override,
-    /// `seed_spread_k` times the standard error of the baseline's seeds (sd over n).
+    /// `seed_spread_k` times the standard error of the difference between the two seed
+    /// means (baseline and now; `sd` is the larger of the two sides' sd).
     SeedSpread { k: f64, sd: f64, n: f64 },
+    /// A part of a seed family that is shown but not judged: one seed's value, the sd,
+    /// the count of seeds that never reached a target, or an aggregate that is `null`
+    /// because some (not all) of its seeds are (see [`Tolerance::for_metric_in`]).
+    NotGated(&'static str),
 }
 
 impl fmt::Display for TolRule {
@@ -166,11 +171,18 @@ impl fmt::Display for TolRule {
                     crate::table::fmt_num(*sd, 3)
                 )
             }
+            TolRule::NotGated(why) => write!(f, "not gated: {why}"),
         }
     }
 }
 
 impl Tol {
+    /// Whether the metric is judged at all (a seed family's per-seed values, sd and
+    /// unreached counts are not).
+    pub fn gated(&self) -> bool {
+        !matches!(self.rule, TolRule::NotGated(_))
+    }
+
     /// Whether `now` is within tolerance of `baseline` (both finite).
     pub fn within(&self, baseline: f64, now: f64) -> bool {
         let diff = (now - baseline).abs();
@@ -212,7 +224,8 @@ pub struct Tolerance {
 
 /// The metric family a name belongs to when it was recorded by
 /// `RunContext::metric_samples`: `(base, part)` with part one of `mean`, `sd`,
-/// `ci95_lo`, `ci95_hi`, `n` or `seed`.
+/// `ci95_lo`, `ci95_hi`, `n` or `seed`, or `unreached` (the count of its seeds that never
+/// reached a target, which some replications record beside the family).
 pub fn sample_family(name: &str) -> (&str, &'static str) {
     if let Some((base, last)) = name.rsplit_once('.') {
         let part = match last {
@@ -220,6 +233,7 @@ pub fn sample_family(name: &str) -> (&str, &'static str) {
             "ci95_lo" => Some("ci95_lo"),
             "ci95_hi" => Some("ci95_hi"),
             "n" => Some("n"),
+            "unreached" => Some("unreached"),
             s if s.len() > 4
                 && s.starts_with("seed")
                 && s[4..].bytes().all(|b| b.is_ascii_digit()) =>
@@ -256,53 +270,97 @@ impl Tolerance {
         }
     }
 
-    /// The tolerance of `metric` given the baseline's metrics. With `seed_spread_k = k`
-    /// and a baseline that recorded the metric's seed family (`<base>.sd`, `<base>.n`
-    /// with n >= 2), the absolute tolerance is the larger of the static one and k times
-    /// the family's standard error for that part:
-    /// - mean: k sd/sqrt(n) (the standard error of the seed mean);
-    /// - `ci95_lo`/`ci95_hi`: k sd/sqrt(n) (1 + t/sqrt(2(n-1))): the mean's plus the
-    ///   half-width's own sampling error (sd's standard error is about sd/sqrt(2(n-1)));
-    /// - `sd`: k sd/sqrt(2(n-1));
-    /// - one seed's value: k sd (a single chaotic run is not a result; its mean is);
+    /// The tolerance of `metric` given the baseline's metrics and the run's (`now`).
+    ///
+    /// With `seed_spread_k = k`, a metric of a seed family (recorded over seeds, so one of
+    /// the two sides has `<base>.n`) is judged as a comparison of two sets of seeds. A
+    /// model trained from scratch amplifies last-bit differences (another CPU, another
+    /// libtorch) into another run of the same seed, sometimes into another outcome (a sink
+    /// that forms or not), so another machine redraws every seed: only the seed mean and
+    /// its interval are results. Hence:
+    /// - mean: k times the standard error of the difference of the two means,
+    ///   sqrt(sd_b^2/n_b + sd_now^2/n_now) (the baseline's alone when the run has no sd);
+    /// - `ci95_lo`/`ci95_hi`: that times (1 + t/sqrt(2(n-1))), the half-width's own
+    ///   sampling error on top;
+    /// - one seed's value, `sd` and `unreached`: shown, not gated (a per-seed or spread
+    ///   tolerance that a redraw always passes would only pretend to check);
+    /// - an aggregate that is `null` on one side while that side has both finite and
+    ///   `null` seeds (some seeds never reached a target): shown, not gated; with every
+    ///   seed `null`, or none, it is a drift like any other;
     /// - `n`: exact.
     ///
     /// Metrics without a seed family keep their static tolerance.
-    pub fn for_metric_in(&self, metric: &str, baseline: &crate::verdict::Metrics) -> Tol {
+    pub fn for_metric_in(
+        &self,
+        metric: &str,
+        baseline: &crate::verdict::Metrics,
+        now: &crate::verdict::Metrics,
+    ) -> Tol {
         let stat = self.for_metric(metric);
         let Some(k) = self.seed_spread_k else {
             return stat;
         };
         let (base, part) = sample_family(metric);
-        let get = |suffix: &str| {
-            baseline
-                .get(&format!("{base}.{suffix}"))
+        let n_key = format!("{base}.n");
+        if part == "n" || !(baseline.contains_key(&n_key) || now.contains_key(&n_key)) {
+            return stat;
+        }
+        let not_gated = |why| Tol {
+            rule: TolRule::NotGated(why),
+            ..stat
+        };
+        match part {
+            "seed" => return not_gated("one seed's value (another machine redraws the run)"),
+            "sd" => return not_gated("the spread over seeds"),
+            "unreached" => return not_gated("a count over seeds"),
+            _ => {}
+        }
+        let finite = |m: &crate::verdict::Metrics, suffix: &str| {
+            m.get(&format!("{base}.{suffix}"))
                 .copied()
                 .flatten()
                 .filter(|v| v.is_finite())
         };
-        let (Some(sd), Some(n)) = (get("sd"), get("n")) else {
+        let is_null = |m: &crate::verdict::Metrics| matches!(m.get(metric), Some(None));
+        let mixed_seeds = |m: &crate::verdict::Metrics| {
+            let prefix = format!("{base}.");
+            let seeds: Vec<bool> = m
+                .range(prefix.clone()..)
+                .take_while(|(name, _)| name.starts_with(&prefix))
+                .filter(|(name, _)| {
+                    !name[prefix.len()..].contains('.') && sample_family(name).1 == "seed"
+                })
+                .map(|(_, v)| v.is_some_and(f64::is_finite))
+                .collect();
+            seeds.iter().any(|&f| f) && seeds.iter().any(|&f| !f)
+        };
+        if (is_null(baseline) && mixed_seeds(baseline)) || (is_null(now) && mixed_seeds(now)) {
+            return not_gated("null because some of its seeds are");
+        }
+        let (Some(sd_b), Some(n_b)) = (finite(baseline, "sd"), finite(baseline, "n")) else {
             return stat;
         };
-        if n < 2.0 || part == "n" {
+        if n_b < 2.0 {
             return stat;
         }
-        let se = sd / n.sqrt();
-        let se_sd = sd / (2.0 * (n - 1.0)).sqrt();
-        let t = sinkrep_stats::t975(n as usize);
+        let var_now = match (finite(now, "sd"), finite(now, "n")) {
+            (Some(sd), Some(n)) if n >= 2.0 => sd * sd / n,
+            _ => sd_b * sd_b / n_b,
+        };
+        let se = (sd_b * sd_b / n_b + var_now).sqrt();
+        let t = sinkrep_stats::t975(n_b as usize);
         let spread = k * match part {
-            "mean" => se,
-            "ci95_lo" | "ci95_hi" => se * (1.0 + t / (2.0 * (n - 1.0)).sqrt()),
-            "sd" => se_sd,
-            _ => sd,
+            "ci95_lo" | "ci95_hi" => se * (1.0 + t / (2.0 * (n_b - 1.0)).sqrt()),
+            _ => se,
         };
         if spread <= stat.abs {
             return stat;
         }
+        let sd = finite(now, "sd").map_or(sd_b, |s| s.max(sd_b));
         Tol {
             abs: spread,
             rel: stat.rel,
-            rule: TolRule::SeedSpread { k, sd, n },
+            rule: TolRule::SeedSpread { k, sd, n: n_b },
         }
     }
 }

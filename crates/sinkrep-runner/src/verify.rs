@@ -138,11 +138,15 @@ impl VerifyOutcome {
                 r.difference
                     .map(|d| fmt_num(d, 3))
                     .unwrap_or_else(|| "-".into()),
-                format!(
-                    "abs {} | rel {}",
-                    fmt_num(r.tolerance.abs, 3),
-                    fmt_num(r.tolerance.rel, 3)
-                ),
+                if r.tolerance.gated() {
+                    format!(
+                        "abs {} | rel {}",
+                        fmt_num(r.tolerance.abs, 3),
+                        fmt_num(r.tolerance.rel, 3)
+                    )
+                } else {
+                    "-".into()
+                },
                 r.tolerance.rule.to_string(),
                 r.status.to_string(),
             ]);
@@ -177,10 +181,11 @@ impl VerifyOutcome {
         }
         let drift = self.drifted().count();
         out.push_str(&format!(
-            "\nverify {}: {} replication(s), {} metric(s), {} drifted, {} verdict change(s), {} problem(s){}: {}\n",
+            "\nverify {}: {} replication(s), {} metric(s) ({} of them shown, not gated), {} drifted, {} verdict change(s), {} problem(s){}: {}\n",
             self.scale,
             self.compared.len(),
             self.rows.len(),
+            self.rows.iter().filter(|r| !r.tolerance.gated()).count(),
             drift,
             self.verdict_changes.len(),
             self.problems.len(),
@@ -203,12 +208,12 @@ pub fn compare_metrics(claim: &Claim, baseline: &Metrics, now: &Metrics) -> Vec<
     names
         .into_iter()
         .map(|name| {
-            let tol = claim.tolerance.for_metric_in(name, baseline);
+            let tol = claim.tolerance.for_metric_in(name, baseline, now);
             let (b, n) = (Value::of(baseline, name), Value::of(now, name));
             let (difference, status) = match (b, n) {
                 (Value::Finite(b), Value::Finite(n)) => (
                     Some(n - b),
-                    if tol.within(b, n) {
+                    if !tol.gated() || tol.within(b, n) {
                         DriftStatus::Ok
                     } else {
                         DriftStatus::Drift
@@ -216,6 +221,7 @@ pub fn compare_metrics(claim: &Claim, baseline: &Metrics, now: &Metrics) -> Vec<
                 ),
                 (Value::NonFinite, Value::NonFinite) => (None, DriftStatus::Ok),
                 (Value::Missing, _) | (_, Value::Missing) => (None, DriftStatus::Missing),
+                _ if !tol.gated() => (None, DriftStatus::Ok),
                 _ => (None, DriftStatus::Drift),
             };
             DriftRow {

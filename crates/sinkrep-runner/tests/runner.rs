@@ -437,10 +437,11 @@ fn interval_checks_hold_fail_or_stay_undecided() {
     assert_eq!(back, v);
 }
 
-/// Metrics recorded over seeds get k standard errors of the baseline's spread; other
-/// metrics keep the static tolerance; the rule is named.
+/// Metrics recorded over seeds are judged as two sets of seeds: the mean within k
+/// standard errors of the difference of the two means, per-seed values, sd and unreached
+/// counts shown but not gated; other metrics keep the static tolerance; the rule is named.
 #[test]
-fn seed_spread_tolerances_follow_the_baseline_spread() {
+fn seed_spread_tolerances_compare_two_sets_of_seeds() {
     let c = Claim::parse(INTERVAL_CLAIM, "claim.toml").unwrap();
     let mut base = Metrics::new();
     for (k, v) in [
@@ -450,26 +451,40 @@ fn seed_spread_tolerances_follow_the_baseline_spread() {
         ("loss.ci95_lo", 1.94),
         ("loss.ci95_hi", 2.06),
         ("loss.seed3", 2.01),
+        ("loss.unreached", 0.0),
         ("pretrained", 1.0),
     ] {
         base.insert(k.into(), Some(v));
     }
-    let t = |name: &str| c.tolerance.for_metric_in(name, &base);
-    let se = 0.04 / 2.0;
-    assert!((t("loss").abs - 5.0 * se).abs() < 1e-12);
-    assert!(matches!(t("loss").rule, TolRule::SeedSpread { .. }));
-    assert!((t("loss.seed3").abs - 5.0 * 0.04).abs() < 1e-12);
-    assert!((t("loss.sd").abs - 5.0 * 0.04 / 6f64.sqrt()).abs() < 1e-12);
-    assert!(t("loss.ci95_hi").abs > t("loss").abs);
-    assert_eq!(t("loss.n").rule, TolRule::Default);
-    assert_eq!(t("pretrained").rule, TolRule::Default);
-    assert_eq!(t("pretrained").abs, 1e-6);
-    // A shift of 4 SE passes, one of 6 SE drifts.
+    let se_b = 0.04 / 2.0;
+    // The run's own spread enters the standard error of the difference.
     let mut now = base.clone();
-    now.insert("loss".into(), Some(2.0 + 4.0 * se));
+    now.insert("loss.sd".into(), Some(0.08));
+    let t = |name: &str, now: &Metrics| c.tolerance.for_metric_in(name, &base, now);
+    let se = (se_b * se_b + 0.04f64 * 0.04).sqrt();
+    assert!((t("loss", &now).abs - 5.0 * se).abs() < 1e-12);
+    assert!(matches!(t("loss", &now).rule, TolRule::SeedSpread { .. }));
+    // A run without an sd for the family is taken to spread like the baseline.
+    let mut no_sd = base.clone();
+    no_sd.remove("loss.sd");
+    assert!((t("loss", &no_sd).abs - 5.0 * se_b * 2f64.sqrt()).abs() < 1e-12);
+    assert!(t("loss.ci95_hi", &now).abs > t("loss", &now).abs);
+    for name in ["loss.seed3", "loss.sd", "loss.unreached"] {
+        assert!(!t(name, &now).gated(), "{name}");
+    }
+    assert_eq!(t("loss.n", &now).rule, TolRule::Default);
+    assert_eq!(t("pretrained", &now).rule, TolRule::Default);
+    assert_eq!(t("pretrained", &now).abs, 1e-6);
+    // A shift of the mean by 4 SE of the difference passes, one of 6 SE drifts; a seed
+    // that moves anywhere and an sd that doubles do not.
+    let mut now = base.clone();
+    let se2 = se_b * 2f64.sqrt();
+    now.insert("loss".into(), Some(2.0 + 4.0 * se2));
+    now.insert("loss.seed3".into(), Some(7.0));
+    now.insert("loss.unreached".into(), Some(2.0));
     let rows = verify::compare_metrics(&c, &base, &now);
     assert!(rows.iter().all(|r| r.status == DriftStatus::Ok));
-    now.insert("loss".into(), Some(2.0 + 6.0 * se));
+    now.insert("loss".into(), Some(2.0 + 6.0 * se2));
     let rows = verify::compare_metrics(&c, &base, &now);
     let bad: Vec<_> = rows
         .iter()
@@ -477,13 +492,49 @@ fn seed_spread_tolerances_follow_the_baseline_spread() {
         .collect();
     assert_eq!(bad.len(), 1);
     assert_eq!(bad[0].metric, "loss");
-    // Without seed_spread_k the same shift is judged by the static tolerance.
+    // Without seed_spread_k every metric is judged by the static tolerance, seeds too.
     let strict = Claim::parse(&INTERVAL_CLAIM.replace("seed_spread_k = 5.0", ""), "c").unwrap();
-    now.insert("loss".into(), Some(2.0 + 4.0 * se));
+    now.insert("loss".into(), Some(2.0 + 4.0 * se_b));
     let rows = verify::compare_metrics(&strict, &base, &now);
-    assert!(rows
+    for m in ["loss", "loss.seed3"] {
+        assert!(rows
+            .iter()
+            .any(|r| r.metric == m && r.status == DriftStatus::Drift));
+    }
+}
+
+/// A seed family's aggregate that turns null because some of its seeds never reached a
+/// target is shown, not gated; one that turns null because every seed is null drifts.
+#[test]
+fn a_null_seed_mean_drifts_only_when_every_seed_is_null() {
+    let c = Claim::parse(INTERVAL_CLAIM, "claim.toml").unwrap();
+    let mut base = Metrics::new();
+    for (k, v) in [
+        ("steps", Some(400.0)),
+        ("steps.sd", Some(50.0)),
+        ("steps.n", Some(3.0)),
+        ("steps.seed0", Some(350.0)),
+        ("steps.seed1", Some(400.0)),
+        ("steps.seed2", Some(450.0)),
+    ] {
+        base.insert(k.into(), v);
+    }
+    let mut now = base.clone();
+    for k in ["steps", "steps.sd", "steps.seed1"] {
+        now.insert(k.into(), None);
+    }
+    let rows = verify::compare_metrics(&c, &base, &now);
+    assert!(rows.iter().all(|r| r.status == DriftStatus::Ok), "{rows:?}");
+    for k in ["steps.seed0", "steps.seed2"] {
+        now.insert(k.into(), None);
+    }
+    let rows = verify::compare_metrics(&c, &base, &now);
+    let bad: Vec<_> = rows
         .iter()
-        .any(|r| r.metric == "loss" && r.status == DriftStatus::Drift));
+        .filter(|r| r.status == DriftStatus::Drift)
+        .map(|r| r.metric.as_str())
+        .collect();
+    assert_eq!(bad, ["steps"], "{rows:?}");
 }
 
 #[test]
