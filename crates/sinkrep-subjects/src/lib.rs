@@ -694,9 +694,20 @@ pub fn sink_step(evals: &[EvalPoint]) -> f64 {
 pub fn per_scratch_seed(
     ctx: &mut RunContext,
     subject: Subject,
+    f: impl FnMut(&mut RunContext, &FromScratch, bool) -> Result<()>,
+) -> Result<()> {
+    per_scratch_seeds(ctx, subject, SCRATCH_SEEDS, f)
+}
+
+/// [`per_scratch_seed`] over `n` seeds (the first `n` of the replication's seeds), for a
+/// section whose judged interval needs more than `SCRATCH_SEEDS`.
+pub fn per_scratch_seeds(
+    ctx: &mut RunContext,
+    subject: Subject,
+    n: usize,
     mut f: impl FnMut(&mut RunContext, &FromScratch, bool) -> Result<()>,
 ) -> Result<()> {
-    let subjects = from_scratch_stage(ctx, subject, SCRATCH_SEEDS)?;
+    let subjects = from_scratch_stage(ctx, subject, n)?;
     let seeds: Vec<u64> = subjects.iter().map(|s| s.seed).collect();
     ctx.per_seed(&seeds, |ctx, i| f(ctx, &subjects[i], i == 0))
 }

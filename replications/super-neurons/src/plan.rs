@@ -20,6 +20,14 @@ pub struct Sizes {
     /// Sequences per forward pass of the held-out evaluations (mean ablation averages
     /// over the other positions of one batch).
     pub heldout_batch: usize,
+    /// Seeds of the synthetic subject whose census the synthetic-* checks judge
+    /// (default `sinkrep_subjects::SCRATCH_SEEDS`, the other from-scratch sections' count).
+    #[serde(default = "default_synthetic_seeds")]
+    pub synthetic_seeds: usize,
+}
+
+fn default_synthetic_seeds() -> usize {
+    sinkrep_subjects::SCRATCH_SEEDS
 }
 
 impl Sizes {

@@ -2,8 +2,10 @@
 //! decoders the training harness trains at this scale (`sinkrep-subjects`): the text
 //! corpus subject (claim 4's judged configuration) and the synthetic subject (a
 //! Bigram-Backcopy model that forms a sink), on random token sequences and on validation
-//! windows, for `SCRATCH_SEEDS` independently trained models each. For the synthetic
-//! subject, whose sink forms during training, the order of events along training too.
+//! windows, for `SCRATCH_SEEDS` independently trained models each (the synthetic subject:
+//! `synthetic_seeds` of the scale's sizes, 10 at cpu and gpu scale, since its checks are
+//! judged). For the synthetic subject, whose sink forms during training, the order of
+//! events along training too.
 
 use crate::metrics::census_metrics;
 use crate::rows::write_census_to;
@@ -11,14 +13,19 @@ use crate::{study, Sizes};
 use sinkrep_analysis::{random_tokens, SinkReport, SUPER_NEURON_ABS, SUPER_NEURON_MEDIAN_RATIO};
 use sinkrep_runner::RunContext;
 use sinkrep_subjects::{
-    first_step, per_scratch_seed, sink_step, FromScratch, Subject, MASSIVE_DOM_RATIO,
+    first_step, per_scratch_seeds, sink_step, FromScratch, Subject, MASSIVE_DOM_RATIO,
+    SCRATCH_SEEDS,
 };
 
 /// Trains (or reuses) the models of `subject`, runs both censuses on each, writes
 /// `<prefix>_census_layers.csv` and `<prefix>_alpha_per_head.csv` for the first seed,
 /// and records `<prefix>.*` metrics as means over the seeds (with their spread).
 pub fn run(ctx: &mut RunContext, sizes: &Sizes, subject: Subject) -> anyhow::Result<()> {
-    per_scratch_seed(ctx, subject, |ctx, fs, first| {
+    let seeds = match subject {
+        Subject::Synthetic => sizes.synthetic_seeds,
+        Subject::Corpus => SCRATCH_SEEDS,
+    };
+    per_scratch_seeds(ctx, subject, seeds, |ctx, fs, first| {
         one(ctx, sizes, fs, subject, first)
     })
 }
