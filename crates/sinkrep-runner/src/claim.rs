@@ -157,6 +157,9 @@ pub enum TolRule {
     /// the count of seeds that never reached a target, or an aggregate that is `null`
     /// because some (not all) of its seeds are (see [`Tolerance::for_metric_in`]).
     NotGated(&'static str),
+    /// A seed mean whose share of finite seeds moved beyond `k` standard errors of the
+    /// difference (e.g. most seeds stopped reaching a target): a drift whatever the values.
+    FiniteSeeds { k: f64, baseline: f64, now: f64 },
 }
 
 impl fmt::Display for TolRule {
@@ -172,6 +175,12 @@ impl fmt::Display for TolRule {
                 )
             }
             TolRule::NotGated(why) => write!(f, "not gated: {why}"),
+            TolRule::FiniteSeeds { k, baseline, now } => write!(
+                f,
+                "finite seeds {}% -> {}% (beyond {k}xSE)",
+                crate::table::fmt_num(100.0 * baseline, 3),
+                crate::table::fmt_num(100.0 * now, 3)
+            ),
         }
     }
 }
@@ -181,6 +190,12 @@ impl Tol {
     /// unreached counts are not).
     pub fn gated(&self) -> bool {
         !matches!(self.rule, TolRule::NotGated(_))
+    }
+
+    /// Whether the metric drifted whatever its two values (a seed mean whose share of
+    /// finite seeds moved too far, [`TolRule::FiniteSeeds`]).
+    pub fn drifted_regardless(&self) -> bool {
+        matches!(self.rule, TolRule::FiniteSeeds { .. })
     }
 
     /// Whether `now` is within tolerance of `baseline` (both finite).
@@ -211,8 +226,8 @@ pub struct Tolerance {
     pub default_rel: f64,
     #[serde(default)]
     pub metrics: BTreeMap<String, MetricTolerance>,
-    /// Metrics of models trained from scratch: a tolerance of this many standard errors
-    /// of the seed mean, from the spread between seeds recorded with the baseline (see
+    /// Metrics of models trained from scratch: a seed mean may move by this many standard
+    /// errors of the difference between the baseline's and the run's seed means (see
     /// [`Tolerance::for_metric_in`]). Absent: every metric uses the static tolerances.
     #[serde(default)]
     pub seed_spread_k: Option<f64>,
@@ -279,14 +294,19 @@ impl Tolerance {
     /// that forms or not), so another machine redraws every seed: only the seed mean and
     /// its interval are results. Hence:
     /// - mean: k times the standard error of the difference of the two means,
-    ///   sqrt(sd_b^2/n_b + sd_now^2/n_now) (the baseline's alone when the run has no sd);
+    ///   sqrt(sd_b^2/n_b + sd_now^2/n_now) (sd_now taken as sd_b when the run has none);
+    ///   and, where some seeds are `null` (never reached a target), the share of finite
+    ///   seeds may move by k standard errors of the difference of two proportions, else
+    ///   the mean drifts whatever its values (so 10 of 10 seeds reaching a target and 1
+    ///   of 10, or none and most, are a drift even when both means are `null`);
     /// - `ci95_lo`/`ci95_hi`: that times (1 + t/sqrt(2(n-1))), the half-width's own
     ///   sampling error on top;
     /// - one seed's value, `sd` and `unreached`: shown, not gated (a per-seed or spread
     ///   tolerance that a redraw always passes would only pretend to check);
     /// - an aggregate that is `null` on one side while that side has both finite and
-    ///   `null` seeds (some seeds never reached a target): shown, not gated; with every
-    ///   seed `null`, or none, it is a drift like any other;
+    ///   `null` seeds (some seeds never reached a target): shown, not gated (its share
+    ///   of finite seeds is judged on the mean's row, above); with every seed `null`, or
+    ///   none, it is a drift like any other;
     /// - `n`: exact.
     ///
     /// Metrics without a seed family keep their static tolerance.
@@ -322,19 +342,42 @@ impl Tolerance {
                 .filter(|v| v.is_finite())
         };
         let is_null = |m: &crate::verdict::Metrics| matches!(m.get(metric), Some(None));
-        let mixed_seeds = |m: &crate::verdict::Metrics| {
+        // (finite seeds, seeds) of the family on one side.
+        let seeds = |m: &crate::verdict::Metrics| {
             let prefix = format!("{base}.");
-            let seeds: Vec<bool> = m
-                .range(prefix.clone()..)
+            m.range(prefix.clone()..)
                 .take_while(|(name, _)| name.starts_with(&prefix))
                 .filter(|(name, _)| {
                     !name[prefix.len()..].contains('.') && sample_family(name).1 == "seed"
                 })
-                .map(|(_, v)| v.is_some_and(f64::is_finite))
-                .collect();
-            seeds.iter().any(|&f| f) && seeds.iter().any(|&f| !f)
+                .fold((0usize, 0usize), |(f, n), (_, v)| {
+                    (f + usize::from(v.is_some_and(f64::is_finite)), n + 1)
+                })
         };
-        if (is_null(baseline) && mixed_seeds(baseline)) || (is_null(now) && mixed_seeds(now)) {
+        let (sb, sn) = (seeds(baseline), seeds(now));
+        if part == "mean" && sb.1 >= 2 && sn.1 >= 2 && (sb.0 < sb.1 || sn.0 < sn.1) {
+            // The share of seeds that reached a finite value, judged like a seed mean of
+            // 0/1 indicators (sample variance p(1-p) n/(n-1)).
+            let share = |(f, n): (usize, usize)| {
+                let (f, n) = (f as f64, n as f64);
+                let p = f / n;
+                (p, p * (1.0 - p) / (n - 1.0))
+            };
+            let ((pb, vb), (pn, vn)) = (share(sb), share(sn));
+            let vn = if vn > 0.0 { vn } else { vb };
+            if (pn - pb).abs() > k * (vb + vn).sqrt() + 1e-12 {
+                return Tol {
+                    rule: TolRule::FiniteSeeds {
+                        k,
+                        baseline: pb,
+                        now: pn,
+                    },
+                    ..stat
+                };
+            }
+        }
+        let mixed = |(f, n): (usize, usize)| f > 0 && f < n;
+        if (is_null(baseline) && mixed(sb)) || (is_null(now) && mixed(sn)) {
             return not_gated("null because some of its seeds are");
         }
         let (Some(sd_b), Some(n_b)) = (finite(baseline, "sd"), finite(baseline, "n")) else {

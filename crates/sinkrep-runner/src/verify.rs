@@ -211,6 +211,14 @@ pub fn compare_metrics(claim: &Claim, baseline: &Metrics, now: &Metrics) -> Vec<
             let tol = claim.tolerance.for_metric_in(name, baseline, now);
             let (b, n) = (Value::of(baseline, name), Value::of(now, name));
             let (difference, status) = match (b, n) {
+                (Value::Missing, _) | (_, Value::Missing) => (None, DriftStatus::Missing),
+                _ if tol.drifted_regardless() => (
+                    match (b, n) {
+                        (Value::Finite(b), Value::Finite(n)) => Some(n - b),
+                        _ => None,
+                    },
+                    DriftStatus::Drift,
+                ),
                 (Value::Finite(b), Value::Finite(n)) => (
                     Some(n - b),
                     if !tol.gated() || tol.within(b, n) {
@@ -220,7 +228,6 @@ pub fn compare_metrics(claim: &Claim, baseline: &Metrics, now: &Metrics) -> Vec<
                     },
                 ),
                 (Value::NonFinite, Value::NonFinite) => (None, DriftStatus::Ok),
-                (Value::Missing, _) | (_, Value::Missing) => (None, DriftStatus::Missing),
                 _ if !tol.gated() => (None, DriftStatus::Ok),
                 _ => (None, DriftStatus::Drift),
             };

@@ -476,7 +476,7 @@ fn seed_spread_tolerances_compare_two_sets_of_seeds() {
     assert_eq!(t("pretrained", &now).rule, TolRule::Default);
     assert_eq!(t("pretrained", &now).abs, 1e-6);
     // A shift of the mean by 4 SE of the difference passes, one of 6 SE drifts; a seed
-    // that moves anywhere and an sd that doubles do not.
+    // that moves anywhere and an unreached count that changes do not.
     let mut now = base.clone();
     let se2 = se_b * 2f64.sqrt();
     now.insert("loss".into(), Some(2.0 + 4.0 * se2));
@@ -535,6 +535,43 @@ fn a_null_seed_mean_drifts_only_when_every_seed_is_null() {
         .map(|r| r.metric.as_str())
         .collect();
     assert_eq!(bad, ["steps"], "{rows:?}");
+}
+
+/// The share of a family's seeds that reached a finite value is judged on the mean's
+/// row: 10 of 10 -> 1 of 10 drifts although the null mean is not gated, and so does
+/// none -> 8 of 10 with both means null; 10 -> 8 of 10 does not. Seeds of other
+/// families (`steps2.*`, `steps.x.*`) are not counted.
+#[test]
+fn a_seed_family_drifts_when_its_share_of_finite_seeds_moves_far() {
+    let c = Claim::parse(INTERVAL_CLAIM, "claim.toml").unwrap();
+    let family = |finite: usize, mean: Option<f64>| {
+        let mut m = Metrics::new();
+        m.insert("steps".into(), mean);
+        m.insert("steps.n".into(), Some(10.0));
+        for i in 0..10 {
+            let v = (i < finite).then_some(400.0 + i as f64);
+            m.insert(format!("steps.seed{i}"), v);
+            // Seeds of other families, always finite: must not count.
+            m.insert(format!("steps2.seed{i}"), Some(1.0));
+            m.insert(format!("steps.x.seed{i}"), Some(1.0));
+        }
+        m
+    };
+    let status = |b: &Metrics, n: &Metrics| {
+        verify::compare_metrics(&c, b, n)
+            .into_iter()
+            .find(|r| r.metric == "steps")
+            .unwrap()
+            .status
+    };
+    let all = family(10, Some(404.5));
+    assert_eq!(status(&all, &family(8, None)), DriftStatus::Ok);
+    assert_eq!(status(&all, &family(1, None)), DriftStatus::Drift);
+    assert_eq!(
+        status(&family(0, None), &family(8, None)),
+        DriftStatus::Drift
+    );
+    assert_eq!(status(&family(0, None), &family(0, None)), DriftStatus::Ok);
 }
 
 #[test]

@@ -33,7 +33,13 @@ fn default_synthetic_seeds() -> usize {
 impl Sizes {
     /// The sizes at `scale`: `[scale.<scale>]` of this crate's `claim.toml`.
     pub fn at(scale: Scale) -> anyhow::Result<Sizes> {
-        Ok(crate::claim()?.scale_params(scale)?)
+        let sizes: Sizes = crate::claim()?.scale_params(scale)?;
+        anyhow::ensure!(
+            sizes.synthetic_seeds >= 2,
+            "super-neurons claim.toml [scale.{scale}]: synthetic_seeds = {} must be at least 2 (its checks judge an interval over seeds)",
+            sizes.synthetic_seeds
+        );
+        Ok(sizes)
     }
 }
 
