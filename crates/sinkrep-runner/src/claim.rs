@@ -386,7 +386,8 @@ impl Tolerance {
         if n_b < 2.0 {
             return stat;
         }
-        let var_now = match (finite(now, "sd"), finite(now, "n")) {
+        let sd_now = finite(now, "sd");
+        let var_now = match (sd_now, finite(now, "n")) {
             (Some(sd), Some(n)) if n >= 2.0 => sd * sd / n,
             _ => sd_b * sd_b / n_b,
         };
@@ -399,7 +400,7 @@ impl Tolerance {
         if spread <= stat.abs {
             return stat;
         }
-        let sd = finite(now, "sd").map_or(sd_b, |s| s.max(sd_b));
+        let sd = sd_now.map_or(sd_b, |s| s.max(sd_b));
         Tol {
             abs: spread,
             rel: stat.rel,
