@@ -28,6 +28,8 @@
 #include <cstring>
 #include <exception>
 #include <string>
+#include <type_traits>
+#include <vector>
 #if defined(__x86_64__)
 #include <xmmintrin.h>
 #endif
@@ -778,6 +780,325 @@ void channel_maxabs(const float* x, float* out, int64_t nb, int64_t t, int64_t f
     }
 }
 
+// ---- Causal self-attention for training: z = softmax(scale q k^T, keys j <= i) v per
+// (batch, head), for the small head dims and short sequences of the subjects trained here.
+// libtorch's CPU flash attention runs each (32-query x T-key) block through sgemm, whose
+// call overhead dominates at head dims of 16 to 64 (measured on an AMD EPYC: 26% of claim
+// 4's cpu-scale training step was attention). Here one head at a time is a few passes over
+// rows of T keys or Dh channels, only over the causal triangle. The forward keeps the
+// probabilities (B, H, T, T) for the backward, so nothing is recomputed.
+//
+// Determinism: a head is computed by one thread, every sum in a fixed order (over channels
+// d for scores, over keys j for outputs and gradients): the bits do not depend on the
+// thread count. The softmax is causal_softmax_rows (exp_approx).
+//
+// Layouts: q, k, v are (B, H, T, Dh) with any batch, head and time strides and unit
+// channel stride; z and the gradients are written (B, T, H, Dh) contiguous, the layout the
+// output projection reads.
+struct HeadPtr {
+  const float* p;
+  int64_t st;  // stride between positions
+};
+
+HeadPtr head_of(const Tensor& x, int64_t bh, int64_t h) {
+  return {x.data_ptr<float>() + (bh / h) * x.stride(0) + (bh % h) * x.stride(1), x.stride(2)};
+}
+
+constexpr int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+
+// Lanes of key block jv (keys 16 jv ...) that are keys j < n.
+SINKREP_VEC i32x16 keys_below(int64_t jv, int64_t n) {
+  return lane_index() + static_cast<int32_t>(16 * jv) < static_cast<int32_t>(n);
+}
+
+// x^T of one head's rows: out (Dh, tp), zero past T.
+SINKREP_VEC void transpose_rows(HeadPtr x, float* out, int64_t t, int64_t dh, int64_t tp) {
+  for (int64_t d = 0; d < dh; d++) {
+    float* row = out + d * tp;
+    for (int64_t j = 0; j < t; j++) row[j] = x.p[j * x.st + d];
+    for (int64_t j = t; j < tp; j++) row[j] = 0.0f;
+  }
+}
+
+// One head's rows for 16-lane loads: x itself when Dh fills the vectors (dp), else a copy
+// zero-padded to dp channels in scratch (T, dp).
+SINKREP_VEC HeadPtr vector_rows(HeadPtr x, float* scratch, int64_t t, int64_t dh, int64_t dp) {
+  if (dh == dp) return x;
+  for (int64_t j = 0; j < t; j++) {
+    float* row = scratch + j * dp;
+    for (int64_t d = 0; d < dh; d++) row[d] = x.p[j * x.st + d];
+    for (int64_t d = dh; d < dp; d++) row[d] = 0.0f;
+  }
+  return {scratch, dp};
+}
+
+// Query rows per block: the block's rows share every load of k, v (and of the gradients'
+// operands), and their sums are independent chains, so the adds overlap.
+constexpr int64_t kAttnRows = 4;
+
+// Dot products of kAttnRows rows (Dh channels each) with the 16 columns jv of xt (Dh, tp):
+// acc[r] lane l = sum over d in order of rows[r][d] xt[d][16 jv + l].
+SINKREP_VEC void block_dots(const float* const* rows, const float* xt, int64_t tp, int64_t jv,
+                            int64_t dh, f32x16* acc) {
+  for (int64_t r = 0; r < kAttnRows; r++) acc[r] = f32x16{};
+  for (int64_t d = 0; d < dh; d++) {
+    const f32x16 x = load16(xt + d * tp + 16 * jv);
+    for (int64_t r = 0; r < kAttnRows; r++) acc[r] += x * rows[r][d];
+  }
+}
+
+// One head's forward, Dh <= 16 NV. p: (T, round16(T)) probabilities; in each block of
+// kAttnRows query rows, a row holds keys 0..i then zeros up to the block's last key vector.
+// o: rows of stride so. Scratch kt (Dh, round16(T)) = k^T and vp (T, 16 NV) = v, both
+// zero-padded (vp only where Dh is not a multiple of 16). Scores sum over channels in order, 16 keys per vector; the softmax's max and
+// sum run over a row's key vectors in order and fold in a fixed order (fold_*16); each
+// output row sums its keys j = 0..i in order. exp is exp16 (exp_approx's bits).
+template <int NV>
+SINKREP_CLONES void attn_head_fwd(HeadPtr q, HeadPtr k, HeadPtr v, float* p, float* o, int64_t so,
+                                  float* kt, float* vp, int64_t t, int64_t dh, float scale) {
+  constexpr int64_t R = kAttnRows;
+  const int64_t tp = round16(t), dp = 16 * NV;
+  transpose_rows(k, kt, t, dh, tp);
+  const HeadPtr vr = vector_rows(v, vp, t, dh, dp);
+  const f32x16 zero = {}, neg_inf = splat(-INFINITY);
+  for (int64_t i0 = 0; i0 < t; i0 += R) {
+    const int64_t rb = std::min(R, t - i0), nj = (i0 + rb + 15) / 16;
+    // Rows past the end of a short last block repeat its last row; their results are dropped.
+    const float* qr[R];
+    float* pr[R];
+    for (int64_t r = 0; r < R; r++) {
+      int64_t i = i0 + std::min(r, rb - 1);
+      qr[r] = q.p + i * q.st;
+      pr[r] = p + i * tp;
+    }
+    for (int64_t jv = 0; jv < nj; jv++) {
+      f32x16 acc[R];
+      block_dots(qr, kt, tp, jv, dh, acc);
+      for (int64_t r = 0; r < rb; r++) {
+        i32x16 live = keys_below(jv, i0 + r + 1);
+        store16(pr[r] + 16 * jv, (f32x16)(live ? (i32x16)(acc[r] * scale) : (i32x16)neg_inf));
+      }
+    }
+    for (int64_t r = 0; r < rb; r++) {
+      float* pi = pr[r];
+      const int64_t n = i0 + r + 1;
+      f32x16 mv = neg_inf;
+      for (int64_t jv = 0; jv < nj; jv++) mv = max_nan16(mv, load16(pi + 16 * jv));
+      const float m = fold_max_nan16(mv);
+      f32x16 sum = zero;
+      for (int64_t jv = 0; jv < nj; jv++) {
+        f32x16 e = exp16(load16(pi + 16 * jv) - m);
+        e = (f32x16)(keys_below(jv, n) ? (i32x16)e : (i32x16)zero);
+        store16(pi + 16 * jv, e);
+        sum += e;
+      }
+      const float inv = 1.0f / fold_sum16(sum);
+      for (int64_t jv = 0; jv < nj; jv++) store16(pi + 16 * jv, load16(pi + 16 * jv) * inv);
+    }
+    f32x16 acc[R][NV];
+    for (int64_t r = 0; r < R; r++)
+      for (int c = 0; c < NV; c++) acc[r][c] = zero;
+    // Keys every row of the block sees, then the block's own keys, each row in key order.
+    for (int64_t j = 0; j <= i0; j++)
+      for (int c = 0; c < NV; c++) {
+        const f32x16 vv = load16(vr.p + j * vr.st + 16 * c);
+        for (int64_t r = 0; r < R; r++) acc[r][c] += vv * pr[r][j];
+      }
+    for (int64_t j = i0 + 1; j < i0 + rb; j++)
+      for (int c = 0; c < NV; c++) {
+        const f32x16 vv = load16(vr.p + j * vr.st + 16 * c);
+        for (int64_t r = j - i0; r < rb; r++) acc[r][c] += vv * pr[r][j];
+      }
+    for (int64_t r = 0; r < rb; r++) {
+      float buf[16 * NV];
+      for (int c = 0; c < NV; c++) store16(buf + 16 * c, acc[r][c]);
+      std::memcpy(o + (i0 + r) * so, buf, dh * sizeof(float));
+    }
+  }
+}
+
+// One head's gradients, Dh <= 16 NV: g the output's gradient, o the output (rows of stride
+// so), p the forward's probabilities; dq, dk, dv rows of stride so.
+// ds_ij = scale p_ij (g_i . v_j - g_i . o_i); dq_i = sum_j ds_ij k_j; dk_j = sum_i ds_ij q_i;
+// dv_j = sum_i p_ij g_i, every sum in order (channels; keys j; queries i).
+// Scratch: vt (Dh, round16(T)) = v^T, kp (T, 16 NV) = k zero-padded (where Dh is not a
+// multiple of 16), dkp, dvp (T, 16 NV), ds (kAttnRows, round16(T)).
+template <int NV>
+SINKREP_CLONES void attn_head_bwd(HeadPtr q, HeadPtr k, HeadPtr v, HeadPtr g, const float* o,
+                                  const float* p, float* dq, float* dk, float* dv, int64_t so,
+                                  float* vt, float* kp, float* dkp, float* dvp, float* ds,
+                                  int64_t t, int64_t dh, float scale) {
+  constexpr int64_t R = kAttnRows;
+  const int64_t tp = round16(t), dp = 16 * NV;
+  transpose_rows(v, vt, t, dh, tp);
+  const HeadPtr kr = vector_rows(k, kp, t, dh, dp);
+  std::memset(dkp, 0, t * dp * sizeof(float));
+  std::memset(dvp, 0, t * dp * sizeof(float));
+  const f32x16 zero = {};
+  for (int64_t i0 = 0; i0 < t; i0 += R) {
+    const int64_t rb = std::min(R, t - i0), nj = (i0 + rb + 15) / 16;
+    const float* gr[R];
+    const float* pr[R];
+    // Rows past a short last block: zero operands (they add +0 to dk and dv).
+    float qb[R][16 * NV] = {}, gb[R][16 * NV] = {}, w[R] = {}, pw[R] = {};
+    float di[R] = {};
+    for (int64_t r = 0; r < R; r++) {
+      int64_t i = i0 + std::min(r, rb - 1);
+      gr[r] = g.p + i * g.st;
+      pr[r] = p + i * tp;
+    }
+    for (int64_t r = 0; r < rb; r++) {
+      const float* oi = o + (i0 + r) * so;
+      for (int64_t d = 0; d < dh; d++) di[r] += gr[r][d] * oi[d];
+      std::memcpy(qb[r], q.p + (i0 + r) * q.st, dh * sizeof(float));
+      std::memcpy(gb[r], gr[r], dh * sizeof(float));
+    }
+    for (int64_t jv = 0; jv < nj; jv++) {
+      f32x16 acc[R];
+      block_dots(gr, vt, tp, jv, dh, acc);
+      // Keys past a row's own have p = 0 there, so ds = 0.
+      for (int64_t r = 0; r < rb; r++)
+        store16(ds + r * tp + 16 * jv, (load16(pr[r] + 16 * jv) * (acc[r] - di[r])) * scale);
+    }
+    f32x16 qv[R][NV], gv[R][NV], a[R][NV];
+    for (int64_t r = 0; r < R; r++)
+      for (int c = 0; c < NV; c++) {
+        qv[r][c] = load16(qb[r] + 16 * c);
+        gv[r][c] = load16(gb[r] + 16 * c);
+        a[r][c] = zero;
+      }
+    // Keys every row of the block sees: rows in order into dk_j and dv_j.
+    for (int64_t j = 0; j <= i0; j++) {
+      for (int64_t r = 0; r < rb; r++) {
+        w[r] = ds[r * tp + j];
+        pw[r] = pr[r][j];
+      }
+      float* dkj = dkp + j * dp;
+      float* dvj = dvp + j * dp;
+      for (int c = 0; c < NV; c++) {
+        const f32x16 kk = load16(kr.p + j * kr.st + 16 * c);
+        f32x16 dkv = load16(dkj + 16 * c), dvv = load16(dvj + 16 * c);
+        for (int64_t r = 0; r < R; r++) {
+          a[r][c] += kk * w[r];
+          dkv += qv[r][c] * w[r];
+          dvv += gv[r][c] * pw[r];
+        }
+        store16(dkj + 16 * c, dkv);
+        store16(dvj + 16 * c, dvv);
+      }
+    }
+    // The block's own keys: key j is seen by rows i0 + r >= j.
+    for (int64_t j = i0 + 1; j < i0 + rb; j++) {
+      float* dkj = dkp + j * dp;
+      float* dvj = dvp + j * dp;
+      for (int c = 0; c < NV; c++) {
+        const f32x16 kk = load16(kr.p + j * kr.st + 16 * c);
+        f32x16 dkv = load16(dkj + 16 * c), dvv = load16(dvj + 16 * c);
+        for (int64_t r = j - i0; r < rb; r++) {
+          const float wr = ds[r * tp + j], pwr = pr[r][j];
+          a[r][c] += kk * wr;
+          dkv += qv[r][c] * wr;
+          dvv += gv[r][c] * pwr;
+        }
+        store16(dkj + 16 * c, dkv);
+        store16(dvj + 16 * c, dvv);
+      }
+    }
+    for (int64_t r = 0; r < rb; r++) {
+      float buf[16 * NV];
+      for (int c = 0; c < NV; c++) store16(buf + 16 * c, a[r][c]);
+      std::memcpy(dq + (i0 + r) * so, buf, dh * sizeof(float));
+    }
+  }
+  for (int64_t j = 0; j < t; j++) {
+    std::memcpy(dk + j * so, dkp + j * dp, dh * sizeof(float));
+    std::memcpy(dv + j * so, dvp + j * dp, dh * sizeof(float));
+  }
+}
+
+// Calls body.template operator()<NV>() for NV = ceil(dh / 16) in 1..8.
+template <typename Body>
+void with_head_vectors(int64_t dh, Body&& body) {
+  switch ((dh + 15) / 16) {
+    case 1: return body(std::integral_constant<int, 1>{});
+    case 2: return body(std::integral_constant<int, 2>{});
+    case 3: return body(std::integral_constant<int, 3>{});
+    case 4: return body(std::integral_constant<int, 4>{});
+    case 5: return body(std::integral_constant<int, 5>{});
+    case 6: return body(std::integral_constant<int, 6>{});
+    case 7: return body(std::integral_constant<int, 7>{});
+    case 8: return body(std::integral_constant<int, 8>{});
+    default: TORCH_CHECK(false, "attention: head dim ", dh, " is over 128");
+  }
+}
+
+Tensor unit_channel_stride(const Tensor& x) { return x.stride(3) == 1 ? x : x.contiguous(); }
+
+class CausalAttnFn : public Function<CausalAttnFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& q_in, const Tensor& k_in,
+                        const Tensor& v_in, double scale_d, bool keep) {
+    TORCH_CHECK(q_in.dim() == 4 && q_in.sizes() == k_in.sizes() && q_in.sizes() == v_in.sizes(),
+                "attention: q, k, v of one shape (B, H, T, Dh)");
+    Tensor q = unit_channel_stride(q_in), k = unit_channel_stride(k_in),
+           v = unit_channel_stride(v_in);
+    int64_t b = q.size(0), h = q.size(1), t = q.size(2), dh = q.size(3);
+    float scale = static_cast<float>(scale_d);
+    TORCH_CHECK(dh >= 1 && dh <= 128 && t >= 1, "attention: head dim 1..128, T >= 1");
+    const int64_t tp = round16(t), dp = 16 * ((dh + 15) / 16);
+    Tensor o = at::empty({b, t, h, dh}, q.options());
+    // The probabilities of every head when the backward needs them, else one per thread.
+    Tensor p = keep ? at::empty({b, h, t, tp}, q.options()) : Tensor();
+    float* op = o.data_ptr<float>();
+    at::parallel_for(0, b * h, 1, [&](int64_t h0, int64_t h1) {
+      FlushDenormals ftz;
+      std::vector<float> kt(dh * tp), vp(t * dp), own(keep ? 0 : t * tp);
+      for (int64_t bh = h0; bh < h1; bh++) {
+        float* pp = keep ? p.data_ptr<float>() + bh * t * tp : own.data();
+        float* out = op + ((bh / h) * t * h + bh % h) * dh;
+        with_head_vectors(dh, [&](auto nv) {
+          attn_head_fwd<decltype(nv)::value>(head_of(q, bh, h), head_of(k, bh, h),
+                                             head_of(v, bh, h), pp, out, h * dh, kt.data(),
+                                             vp.data(), t, dh, scale);
+        });
+      }
+    });
+    if (keep) {
+      ctx->save_for_backward({q, k, v, o, p});
+      ctx->saved_data["scale"] = scale_d;
+    }
+    return o;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const Tensor &q = saved[0], &k = saved[1], &v = saved[2], &o = saved[3], &p = saved[4];
+    float scale = static_cast<float>(ctx->saved_data["scale"].toDouble());
+    int64_t b = q.size(0), h = q.size(1), t = q.size(2), dh = q.size(3);
+    // The output's gradient as (B, H, T, Dh) strides over the (B, T, H, Dh) layout.
+    Tensor g = grads[0].contiguous().transpose(1, 2);
+    Tensor dq = at::empty({b, t, h, dh}, q.options());
+    Tensor dk = at::empty({b, t, h, dh}, q.options());
+    Tensor dv = at::empty({b, t, h, dh}, q.options());
+    const int64_t tp = round16(t), dp = 16 * ((dh + 15) / 16);
+    at::parallel_for(0, b * h, 1, [&](int64_t h0, int64_t h1) {
+      FlushDenormals ftz;
+      std::vector<float> vt(dh * tp), kp(t * dp), dkp(t * dp), dvp(t * dp), ds(kAttnRows * tp);
+      for (int64_t bh = h0; bh < h1; bh++) {
+        int64_t off = ((bh / h) * t * h + bh % h) * dh;
+        with_head_vectors(dh, [&](auto nv) {
+          attn_head_bwd<decltype(nv)::value>(
+              head_of(q, bh, h), head_of(k, bh, h), head_of(v, bh, h), head_of(g, bh, h),
+              o.data_ptr<float>() + off, p.data_ptr<float>() + bh * t * tp,
+              dq.data_ptr<float>() + off, dk.data_ptr<float>() + off, dv.data_ptr<float>() + off,
+              h * dh, vt.data(), kp.data(), dkp.data(), dvp.data(), ds.data(), t, dh, scale);
+        });
+      }
+    });
+    return {dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2), Tensor(), Tensor()};
+  }
+};
+
 void check_f32(const Tensor& t, const char* what) {
   TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == at::kFloat, what,
               ": a contiguous f32 CPU tensor");
@@ -918,6 +1239,18 @@ int sinkrep_fused_rms_norm(const at::Tensor* x, const at::Tensor* w, double eps,
 int sinkrep_fused_swiglu(const at::Tensor* a, const at::Tensor* u, at::Tensor** out, char* err,
                          size_t errlen) {
   return guarded([&] { return SwigluFn::apply(*a, *u); }, out, err, errlen);
+}
+
+// q, k, v: (B, H, T, Dh) f32 CPU with unit channel stride. Returns z (B, T, H, Dh)
+// contiguous: causal attention, an autograd function (crate::fused::causal_attention).
+int sinkrep_fused_causal_attention(const at::Tensor* q, const at::Tensor* k, const at::Tensor* v,
+                                   double scale, at::Tensor** out, char* err, size_t errlen) {
+  // Forward runs with grad mode off: whether the backward will need the probabilities is
+  // decided here.
+  bool keep = at::GradMode::is_enabled() &&
+              (q->requires_grad() || k->requires_grad() || v->requires_grad());
+  return guarded([&] { return CausalAttnFn::apply(*q, *k, *v, scale, keep); }, out, err,
+                 errlen);
 }
 
 // x: (B, T, H, Dh) f32 contiguous; cos, sin: (T_max >= T, Dh/2) f32 contiguous.

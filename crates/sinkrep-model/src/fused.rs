@@ -35,6 +35,15 @@ extern "C" {
         err: *mut c_char,
         errlen: usize,
     ) -> c_int;
+    fn sinkrep_fused_causal_attention(
+        q: *const std::ffi::c_void,
+        k: *const std::ffi::c_void,
+        v: *const std::ffi::c_void,
+        scale: f64,
+        out: *mut *mut std::ffi::c_void,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
     fn sinkrep_fused_rope(
         x: *const std::ffi::c_void,
         cos: *const std::ffi::c_void,
@@ -221,6 +230,36 @@ pub(crate) fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
     call("RoPE", |out, err, n| unsafe {
         sinkrep_fused_rope(ptr(x), ptr(cos), ptr(sin), out, err, n)
     })
+}
+
+/// Longest sequence the fused attention takes: its forward keeps the (B, H, T, T)
+/// probabilities for the backward (4 MiB per layer for the small model, T = 128).
+pub(crate) const ATTN_MAX_T: i64 = 512;
+
+/// Should the fused causal attention take `q`, `k`, `v` (B, H, T, Dh)? f32 CPU tensors of
+/// one shape (no grouped KV heads), unit channel stride, at most [`ATTN_MAX_T`] positions
+/// and 128 channels per head; inside or outside autograd.
+pub(crate) fn attention_applies(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
+    let s = q.size();
+    s.len() == 4
+        && s[2] <= ATTN_MAX_T
+        && s[3] <= 128
+        && [q, k, v].iter().all(|x| {
+            x.device() == Device::Cpu
+                && x.kind() == Kind::Float
+                && x.size() == s
+                && x.stride()[3] == 1
+        })
+        && enabled()
+}
+
+/// Causal self-attention `softmax(scale q k^T) v`, keys j <= i, of `q`, `k`, `v`
+/// (B, H, T, Dh): returns (B, H, T, Dh), a transposed view of a contiguous (B, T, H, Dh).
+pub(crate) fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Tensor {
+    call("causal attention", |out, err, n| unsafe {
+        sinkrep_fused_causal_attention(ptr(q), ptr(k), ptr(v), scale, out, err, n)
+    })
+    .transpose(1, 2)
 }
 
 /// Takes ownership of a tensor the C++ side made (None for a null pointer).
@@ -567,6 +606,45 @@ mod tests {
         let y = rms_norm(&x, &w, 1e-5);
         y.sum(Kind::Float).backward();
         assert!(!w.grad().defined());
+    }
+
+    /// Explicit causal attention in libtorch ops.
+    fn composite_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Tensor {
+        let t = q.size()[2];
+        let mask = Tensor::ones([t, t], (Kind::Bool, Device::Cpu)).triu(1);
+        (q.matmul(&k.transpose(-2, -1)) * scale)
+            .masked_fill(&mask, f64::NEG_INFINITY)
+            .softmax(-1, Kind::Float)
+            .matmul(v)
+    }
+
+    #[test]
+    fn causal_attention_matches_composite() {
+        // (B, T, H, Dh) storage seen as (B, H, T, Dh), as the model's projections give
+        // them; T = 70 and 17 leave partial 16-key tails, Dh = 40 a partial vector.
+        for (t, dh) in [(70, 16), (17, 40), (1, 8)] {
+            let qkv: Vec<Tensor> = (0..3).map(|i| leaf(&[2, t, 3, dh], 20 + i, 2.0)).collect();
+            let scale = 1.0 / (dh as f64).sqrt();
+            let heads = |x: &Tensor| x.transpose(1, 2);
+            check(
+                "causal attention",
+                &|x| causal_attention(&heads(&x[0]), &heads(&x[1]), &heads(&x[2]), scale),
+                &|x| composite_attention(&heads(&x[0]), &heads(&x[1]), &heads(&x[2]), scale),
+                &qkv,
+            );
+            // Outside autograd: the same output bits.
+            let with = causal_attention(&heads(&qkv[0]), &heads(&qkv[1]), &heads(&qkv[2]), scale);
+            let without = tch::no_grad(|| {
+                causal_attention(&heads(&qkv[0]), &heads(&qkv[1]), &heads(&qkv[2]), scale)
+            });
+            assert!(with.detach().equal(&without));
+            // Contiguous (B, H, T, Dh) inputs read the same values.
+            let cont = tch::no_grad(|| {
+                let c = |x: &Tensor| heads(x).contiguous();
+                causal_attention(&c(&qkv[0]), &c(&qkv[1]), &c(&qkv[2]), scale)
+            });
+            assert!(cont.equal(&without));
+        }
     }
 
     #[test]

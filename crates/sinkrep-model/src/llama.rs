@@ -31,9 +31,10 @@ pub enum AttnImpl {
     /// softmax(QK^T/sqrt(d) + mask) V written out: the pattern can be probed and masked.
     /// The default for analysis.
     Explicit,
-    /// libtorch's fused scaled_dot_product_attention (faster, used for training). A layer
-    /// falls back to `Explicit` when a probe wants its pattern or a mask intervention
-    /// applies there.
+    /// Fused attention (faster, used for training): sinkrep's CPU kernel in f32 without
+    /// grouped KV heads (crate::fused::causal_attention), else libtorch's
+    /// scaled_dot_product_attention. A layer falls back to `Explicit` when a probe wants
+    /// its pattern or a mask intervention applies there.
     Fused,
 }
 
@@ -562,6 +563,10 @@ impl Attention {
             att.view([b, kv, rep * t, t])
                 .matmul(&v) // (B, KV, rep*T, Dh)
                 .view([b, h, t, dh])
+        } else if rep == 1 && crate::fused::attention_applies(&q, &k, &v) {
+            // On the CPU in f32, one pass per head (crate::fused): libtorch's flash
+            // attention is dominated by sgemm calls at the subjects' head dims.
+            crate::fused::causal_attention(&q, &k, &v, scale)
         } else {
             Tensor::scaled_dot_product_attention::<Tensor>(
                 &q,
