@@ -219,7 +219,7 @@ def profile_shares(lines):
     """Rough split of a flat profile (% of samples) into kinds of work, by shared object and
     symbol name. Feed it a report with a low --percent-limit: bf16 matmuls run as oneDNN JIT
     code, spread over many addresses of well under 1% each."""
-    kinds = ["matmul (MKL sgemm)", "matmul (oneDNN JIT code: bf16)", "attention (flash kernels)",
+    kinds = ["matmul (MKL sgemm)", "matmul (oneDNN JIT code: bf16)", "attention (libtorch flash kernels; sinkrep's attn_head kernels)",
              "float64 reductions (probe)", "copies (memmove, copy kernels)", "other elementwise kernels",
              "sinkrep's fused kernels (norm, SwiGLU, RoPE, softmax, probe reductions)",
              "OpenMP runtime (libgomp: barriers, spin-waits)", "allocator (malloc, free)",
@@ -237,7 +237,7 @@ def profile_shares(lines):
             k = kinds[0]
         elif dso.startswith("[JIT]"):
             k = kinds[1]
-        elif "flash_attention" in sym:
+        elif "flash_attention" in sym or re.search(r"\battn_head_(fwd|bwd)\b", sym):
             k = kinds[2]
         elif "<double>" in sym:
             k = kinds[3]
@@ -845,8 +845,8 @@ def main():
       f"{a.train_steps} steps) and (3b) claim 4's cpu-scale subject, the model a cpu `just replicate-all` "
       f"trains (`[scale.cpu.subject]` of replications/headwise-rmsnorm/claim.toml; {a.train_steps_subject} "
       "steps). sinkrep: `sinkrep-subjects`' `throughput` example, Baseline variant, its `ms/step` (mean over "
-      "all steps, first included, evaluation and checkpoints excluded), with its fused RMSNorm, SwiGLU and "
-      "RoPE kernels (crates/sinkrep-model/csrc/fused.cpp); PyTorch: `scripts/bench/torch_train_step.py "
+      "all steps, first included, evaluation and checkpoints excluded), with its fused RMSNorm, SwiGLU, "
+      "RoPE and causal-attention kernels (crates/sinkrep-model/csrc/fused.cpp); PyTorch: `scripts/bench/torch_train_step.py "
       "--model small|subject`, same architecture, init, optimizer and batch, eager ops, same mean. Both are "
       "processes of their own; only the step time is compared.")
     w("4. **Peak memory**: max RSS of the processes of rows 1 and 2.")
@@ -1014,10 +1014,13 @@ def main():
             ("every pair agrees" if len(tr["pairs"]) > 1 else "one pair only")
         w(f"- **{train_label[m].split('. ', 1)[1]}**: {fmt_x(tr['ratio'])} (pairs {lo:.2f} to {hi:.2f}; {spread}).")
     if train_rows:
-        w("  Both sides run the same libtorch sgemm, attention and AdamW kernels. What differs: sinkrep "
+        w("  Both sides run the same libtorch sgemm and AdamW kernels. What differs: sinkrep "
           "runs RMSNorm, SwiGLU and half-split RoPE as fused custom autograd functions (one pass forward, "
           "one backward, each; crates/sinkrep-model/csrc/fused.cpp), where eager PyTorch runs 3 to 8 "
-          "elementwise kernels for each, every one a pass over its tensor. Rearrangements that stay in "
+          "elementwise kernels for each, every one a pass over its tensor; and causal attention as one "
+          "custom function over each head's triangle (probabilities kept for the backward), where "
+          "PyTorch's SDPA runs libtorch's flash kernels, whose many small sgemm calls dominate at head "
+          "dims of 16 to 32. Rearrangements that stay in "
           "eager libtorch (fused QKV and gate/up matmuls, `F.rms_norm`, explicit attention instead of SDPA, "
           "micro-batches) were measured in plain PyTorch and gave nothing: docs/research/"
           "train-step-variants.md. What is left is sgemm, attention and the remaining elementwise work "

@@ -3,7 +3,9 @@
 // inference (no autograd), one pass that also reads and writes bf16 where a bf16 forward
 // wants it, so no cast surrounds each linear layer. Eager libtorch runs 3 to 8 separate
 // elementwise kernels for each, and both the training step and the analysis are
-// memory-bound there (benchmarks/<kind of CPU>.md, "Where the time goes").
+// memory-bound there (benchmarks/<kind of CPU>.md, "Where the time goes"). Also causal
+// self-attention for training (CausalAttnFn), where libtorch's CPU flash attention is
+// dominated by sgemm call overhead at small head dims.
 //
 // Numerics and determinism:
 // - Training: f32 in, f32 out. Inference: f32 or bf16 in and out, arithmetic in f32.

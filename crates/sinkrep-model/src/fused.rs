@@ -1,4 +1,6 @@
-//! Fused CPU kernels (csrc/fused.cpp) for RMSNorm, SwiGLU and half-split RoPE.
+//! Fused CPU kernels (csrc/fused.cpp) for RMSNorm, SwiGLU and half-split RoPE, and causal
+//! attention for training (`attention_applies`: f32, no grouped KV heads, inside autograd
+//! or in the trainer's validation forward; analysis keeps its explicit attention).
 //!
 //! - Training (`applies`: f32 tensors on the CPU that take part in autograd): custom
 //!   autograd functions, each one pass forward and one pass backward.

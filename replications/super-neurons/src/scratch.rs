@@ -82,7 +82,14 @@ fn one(
 /// channel there passes the census's rule: |mean activation| > SUPER_NEURON_ABS and >
 /// SUPER_NEURON_MEDIAN_RATIO x the layer median) and with massive dims (DomRatio of h_0
 /// above MASSIVE_DOM_RATIO in some layer); the leads are sink step minus the other
-/// (positive: before the sink). NaN when an event never happens.
+/// (positive: before the sink). A step is NaN when its event never happens.
+///
+/// A run whose sink has not formed by its last evaluation is right-censored: its sink
+/// step is unknown but later than that evaluation, so its lead is at least the last
+/// evaluation's step minus the other event's, and that lower bound is recorded
+/// (`order.sink_unreached` is 1 for such a run, else 0). Since claim version 7; before,
+/// the lead was NaN and one late seed made the whole family's mean undefined. A lead
+/// stays NaN when the other event never happens.
 fn order_metrics(ctx: &mut RunContext, p: &str, fs: &FromScratch) -> anyhow::Result<()> {
     let evals = &fs.measured.evals;
     let sink = sink_step(evals);
@@ -90,11 +97,18 @@ fn order_metrics(ctx: &mut RunContext, p: &str, fs: &FromScratch) -> anyhow::Res
         e.top_ffn_abs > SUPER_NEURON_ABS && e.top_ffn_ratio > SUPER_NEURON_MEDIAN_RATIO
     });
     let massive = first_step(evals, |e| e.dom_ratio_max > MASSIVE_DOM_RATIO);
+    let last = evals.last().map_or(f64::NAN, |e| e.step as f64);
+    let unreached = sink.is_nan();
+    let sink_or_bound = if unreached { last } else { sink };
     ctx.metric(&format!("{p}.order.sink_step"), sink)?;
+    ctx.metric(
+        &format!("{p}.order.sink_unreached"),
+        if unreached { 1.0 } else { 0.0 },
+    )?;
     ctx.metric(&format!("{p}.order.super_neuron_step"), sup)?;
     ctx.metric(&format!("{p}.order.massive_step"), massive)?;
-    ctx.metric(&format!("{p}.order.super_neuron_lead"), sink - sup)?;
-    ctx.metric(&format!("{p}.order.massive_lead"), sink - massive)?;
+    ctx.metric(&format!("{p}.order.super_neuron_lead"), sink_or_bound - sup)?;
+    ctx.metric(&format!("{p}.order.massive_lead"), sink_or_bound - massive)?;
     // Peaks over training (the final model may have moved past them).
     let peak =
         |f: fn(&sinkrep_subjects::EvalPoint) -> f64| evals.iter().map(f).fold(f64::NAN, f64::max);
