@@ -785,14 +785,17 @@ void channel_maxabs(const float* x, float* out, int64_t nb, int64_t t, int64_t f
 // ---- Causal self-attention for training: z = softmax(scale q k^T, keys j <= i) v per
 // (batch, head), for the small head dims and short sequences of the subjects trained here.
 // libtorch's CPU flash attention runs each (32-query x T-key) block through sgemm, whose
-// call overhead dominates at head dims of 16 to 64 (measured on an AMD EPYC: 26% of claim
-// 4's cpu-scale training step was attention). Here one head at a time is a few passes over
-// rows of T keys or Dh channels, only over the causal triangle. The forward keeps the
-// probabilities (B, H, T, T) for the backward, so nothing is recomputed.
+// call overhead dominates at head dims of 16 to 64 (measured alone on an AMD EPYC, one
+// thread: 1.47 ms per layer for claim 4's cpu subject, fwd + bwd, against 0.94 here; in the
+// step's profile attention was about 10% of the subject's step and 20% of the small
+// model's). Here one head at a time is a few passes over rows of T keys or Dh channels,
+// only over the causal triangle. The forward keeps the probabilities (B, H, T, T) for the
+// backward, so nothing is recomputed.
 //
 // Determinism: a head is computed by one thread, every sum in a fixed order (over channels
 // d for scores, over keys j for outputs and gradients): the bits do not depend on the
-// thread count. The softmax is causal_softmax_rows (exp_approx).
+// thread count. The softmax is written out in attn_head_fwd with exp16 (exp_approx's
+// bits), like causal_softmax_rows but over rows padded to 16 keys.
 //
 // Layouts: q, k, v are (B, H, T, Dh) with any batch, head and time strides and unit
 // channel stride; z and the gradients are written (B, T, H, Dh) contiguous, the layout the
@@ -852,9 +855,10 @@ SINKREP_VEC void block_dots(const float* const* rows, const float* xt, int64_t t
 // One head's forward, Dh <= 16 NV. p: (T, round16(T)) probabilities; in each block of
 // kAttnRows query rows, a row holds keys 0..i then zeros up to the block's last key vector.
 // o: rows of stride so. Scratch kt (Dh, round16(T)) = k^T and vp (T, 16 NV) = v, both
-// zero-padded (vp only where Dh is not a multiple of 16). Scores sum over channels in order, 16 keys per vector; the softmax's max and
-// sum run over a row's key vectors in order and fold in a fixed order (fold_*16); each
-// output row sums its keys j = 0..i in order. exp is exp16 (exp_approx's bits).
+// zero-padded (vp only where Dh is not a multiple of 16). Scores sum over channels in
+// order, 16 keys per vector; the softmax's max and sum run over a row's key vectors in
+// order and fold in a fixed order (fold_*16); each output row sums its keys j = 0..i in
+// order. exp is exp16 (exp_approx's bits).
 template <int NV>
 SINKREP_CLONES void attn_head_fwd(HeadPtr q, HeadPtr k, HeadPtr v, float* p, float* o, int64_t so,
                                   float* kt, float* vp, int64_t t, int64_t dh, float scale) {

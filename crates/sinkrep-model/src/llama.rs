@@ -563,9 +563,10 @@ impl Attention {
             att.view([b, kv, rep * t, t])
                 .matmul(&v) // (B, KV, rep*T, Dh)
                 .view([b, h, t, dh])
-        } else if rep == 1 && crate::fused::attention_applies(&q, &k, &v) {
-            // On the CPU in f32, one pass per head (crate::fused): libtorch's flash
-            // attention is dominated by sgemm calls at the subjects' head dims.
+        } else if crate::fused::attention_applies(&q, &k, &v) {
+            // On the CPU in f32 without grouped KV heads (q and k of one shape), one pass
+            // per head (crate::fused): libtorch's flash attention is dominated by sgemm
+            // calls at the subjects' head dims.
             crate::fused::causal_attention(&q, &k, &v, scale)
         } else {
             Tensor::scaled_dot_product_attention::<Tensor>(
